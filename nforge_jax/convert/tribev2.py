@@ -290,7 +290,7 @@ def export_tribev2(src, dst, *, overwrite: bool = False) -> Path:
     state = OrderedDict()
     for t_key, j_key, transpose in key_table(config):
         value = arrays[j_key].T if transpose else arrays[j_key]
-        state["model." + t_key] = torch.from_numpy(np.ascontiguousarray(value))
+        state["model." + t_key] = torch.from_numpy(np.array(value, order="C"))
     build_args = {"feature_dims": {m: (n, d) for m, n, d in config.feature_dims},
                   "n_outputs": config.n_outputs, "n_output_timesteps": config.n_output_timesteps}
     original = src / ORIGINAL_CONFIG

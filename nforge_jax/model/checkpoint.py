@@ -35,7 +35,7 @@ def is_encoder_checkpoint(path) -> bool:
 
 def encoder_arrays(model: FmriEncoder) -> dict[str, np.ndarray]:
     """{"encoder/sublayers/0/block/to_q/kernel": array, ...} for every parameter and buffer."""
-    return {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.state(model).flat_state()}
+    return {"/".join(map(str, p)): np.asarray(v[...]) for p, v in nnx.to_flat_state(nnx.state(model))}
 
 
 def abstract_encoder(config: EncoderConfig) -> FmriEncoder:
@@ -45,7 +45,7 @@ def abstract_encoder(config: EncoderConfig) -> FmriEncoder:
 def encoder_from_arrays(config: EncoderConfig, arrays: dict[str, Any], source: str = "arrays") -> FmriEncoder:
     """Builds an encoder holding exactly `arrays` (keys as in `encoder_arrays`); checks names and shapes."""
     graphdef, state = nnx.split(abstract_encoder(config))
-    flat = state.flat_state()
+    flat = nnx.to_flat_state(state)
     expected = {"/".join(map(str, p)): v for p, v in flat}
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))
@@ -58,7 +58,7 @@ def encoder_from_arrays(config: EncoderConfig, arrays: dict[str, Any], source: s
             raise CheckpointError(f"{source}: parameter {key!r} has shape {shape}, the config needs {want}")
     new_flat = [(p, v.replace(jax.numpy.asarray(arrays["/".join(map(str, p))], dtype=v.get_raw_value().dtype)))
                 for p, v in flat]
-    return nnx.merge(graphdef, nnx.State.from_flat_path(new_flat))
+    return nnx.merge(graphdef, nnx.from_flat_state(new_flat))
 
 
 def _nest(flat: dict[str, np.ndarray]) -> dict:
