@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import math
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -264,22 +265,24 @@ def list_windows(store: FeatureStore, timelines: Sequence[str], spec: WindowSpec
 
 
 class WindowSource:
-    """Random-access source: window id -> example dict (numpy), reading memmaps on demand.
+    """Random-access source: window id -> example dict (numpy), reading the store's files on demand.
 
-    Picklable (it holds the store path and small tables; memmaps are reopened in each process).
+    Picklable (it holds the store path and small tables; files are reopened in each process).
     """
 
     def __init__(self, store: FeatureStore, timelines: Sequence[str], *, subjects_index: Mapping[str, int],
                  spec: WindowSpec = WindowSpec(), modalities: Mapping[str, tuple[int, int]] | None = None,
-                 n_vertices: int | None = None, max_open: int = 64):
+                 n_vertices: int | None = None, feature_dtype: str = "float32"):
         self.store_path = str(store.path)
         self.timelines = list(timelines)
         if not self.timelines:
             raise PipelineError(f"no timelines to read from the store {store.path}")
         self.spec = spec
-        self.max_open = max_open
+        if feature_dtype not in ("float32", "float16"):
+            raise PipelineError(f"feature_dtype: expected 'float32' or 'float16', got {feature_dtype!r}")
+        self.feature_dtype = np.dtype(feature_dtype)
         self._store: FeatureStore | None = store
-        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._cache: dict[tuple[int, str], tuple] = {}  # (timeline, key) -> (path, offset, shape, dtype)
         shapes: dict[str, dict[tuple, str]] = collections.defaultdict(dict)
         vertices: dict[int, str] = {}
         self._meta = []
@@ -332,7 +335,7 @@ class WindowSource:
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_store"] = None
-        state["_cache"] = collections.OrderedDict()
+        state["_cache"] = {}
         return state
 
     def __len__(self) -> int:
@@ -342,62 +345,92 @@ class WindowSource:
         return (f"WindowSource({self.store_path!r}, {len(self.timelines)} timelines, {len(self)} windows, "
                 f"modalities={self.modalities}, n_vertices={self.n_vertices})")
 
-    def _array(self, t: int, key: str) -> np.ndarray:
-        arr = self._cache.get((t, key))
-        if arr is not None:
-            self._cache.move_to_end((t, key))
-            return arr
-        if self._store is None:
-            self._store = FeatureStore.open(self.store_path)
-        name = self.timelines[t]
-        arr = self._store.fmri(name) if key == "fmri" else self._store.features(name, key)
-        self._cache[(t, key)] = arr
-        if len(self._cache) > self.max_open:
-            self._cache.popitem(last=False)
-        return arr
+    def _read_rows(self, t: int, key: str, a: int, b: int, out: np.ndarray) -> None:
+        """Read rows [a, b) of a stored array into ``out`` (converting to its dtype) with one pread.
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+        Positional reads hold no mapping, so memory stays flat however many timelines an epoch visits;
+        the file is opened per read (microseconds next to the megabytes read), which keeps concurrent
+        reader threads free of shared descriptors.
+        """
+        loc = self._cache.get((t, key))
+        if loc is None:
+            if self._store is None:
+                self._store = FeatureStore.open(self.store_path)
+            loc = self._cache[(t, key)] = self._store.array_file(self.timelines[t], key)
+        path, offset, shape, dtype = loc
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        buf = np.empty((b - a, *shape[1:]), dtype=dtype)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot open ({e.strerror})") from None
+        try:
+            got = os.preadv(fd, [memoryview(buf).cast("B")], offset + a * row_bytes)
+        finally:
+            os.close(fd)
+        if got != buf.nbytes:
+            raise StoreError(f"{path}: short read ({got} of {buf.nbytes} bytes at row {a}); "
+                             "the file changed or is truncated, run `nforge store verify`")
+        out[...] = buf
+
+    def empty_batch(self, n: int) -> dict[str, Any]:
+        """Zeroed output arrays for ``n`` examples (the layout :meth:`load_batch` fills)."""
+        spec = self.spec
+        out: dict[str, Any] = {mod: np.zeros((n, spec.n_feature_steps, l, d), dtype=self.feature_dtype)
+                               for mod, (l, d) in self.modalities.items()}
+        out["fmri"] = np.zeros((n, spec.n_targets, self.n_vertices), dtype=np.float32)
+        out["mask"] = np.zeros((n, spec.n_targets), dtype=bool)
+        out["subject_id"] = np.zeros((n,), dtype=np.int32)
+        out["present"] = {mod: np.zeros((n,), dtype=bool) for mod in self.modalities}
+        out["window"] = np.zeros((n, 2), dtype=np.float64)  # (timeline position, window start in s)
+        return out
+
+    def _fill(self, index: int, out: dict[str, Any], row: int) -> None:
         t_float, start = self.windows[int(index)]
         t = int(t_float)
         info = self._meta[t]
         spec = self.spec
-        out: dict[str, Any] = {}
-        present = {}
         n_steps = spec.n_feature_steps
-        for mod, (layers, dim) in self.modalities.items():
-            x = np.zeros((n_steps, layers, dim), dtype=np.float32)
+        for mod in self.modalities:
             length = info["modalities"].get(mod)
-            present[mod] = np.bool_(length is not None)
+            out["present"][mod][row] = length is not None
             if length is not None:
                 lo = int(round(start * spec.feature_hz))
                 a, b = max(lo, 0), min(lo + n_steps, length)
                 if b > a:
-                    x[a - lo:b - lo] = self._array(t, mod)[a:b]
-            out[mod] = x
+                    self._read_rows(t, mod, a, b, out[mod][row, a - lo:b - lo])
         n_out = spec.n_targets
-        y = np.zeros((n_out, self.n_vertices), dtype=np.float32)
+        y = out["fmri"][row]
         if info["n_fmri"]:
             # target i <- BOLD sample at (start + i / fmri_hz + offset) relative to the recording start
             lo = int(round((start + info["offset_s"] - info["fmri_start_s"]) * spec.fmri_hz))
             a, b = max(lo, 0), min(lo + n_out, info["n_fmri"])
             if b > a:
-                y[a - lo:b - lo] = self._array(t, "fmri")[a:b]
-        out["fmri"] = y
-        out["mask"] = np.any(y != 0, axis=1)
-        out["subject_id"] = np.int32(info["subject_id"])
-        out["present"] = present
-        out["window"] = np.asarray([t, start], dtype=np.float64)  # (timeline position, start s)
+                self._read_rows(t, "fmri", a, b, y[a - lo:b - lo])
+        out["mask"][row] = np.any(y != 0, axis=1)
+        out["subject_id"][row] = info["subject_id"]
+        out["window"][row] = (t, start)
+
+    def load_batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Examples for window ids ``indices``, stacked on a leading batch axis (read in place)."""
+        out = self.empty_batch(len(indices))
+        for row, index in enumerate(indices):
+            self._fill(index, out, row)
         return out
 
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        batch = self.load_batch([index])
+        return {k: ({m: x[0] for m, x in v.items()} if isinstance(v, dict) else v[0]) for k, v in batch.items()}
 
-class _Load:
-    """Picklable map: window id -> example."""
+
+class _LoadBatch:
+    """Picklable map: array of window ids -> batch dict."""
 
     def __init__(self, source: WindowSource):
         self.source = source
 
-    def __call__(self, index):
-        return self.source[int(index)]
+    def __call__(self, indices):
+        return self.source.load_batch(np.atleast_1d(np.asarray(indices)).tolist())
 
 
 class _WeightedDraw:
@@ -424,13 +457,6 @@ def _ensure_absl_flags_parsed() -> None:
         flags.FLAGS([sys.argv[0] if sys.argv else "nforge"], known_only=True)
 
 
-def _stack(items: Sequence[Mapping]) -> dict:
-    out = {}
-    for k, v in items[0].items():
-        out[k] = _stack([it[k] for it in items]) if isinstance(v, Mapping) else np.stack([it[k] for it in items])
-    return out
-
-
 def make_dataset(
     store: FeatureStore | str,
     *,
@@ -445,13 +471,14 @@ def make_dataset(
     process_count: int = 1,
     worker_count: int = 0,
     worker_buffer_size: int = 2,
-    num_threads: int = 4,
-    prefetch_buffer_size: int = 16,
+    num_threads: int = 2,
+    prefetch_buffer_size: int = 2,
     drop_remainder: bool | None = None,
     timelines: Iterable[str] | None = None,
     weights: Mapping[str, float] | None = None,
     modalities: Mapping[str, tuple[int, int]] | None = None,
     n_vertices: int | None = None,
+    feature_dtype: str = "float32",
 ) -> grain.IterDataset:
     """The training/evaluation input pipeline over a FeatureStore.
 
@@ -471,6 +498,8 @@ def make_dataset(
     - ``worker_count > 0``: batches are made in that many worker processes (grain ``mp_prefetch``);
       0 reads with ``num_threads`` threads in this process. The stream depends on ``worker_count``.
     - ``drop_remainder``: default True for an infinite stream, False otherwise.
+    - ``feature_dtype="float16"`` hands the stored features over unconverted (half the host memory
+      traffic; cast on the device).
     - iterator ``get_state()``/``set_state()`` restore the exact stream position.
     """
     if not isinstance(store, FeatureStore):
@@ -488,7 +517,7 @@ def make_dataset(
     timelines = _timeline_list(store, timelines)
     source = WindowSource(store, timelines, subjects_index=subjects_index,
                           spec=WindowSpec(window_s=window_s, stride_s=stride_s), modalities=modalities,
-                          n_vertices=n_vertices)
+                          n_vertices=n_vertices, feature_dtype=feature_dtype)
     n = len(source)
     total = sys.maxsize if num_epochs is None else n * num_epochs
 
@@ -521,11 +550,10 @@ def make_dataset(
         if num_epochs is not None:
             ids = ids[: (len(ids) // process_count) * process_count]
         ids = ids[process_index::process_count]
-    ds = ids.map(_Load(source))
-    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
-    it = ds.to_iter_dataset(read)
-    it = it.batch(batch_size, drop_remainder=(num_epochs is None) if drop_remainder is None else drop_remainder,
-                  batch_fn=_stack)
+    # batches are formed from window ids and read straight into the batch arrays (no per-example copies)
+    drop = (num_epochs is None) if drop_remainder is None else drop_remainder
+    ds = ids.batch(batch_size, drop_remainder=drop).map(_LoadBatch(source))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
     if worker_count > 0:
         _ensure_absl_flags_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,

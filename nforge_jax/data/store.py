@@ -297,6 +297,37 @@ class FeatureStore:
                              f"{entry['dtype']}{entry['shape']}")
         return arr
 
+    def array_file(self, name: str, key: str) -> tuple[Path, int, tuple[int, ...], np.dtype]:
+        """(path, byte offset of the data, shape, dtype) of one stored array, for direct positional reads.
+
+        ``key`` is ``"fmri"`` or a modality name. The header is checked against the manifest and the
+        file size against the shape (StoreError naming the file if it is truncated).
+        """
+        manifest = self.manifest(name)
+        akey = key if key == "fmri" else f"features/{key}"
+        if akey not in manifest["arrays"]:
+            raise StoreError(f"timeline {name!r} has no {key!r} array; it has {sorted(manifest['arrays'])}")
+        entry = manifest["arrays"][akey]
+        fpath = self._dir(name) / entry["file"]
+        try:
+            with open(fpath, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = reader(f)
+                offset = f.tell()
+                size = os.fstat(f.fileno()).st_size
+        except FileNotFoundError:
+            raise StoreError(f"{fpath}: missing (timeline {name!r}, array {akey!r})") from None
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{fpath}: unreadable .npy header ({e})") from None
+        if list(shape) != entry["shape"] or dtype.name != entry["dtype"] or fortran:
+            raise StoreError(f"{fpath}: holds {dtype.name}{list(shape)}, manifest expects "
+                             f"{entry['dtype']}{entry['shape']}")
+        if size < offset + math.prod(shape) * dtype.itemsize:
+            raise StoreError(f"{fpath}: truncated: {size} bytes, expected {offset + math.prod(shape) * dtype.itemsize}")
+        return fpath, offset, tuple(shape), dtype
+
     def features(self, name: str, modality: str) -> np.ndarray:
         """Read-only memmap (T, n_layers, dim) float16 of one modality."""
         key = f"features/{modality}"

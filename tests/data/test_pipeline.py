@@ -6,7 +6,7 @@ import pytest
 
 from nforge_jax.data import pipeline as P
 from nforge_jax.data.pipeline import PipelineError, clean_and_resample, make_dataset
-from nforge_jax.data.store import FeatureStore
+from nforge_jax.data.store import FeatureStore, StoreError
 
 V = 4
 
@@ -134,6 +134,11 @@ def test_tribe_default_geometry(tmp_path):
     assert b["mask"].sum(axis=1).tolist() == [100, 100, 45]
     assert b["fmri"][1, 0, 0] == 106.0  # BOLD sample 105 (value 106) pairs with window time 100
     assert b["window"][:, 1].tolist() == [0.0, 100.0, 200.0]
+    (h,) = list(make_dataset(s, subjects_index={"C/x": 3}, shuffle=False, num_epochs=1, feature_dtype="float16"))
+    assert h["video"].dtype == np.float16 and h["fmri"].dtype == np.float32
+    np.testing.assert_array_equal(h["video"].astype(np.float32), b["video"])
+    with pytest.raises(PipelineError, match="feature_dtype"):
+        make_dataset(s, subjects_index={"C/x": 3}, feature_dtype="int8")
 
 
 def test_meta_duration_sets_window_count(tmp_path):
@@ -294,3 +299,15 @@ def test_errors(tmp_path):
                      meta=_meta("A", "s1"))
     with pytest.raises(PipelineError, match=r"modality 'text'.*\(2, 3\).*\(5, 3\)"):
         make_dataset(s, subjects_index={"A/s1": 0, "A/s2": 1})
+
+
+def test_truncated_file_named_on_read(tmp_path):
+    s = ramp_store(tmp_path / "st")
+    src = P.WindowSource(s, s.timelines, subjects_index={"A/s1": 0, "A/s2": 1}, spec=P.WindowSpec(window_s=10))
+    src[0]
+    fname = s.manifest("A:run=1,subject=s1")["arrays"]["fmri"]["file"]
+    (fpath,) = (tmp_path / "st").rglob(fname)
+    with open(fpath, "r+b") as f:
+        f.truncate(fpath.stat().st_size - 4 * V * 3)  # drop the last 3 samples
+    with pytest.raises(StoreError, match=f"{fname}: short read"):
+        src[2]
