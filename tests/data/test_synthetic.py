@@ -1,0 +1,239 @@
+"""Synthetic data with a planted encoding: shapes, determinism, the analytic noise ceiling, the maps."""
+
+import numpy as np
+import pytest
+
+from nforge_jax.data import fsaverage as fs
+from nforge_jax.data import synthetic as syn
+from nforge_jax.data.store import FeatureStore
+
+V = 20484
+
+
+@pytest.fixture(scope="module")
+def small():
+    truth, runs = syn.generate_synthetic(n_subjects=2, n_timelines=2, duration_s=60, seed=3)
+    return truth, list(runs)
+
+
+@pytest.fixture(scope="module")
+def long_run():
+    truth, runs = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=600, seed=5)
+    return truth, next(runs)
+
+
+def pearson_columns(a, b):
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+
+
+def test_shapes_and_dtypes(small):
+    truth, runs = small
+    assert [r.name for r in runs] == ["sub-01_stim-01", "sub-02_stim-01", "sub-01_stim-02", "sub-02_stim-02"]
+    for run in runs:
+        assert {m: f.shape for m, f in run.features.items()} == {
+            "text": (120, 2, 64), "audio": (120, 2, 32), "video": (120, 2, 48)}
+        assert all(f.dtype == np.float32 and np.isfinite(f).all() for f in run.features.values())
+        assert run.fmri.shape == (60, V) and run.fmri.dtype == np.float32
+        assert run.signal.shape == (60, V) and run.signal.dtype == np.float32
+        np.testing.assert_allclose(run.fmri.mean(0), 0, atol=1e-4)  # z-scored per run
+        np.testing.assert_allclose(run.fmri.std(0), 1, atol=1e-3)
+        assert run.meta["offset_s"] == 5.0 and run.meta["fmri_hz"] == 1.0 and run.meta["feature_hz"] == 2.0
+    assert truth.modality_weights.shape == (3, V) and truth.noise_ceiling.shape == (V,)
+    np.testing.assert_allclose(truth.modality_weights.sum(0), 1, rtol=1e-5)
+    assert truth.hrf.shape == (64,) and truth.readouts.shape == (2, 12, V)
+    assert truth.cortex_mask.sum() == V - 868 - 874
+    assert (truth.noise_ceiling[~truth.cortex_mask] == 0).all()
+    c = truth.noise_ceiling[truth.cortex_mask]
+    assert 0.3 < c.min() and c.max() < 0.97 and 0.45 < np.median(c) < 0.7
+    # Same stimulus -> same features for both subjects; different noise and readout -> different fMRI.
+    np.testing.assert_array_equal(runs[0].features["video"], runs[1].features["video"])
+    assert not np.allclose(runs[0].fmri, runs[1].fmri)
+    assert not np.allclose(runs[0].features["video"], runs[2].features["video"])
+
+
+def test_feature_structure(small):
+    _, runs = small
+    f = runs[0].features
+    # text: word events, so some 2 Hz bins (pauses) are exactly zero, most are not.
+    silent = (f["text"] == 0).all(axis=(1, 2)).mean()
+    assert 0.02 < silent < 0.6
+    # video: cuts are rare jumps; within a shot consecutive frames are close.
+    jumps = np.linalg.norm(np.diff(f["video"][:, 1], axis=0), axis=1)
+    assert np.median(jumps) < 0.5 * np.percentile(jumps, 95)
+    # audio: temporally smooth (lag-1 autocorrelation of the deeper layer is high).
+    a = f["audio"][:, 1] - f["audio"][:, 1].mean(0)
+    assert (a[1:] * a[:-1]).sum() / (a * a).sum() > 0.6
+
+
+def test_deterministic_and_independent_of_dataset_size(small):
+    truth, runs = small
+    truth2, runs2 = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=60, seed=3)
+    first = next(runs2)
+    np.testing.assert_array_equal(first.fmri, runs[0].fmri)
+    for m in syn.MODALITIES:
+        np.testing.assert_array_equal(first.features[m], runs[0].features[m])
+    np.testing.assert_array_equal(truth2.modality_weights, truth.modality_weights)
+    _, other = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=60, seed=4)
+    assert not np.allclose(next(other).features["text"], first.features["text"])
+
+
+def test_hrf_is_glover_and_peaks_five_seconds_after(small):
+    from nilearn.glm.first_level import glover_hrf as nilearn_glover
+
+    # nilearn evaluates the same double gamma shifted by one sample (loc=dt) on a 10 ms grid.
+    ref = nilearn_glover(0.5, oversampling=50, time_length=32.0)
+    dt = 0.01
+    ts = np.linspace(0, 32.0, len(ref))
+    np.testing.assert_allclose(syn.glover_hrf(ts - dt), ref, atol=1e-6)
+    truth, _ = small
+    assert np.argmax(truth.hrf) * syn.HRF_DT == 5.0
+    # An isolated video frame at t = 20 s moves the latent BOLD most at fMRI sample 25 (5 s later).
+    feats = {m: np.zeros((120, L, D), np.float32) for m, (L, D) in syn.DEFAULT_FEATURE_DIMS.items()}
+    feats["video"][40] = 1.0
+    lat = truth.latents(feats)
+    assert lat.shape == (60, 12)
+    assert np.abs(lat[:20]).max() == 0
+    assert np.argmax(np.abs(lat[:, 8:]).sum(1)) == 25
+
+
+def test_noise_ceiling_matches_empirical_correlation(long_run):
+    truth, run = long_run
+    r = pearson_columns(run.signal.astype(np.float64), run.fmri.astype(np.float64))
+    c = truth.noise_ceiling.astype(np.float64)
+    m = truth.cortex_mask
+    n = run.fmri.shape[0]
+    # Sampling sd of r is about (1 - c^2)/sqrt(n), a little more with AR(1) noise.
+    sd = (1 - c[m] ** 2) / np.sqrt(n)
+    assert abs(np.mean(r[m] - c[m])) < 0.01
+    assert np.sqrt(np.mean((r[m] - c[m]) ** 2)) < 2.0 * np.sqrt(np.mean(sd**2))
+    for lo, hi in ((0.3, 0.5), (0.5, 0.7), (0.7, 1.0)):
+        sel = m & (c >= lo) & (c < hi)
+        assert sel.sum() > 500
+        assert abs(r[sel].mean() - c[sel].mean()) < 0.02
+    assert abs(r[~m].mean()) < 0.02  # the medial wall is noise only
+    # The target splits into the signal and a residual whose power ratio is the planted SNR.
+    y, s = run.fmri.astype(np.float64), run.signal.astype(np.float64)
+    beta = (y * s).mean(0) / (s * s).mean(0)
+    resid = y - beta * s
+    emp_snr = beta[m] ** 2 * (s[:, m] ** 2).mean(0) / (resid[:, m] ** 2).mean(0)
+    assert abs(np.median(np.log(emp_snr / truth.snr[m]))) < 0.05
+    # The signal and the perfect prediction are the same thing.
+    np.testing.assert_allclose(truth.noiseless_bold(run.features, 0), run.signal, atol=1e-5)
+
+
+def test_noise_level_moves_the_ceiling():
+    t1, _ = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=20, noise=1.0, seed=2)
+    t2, runs = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=20, noise=0.5, seed=2)
+    m = t1.cortex_mask
+    np.testing.assert_allclose(t2.snr[m], 4 * t1.snr[m], rtol=1e-5)
+    assert (t2.noise_ceiling[m] > t1.noise_ceiling[m]).all()
+    t0, runs0 = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=20, noise=0.0, seed=2)
+    run = next(runs0)
+    assert (t0.noise_ceiling[m] == 1).all()
+    np.testing.assert_allclose(run.fmri[:, m], run.signal[:, m], atol=1e-4)
+
+
+def test_modality_map_is_smooth(small):
+    truth, _ = small
+    a = fs.mesh_adjacency()
+    deg = np.asarray(a.sum(1)).ravel()
+    rng = np.random.default_rng(0)
+    for w in truth.modality_weights:
+        nb_mean = (a @ w) / deg
+        assert np.corrcoef(w, nb_mean)[0, 1] > 0.95
+        shuffled = rng.permutation(w)
+        assert np.corrcoef(shuffled, (a @ shuffled) / deg)[0, 1] < 0.1  # the check can fail
+
+
+def test_modality_map_matches_documented_regions(small):
+    truth, _ = small
+    w = truth.modality_weights  # rows: text, audio, video
+    expected = {"V1": 2, "MT": 2, "FFC": 2, "A1": 1, "PBelt": 1, "44": 0, "45": 0, "STSdp": 0}
+    for area, row in expected.items():
+        for hemi in ("L_", "R_"):
+            mean = w[:, fs.hcp_roi_indices(hemi + area)].mean(1)
+            assert mean.argmax() == row and mean[row] > 0.6, (hemi + area, mean)
+    # Away from the anchors (e.g. motor cortex) no modality dominates.
+    mean = w[:, fs.hcp_roi_indices("4")].mean(1)
+    assert mean.max() < 0.6
+    # The anchors also carry the best signal.
+    c = truth.noise_ceiling
+    assert c[fs.hcp_roi_indices("V1")].mean() > c[fs.hcp_roi_indices("4")].mean() + 0.15
+
+
+def test_subjects_share_most_of_their_readout(small):
+    truth, _ = small
+    r0, r1 = truth.readouts[0].ravel(), truth.readouts[1].ravel()
+    corr = np.corrcoef(r0, r1)[0, 1]
+    assert 0.8 < corr < 0.99  # subject_variability=0.1
+
+
+def test_random_map_needs_no_atlas(monkeypatch):
+    def no_atlas(*a, **k):
+        raise fs.AtlasNotFoundError("no atlas")
+
+    monkeypatch.setattr(fs, "get_hcp_labels", no_atlas)
+    with pytest.raises(fs.AtlasNotFoundError):
+        syn.generate_synthetic(duration_s=20, n_subjects=1, n_timelines=1)
+    truth, runs = syn.generate_synthetic(duration_s=20, n_subjects=1, n_timelines=1, modality_map="random")
+    assert truth.cortex_mask.all() and next(runs).fmri.shape == (20, V)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"duration_s": 5}, "duration_s: expected"),
+        ({"duration_s": 30.5}, "duration_s: expected whole seconds"),
+        ({"feature_dims": {"txt": (2, 8)}}, r"feature_dims: unknown modalities \['txt'\]"),
+        ({"feature_dims": {"text": (2,)}}, r"feature_dims\['text'\]: expected \(n_layers, dim\)"),
+        ({"latent_dims": {"audio": 0}}, r"latent_dims\['audio'\]: expected an int in 1..64"),
+        ({"noise": -1.0}, "noise: expected"),
+        ({"n_subjects": 0}, "n_subjects: expected an int >= 1"),
+        ({"modality_map": "yeo"}, "modality_map: expected 'atlas' or 'random'"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        syn.generate_synthetic(**kwargs)
+
+
+def test_make_synthetic_store(tmp_path):
+    path = tmp_path / "store"
+    dims = {"text": (2, 16), "audio": (1, 8), "video": (2, 12)}
+    truth = syn.make_synthetic_store(path, n_subjects=2, n_timelines=2, duration_s=40, feature_dims=dims,
+                                     latent_dims={"text": 3, "audio": 2, "video": 3}, seed=11)
+    _, runs = syn.generate_synthetic(n_subjects=2, n_timelines=2, duration_s=40, feature_dims=dims,
+                                     latent_dims={"text": 3, "audio": 2, "video": 3}, seed=11)
+    store = FeatureStore.open(path)
+    assert store.verify() == []
+    assert store.timelines == sorted(t["name"] for t in truth.timelines)
+    for run in runs:
+        np.testing.assert_array_equal(np.asarray(store.fmri(run.name)), run.fmri)
+        for m in syn.MODALITIES:
+            stored = np.asarray(store.features(run.name, m))
+            assert stored.dtype == np.float16 and stored.shape == (80, *dims[m])
+            np.testing.assert_allclose(stored, run.features[m], rtol=1e-3, atol=1e-3)
+        meta = store.manifest(run.name)["meta"]
+        assert (meta["study"], meta["subject"], meta["offset_s"], meta["tr_s"]) == ("synthetic", run.subject, 5.0, 1.0)
+    loaded = syn.SyntheticTruth.load(path)
+    for k in ("modality_weights", "noise_ceiling", "snr", "cortex_mask", "hrf", "readouts"):
+        np.testing.assert_array_equal(getattr(loaded, k), getattr(truth, k))
+    assert loaded.timelines == truth.timelines and loaded.config == truth.config
+    # The perfect prediction from the stored (float16) features tracks the stored target at the ceiling.
+    name = truth.timelines[3]["name"]
+    feats = {m: np.asarray(store.features(name, m), np.float32) for m in syn.MODALITIES}
+    pred = loaded.noiseless_bold(feats, "sub-02")
+    r = pearson_columns(pred.astype(np.float64), np.asarray(store.fmri(name), np.float64))
+    m = truth.cortex_mask
+    assert abs(r[m].mean() - truth.noise_ceiling[m].mean()) < 0.05
+    with pytest.raises(Exception, match="not empty|already"):
+        syn.make_synthetic_store(path, n_subjects=1, n_timelines=1, duration_s=20)
+
+
+def test_truth_load_rejects_other_files(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, a=np.zeros(3))
+    with pytest.raises(ValueError, match=r"x\.npz: missing arrays"):
+        syn.SyntheticTruth.load(p)
