@@ -297,7 +297,8 @@ def _mne_config() -> dict:
 def _mne_label_dirs() -> list[Path]:
     cfg = _mne_config()
     subjects_dirs = [os.environ.get("SUBJECTS_DIR"), cfg.get("SUBJECTS_DIR")]
-    data_roots = [os.environ.get("MNE_DATA"), cfg.get("MNE_DATA"), os.path.join(os.path.expanduser("~"), "mne_data")]
+    data_roots = [os.environ.get("MNE_DATA"), cfg.get("MNE_DATA"),
+                  os.path.join(os.path.expanduser("~"), "mne_data")]
     for root in data_roots:
         if root:
             # Where mne.datasets.sample and mne.datasets.fetch_fsaverage put fsaverage.
@@ -386,7 +387,8 @@ def _read_hemi_annot(path: Path, hemi: str, n_keep: int) -> dict[str, np.ndarray
         if name.lower() in _MEDIAL_NAMES:
             continue
         if name.startswith(other):
-            raise ValueError(f"{path}: label {name!r} belongs to the other hemisphere; expected names starting {prefix!r}")
+            raise ValueError(f"{path}: label {name!r} belongs to the other hemisphere; "
+                             f"expected names starting {prefix!r}")
         if name.endswith("_ROI"):
             name = name[: -len("_ROI")]
         if not name.startswith(prefix):

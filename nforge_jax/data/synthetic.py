@@ -86,6 +86,7 @@ __all__ = [
     "generate_synthetic",
     "make_synthetic_store",
     "TRUTH_FILE",
+    "STUDY",
 ]
 
 MODALITIES = ("text", "audio", "video")
@@ -97,6 +98,7 @@ OFFSET_S = 5.0
 HRF_DT = 1.0 / FEATURE_HZ
 HRF_LENGTH_S = 32.0
 TRUTH_FILE = "synthetic_truth.npz"
+STUDY = "Synthetic"
 
 ANCHOR_AREAS = {
     "text": ("44", "45", "47l", "IFSa", "IFSp", "IFJa", "55b", "SFL", "STSda", "STSdp", "STSva",
@@ -243,8 +245,8 @@ def make_features(
     dims = _check_feature_dims(feature_dims)
     n_bins = int(round(FEATURE_HZ * _check_duration(duration_s)))
     return {
-        mod: _FEATURE_MAKERS[mod](_rng(seed, _S_STIM, stimulus, MODALITIES.index(mod)), n_bins, *dims[mod]).astype(np.float32)
-        for mod in MODALITIES
+        mod: _FEATURE_MAKERS[mod](_rng(seed, _S_STIM, stimulus, m), n_bins, *dims[mod]).astype(np.float32)
+        for m, mod in enumerate(MODALITIES)
     }
 
 
@@ -373,8 +375,13 @@ def _subject_name(s: int) -> str:
     return f"sub-{s + 1:02d}"
 
 
+def _stimulus_name(i: int) -> str:
+    return f"stim-{i + 1:02d}"
+
+
 def _timeline_name(s: int, i: int) -> str:
-    return f"{_subject_name(s)}_stim-{i + 1:02d}"
+    # The project's "Study:key=value,..." timeline naming (keys sorted), as the study readers write.
+    return f"{STUDY}:stimulus={_stimulus_name(i)},subject={_subject_name(s)}"
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -459,8 +466,9 @@ def generate_synthetic(
     """The pure array generator: the planted truth and a lazy iterator over the runs.
 
     Every subject sees the same ``n_timelines`` stimuli of ``duration_s`` seconds; runs come
-    stimulus by stimulus (``sub-01_stim-01``, ``sub-02_stim-01``, ``sub-01_stim-02``, ...), one in
-    memory at a time.
+    stimulus by stimulus, one in memory at a time, named
+    ``Synthetic:stimulus=stim-01,subject=sub-01``, ``Synthetic:stimulus=stim-01,subject=sub-02``, ...
+    (study ``Synthetic``; meta ``stimulus`` lets a train/val split hold out whole stimuli).
     ``noise`` scales the noise std (0: noiseless cortex). ``source`` is passed to
     :func:`fsaverage.get_hcp_labels` for ``modality_map="atlas"``.
     """
@@ -506,13 +514,15 @@ def generate_synthetic(
         latent_weights[mod] = w
 
     # Per-subject readouts: unit-norm per vertex and modality, scaled by sqrt(weight).
-    shared = {mod: fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 10 + m), ldims[mod], _FIELD_SMOOTH_ITERS, mesh=mesh)
+    shared = {mod: fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 10 + m), ldims[mod], _FIELD_SMOOTH_ITERS,
+                                                 mesh=mesh)
               for m, mod in enumerate(MODALITIES)}
     readouts = np.empty((n_subjects, sum(ldims.values()), v), np.float32)
     for s in range(n_subjects):
         rows = []
         for m, mod in enumerate(MODALITIES):
-            own = fsaverage.smooth_random_field(_rng(seed, _S_SUBJECT, s, m), ldims[mod], _FIELD_SMOOTH_ITERS, mesh=mesh)
+            own = fsaverage.smooth_random_field(_rng(seed, _S_SUBJECT, s, m), ldims[mod], _FIELD_SMOOTH_ITERS,
+                                                mesh=mesh)
             r = np.sqrt(1 - subject_variability) * shared[mod] + np.sqrt(subject_variability) * own
             r /= np.maximum(np.linalg.norm(r, axis=0, keepdims=True), 1e-12)
             rows.append(np.sqrt(weights[m])[None] * r)
@@ -540,7 +550,7 @@ def generate_synthetic(
                 eps = _noise(_rng(seed, _S_NOISE, s, i), n, mesh)
                 fmri = _zscore(a * signal + b * eps).astype(np.float32)
                 meta = {
-                    "study": "synthetic", "subject": _subject_name(s), "stimulus": f"stim-{i + 1:02d}",
+                    "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
                     "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ, "offset_s": OFFSET_S,
                     "mesh": mesh,
                     "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
@@ -557,7 +567,8 @@ def generate_synthetic(
 def _noise(rng: np.random.Generator, n: int, mesh: str) -> np.ndarray:
     """(n, V) unit-variance noise: spatially smooth + white, AR(1) in time, stationary."""
     v = fsaverage.n_vertices(mesh)
-    e = np.sqrt(1.0 - _NOISE_WHITE_FRACTION) * fsaverage.smooth_random_field(rng, n, _NOISE_SMOOTH_ITERS, mesh=mesh)
+    e = fsaverage.smooth_random_field(rng, n, _NOISE_SMOOTH_ITERS, mesh=mesh)
+    e *= np.sqrt(1.0 - _NOISE_WHITE_FRACTION)
     e += np.sqrt(_NOISE_WHITE_FRACTION) * rng.standard_normal((n, v), dtype=np.float32)
     e[1:] *= np.sqrt(1.0 - _NOISE_AR**2)
     return scipy.signal.lfilter([1.0], [1.0, -_NOISE_AR], e, axis=0)
@@ -580,7 +591,7 @@ def make_synthetic_store(
 ) -> SyntheticTruth:
     """Write a synthetic FeatureStore at ``path`` (new or empty directory) and return the truth.
 
-    One timeline per (subject, stimulus), named ``sub-01_stim-01``...; the truth is also saved in
+    One timeline per (subject, stimulus), named ``Synthetic:stimulus=stim-01,subject=sub-01``...; the truth is also saved in
     the store directory as ``synthetic_truth.npz`` (read it back with ``SyntheticTruth.load(path)``).
     """
     from nforge_jax.data.store import FeatureStore

@@ -30,7 +30,7 @@ def pearson_columns(a, b):
 
 def test_shapes_and_dtypes(small):
     truth, runs = small
-    assert [r.name for r in runs] == ["sub-01_stim-01", "sub-02_stim-01", "sub-01_stim-02", "sub-02_stim-02"]
+    assert [r.name for r in runs] == [f"Synthetic:stimulus=stim-0{i},subject=sub-0{s}" for i in (1, 2) for s in (1, 2)]
     for run in runs:
         assert {m: f.shape for m, f in run.features.items()} == {
             "text": (120, 2, 64), "audio": (120, 2, 32), "video": (120, 2, 48)}
@@ -216,7 +216,8 @@ def test_make_synthetic_store(tmp_path):
             assert stored.dtype == np.float16 and stored.shape == (80, *dims[m])
             np.testing.assert_allclose(stored, run.features[m], rtol=1e-3, atol=1e-3)
         meta = store.manifest(run.name)["meta"]
-        assert (meta["study"], meta["subject"], meta["offset_s"], meta["tr_s"]) == ("synthetic", run.subject, 5.0, 1.0)
+        assert (meta["study"], meta["subject"], meta["offset_s"], meta["tr_s"]) == ("Synthetic", run.subject, 5.0, 1.0)
+        assert meta["stimulus"] == f"stim-0{run.stimulus + 1}"
     loaded = syn.SyntheticTruth.load(path)
     for k in ("modality_weights", "noise_ceiling", "snr", "cortex_mask", "hrf", "readouts"):
         np.testing.assert_array_equal(getattr(loaded, k), getattr(truth, k))
@@ -237,3 +238,19 @@ def test_truth_load_rejects_other_files(tmp_path):
     np.savez(p, a=np.zeros(3))
     with pytest.raises(ValueError, match=r"x\.npz: missing arrays"):
         syn.SyntheticTruth.load(p)
+
+
+def test_store_windows_pair_features_with_bold_five_seconds_later(tmp_path):
+    from nforge_jax.data import pipeline
+
+    path = tmp_path / "store"
+    truth = syn.make_synthetic_store(path, n_subjects=1, n_timelines=1, duration_s=120, noise=0.0, seed=1)
+    store = FeatureStore.open(path)
+    name = store.timelines[0]
+    src = pipeline.WindowSource(store, [name], subjects_index=pipeline.make_subjects_index(store))
+    target = src[0]["fmri"][:, truth.cortex_mask]
+    feats = {m: np.asarray(store.features(name, m), np.float32) for m in syn.MODALITIES}
+    bold = truth.noiseless_bold(feats, 0)[:, truth.cortex_mask]
+    r = {lag: pearson_columns(bold[lag : lag + 100].astype(np.float64), target.astype(np.float64)).mean()
+         for lag in (3, 5, 7)}
+    assert r[5] > 0.999 and r[3] < 0.95 and r[7] < 0.95
