@@ -67,7 +67,7 @@ class StoreError(Exception):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Low-level helpers: atomic files, chunked array writing, streaming checksums
+# Atomic files, chunked array writing, streaming checksums
 
 
 def _fsync_dir(path: Path) -> None:
