@@ -34,6 +34,55 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from nforge_jax.train.config import check_config
+    from nforge_jax.train.distributed import maybe_initialize_distributed
+    from nforge_jax.train.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    check_config(cfg)
+    maybe_initialize_distributed()
+    train(cfg, args.workdir)
+    return 0
+
+
+def load_config(spec: str, overrides: list[str]):
+    """`path.py[:arg]` + `--config.a.b=value` overrides, parsed by ml_collections' config_flags."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    if not Path(spec.split(":")[0]).is_file():
+        raise UserError(f"--config {spec}: no such config file")
+    argv, saved = ["nforge"] + list(overrides), sys.argv
+    sys.argv = argv  # config_flags consults the process command line while defining and loading
+    try:
+        fv = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", default=spec, flag_values=fv, lock_config=True)
+        fv(argv)
+        config = fv.config
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+        raise UserError(f"config {spec}: {e}") from None
+    finally:
+        sys.argv = saved
+    return config
+
+
+def cmd_store(args) -> int:
+    from nforge_jax.data.store import run_info, run_verify
+
+    return (run_info if args.store_cmd == "info" else run_verify)(args.path)
+
+
+def cmd_study(args) -> int:
+    from nforge_jax.data.studies import build_study_store
+
+    summary = build_study_store(args.study, args.root, args.store, subjects=args.subjects or None,
+                                strict=args.strict, overwrite=args.overwrite, limit=args.limit)
+    print(f"nforge study build: {summary.get('count_check', '')}")
+    print(f"nforge study build: wrote {len(summary.get('written', []))} timelines to {args.store}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nforge", description="Predict cortical fMRI from text, audio and video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -50,17 +99,51 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("dst")
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     convert.set_defaults(func=cmd_convert)
+
+    train = sub.add_parser("train", help="train an encoder (resumes automatically from --workdir)")
+    train.add_argument("--config", required=True, help="configs/X.py or configs/X.py:variant")
+    train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs and the best model go here")
+    train.set_defaults(func=cmd_train)
+
+    store = sub.add_parser("store", help="inspect a FeatureStore")
+    store_sub = store.add_subparsers(dest="store_cmd", required=True)
+    for name, text in (("info", "summary: timelines, studies, subjects, hours, modalities"),
+                       ("verify", "check every array against its manifest (size, sha256)")):
+        p = store_sub.add_parser(name, help=text)
+        p.add_argument("path")
+    store.set_defaults(func=cmd_store)
+
+    study = sub.add_parser("study", help="read a study dataset into a FeatureStore (fMRI targets + events)")
+    study_sub = study.add_subparsers(dest="study_cmd", required=True)
+    build = study_sub.add_parser("build")
+    build.add_argument("study", help="Algonauts2025Bold | Wen2017 | Lahner2024Bold | Lebel2023Bold")
+    build.add_argument("--root", required=True, help="the study directory or $DATAPATH holding it")
+    build.add_argument("--store", required=True)
+    build.add_argument("--subjects", nargs="*")
+    build.add_argument("--strict", action="store_true", help="fail when the timeline count differs from the release")
+    build.add_argument("--overwrite", action="store_true")
+    build.add_argument("--limit", type=int)
+    study.set_defaults(func=cmd_study)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--config.x=y` overrides belong to ml_collections, not argparse.
+    overrides = [a for a in argv if a.startswith("--config.")]
+    args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
+    args.overrides = overrides
+    from nforge_jax.data.store import StoreError
     from nforge_jax.model.checkpoint import CheckpointError
     from nforge_jax.model.config import ConfigError
+    from nforge_jax.train.checkpoint import CheckpointWriteError
+    from nforge_jax.train.loop import TrainError
 
+    user_errors = (UserError, CheckpointError, ConfigError, StoreError, CheckpointWriteError, FileExistsError,
+                   FileNotFoundError, ValueError, TrainError)
     try:
         return args.func(args)
-    except (UserError, CheckpointError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except user_errors as e:
         if os.environ.get("NFORGE_DEBUG"):
             raise
         print(f"nforge {args.command}: error: {e}", file=sys.stderr)

@@ -44,6 +44,7 @@ __all__ = [
     "WindowSpec",
     "WindowSource",
     "clean_and_resample",
+    "resample_times",
     "subject_key",
     "make_subjects_index",
     "subject_weights",
@@ -74,13 +75,19 @@ class PipelineError(ValueError):
 # fMRI target preprocessing
 
 
+def resample_times(n_trs: int, tr_s: float) -> np.ndarray:
+    """The 1 Hz sample times TRIBE v2 makes from ``n_trs`` volumes at ``tr_s``:
+    ``arange(0, (n - 1) * TR + TR - 1)``, stop excluded (592 x 1.49 s -> 882, 10 x 2 s -> 19)."""
+    return np.arange(0.0, (n_trs - 1) * float(tr_s) + float(tr_s) - 1.0, 1.0)
+
+
 def clean_and_resample(bold: np.ndarray, tr_s: float, *, chunk: int = 4096) -> np.ndarray:
     """Native-TR BOLD (n_TR, V) -> training targets at 1 Hz (n_1Hz, V) float32, as TRIBE v2 does.
 
     Per vertex: non-finite -> 0, linear detrend, z-score with ddof=1 (constant series -> 0) (what
     ``nilearn.signal.clean(detrend=True, standardize="zscore_sample", ensure_finite=True)`` does), then
-    linear interpolation from acquisition times ``k * tr_s`` to ``0, 1, ..., floor(n_TR * tr_s - 1)``;
-    times past the last acquisition take the last value. Works on ``chunk`` vertices at a time.
+    linear interpolation from acquisition times ``k * tr_s`` to :func:`resample_times`; times past the last
+    acquisition take the last value. Works on ``chunk`` vertices at a time.
     """
     bold = np.asarray(bold) if not isinstance(bold, np.ndarray) else bold
     if bold.ndim != 2:
@@ -91,7 +98,7 @@ def clean_and_resample(bold: np.ndarray, tr_s: float, *, chunk: int = 4096) -> n
     if isinstance(tr_s, bool) or not isinstance(tr_s, (int, float)) or not math.isfinite(tr_s) or tr_s <= 0:
         raise PipelineError(f"tr_s: expected a repetition time in seconds > 0, got {tr_s!r}")
     t_src = np.arange(n) * float(tr_s)
-    t_new = np.arange(0, math.floor((n - 1) * tr_s + tr_s - 1 + 1e-9) + 1, dtype=np.float64)
+    t_new = resample_times(n, tr_s)
     # linear interpolation weights, shared by all vertices (np.interp's rule; clamped at both ends)
     pos = np.clip(np.interp(t_new, t_src, np.arange(n, dtype=np.float64)), 0, n - 1)
     lo = np.minimum(np.floor(pos).astype(np.int64), n - 2)

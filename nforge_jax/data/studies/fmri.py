@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nforge_jax.data.pipeline import clean_and_resample  # the one implementation (TRIBE v2 cleaning + 1 Hz)
+
 __all__ = [
     "FSAVERAGE5_VERTICES",
     "N_VERTICES",
@@ -36,10 +38,7 @@ __all__ = [
     "load_volume_targets",
     "load_surface_bold",
     "truncate_surface",
-    "clean_bold",
-    "resample_to_1hz",
     "clean_and_resample",
-    "n_resampled",
 ]
 
 FSAVERAGE5_VERTICES = 10242
@@ -317,69 +316,3 @@ def load_surface_bold(left_path: Path, right_path: Path) -> np.ndarray:
     if out.shape[1] < 2:
         raise FmriFileError(f"{left_path}: expected at least 2 volumes, got {out.shape[1]}")
     return np.ascontiguousarray(out, dtype=np.float32)
-
-
-# ------------------------------------------------------------------------------------ cleaning, resampling
-
-def clean_bold(bold: np.ndarray) -> np.ndarray:
-    """(T, V) -> float64 (T, V): non-finite -> 0, per-column linear detrend, z-score (ddof=1).
-
-    Same result as ``nilearn.signal.clean(bold, detrend=True, standardize="zscore_sample",
-    ensure_finite=True)``; columns with (numerically) zero variance become 0.
-    """
-    x = np.array(bold, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"expected (time >= 2, vertices) data, got shape {x.shape}")
-    x[~np.isfinite(x)] = 0.0
-    n = x.shape[0]
-    x -= x.mean(axis=0)
-    ramp = np.arange(n, dtype=np.float64)
-    ramp -= ramp.mean()
-    ramp /= np.sqrt((ramp ** 2).sum())
-    x -= np.outer(ramp, ramp @ x)
-    x -= x.mean(axis=0)
-    std = x.std(axis=0, ddof=1)
-    std[std < np.finfo(np.float64).eps] = 1.0
-    x /= std
-    return x
-
-
-def n_resampled(n_trs: int, tr_s: float) -> int:
-    """Number of 1 Hz samples TRIBE makes from ``n_trs`` volumes at ``tr_s`` (e.g. 592 x 1.49 s -> 882)."""
-    return len(_new_times(n_trs, tr_s))
-
-
-def _new_times(n_trs: int, tr_s: float) -> np.ndarray:
-    trs = np.arange(n_trs) * tr_s
-    return np.arange(0, trs[-1] + tr_s - 1.0, step=1.0)
-
-
-def resample_to_1hz(bold: np.ndarray, tr_s: float) -> np.ndarray:
-    """(T, V) sampled at ``k * tr_s`` -> (n_1Hz, V) float32 at 0, 1, 2, ... s (``np.interp`` per column,
-    values past the last acquisition = the last value)."""
-    x = np.asarray(bold)
-    n = x.shape[0]
-    if n < 2:
-        raise ValueError(f"expected at least 2 time points, got {n}")
-    if not tr_s > 0:
-        raise ValueError(f"tr_s must be > 0, got {tr_s!r}")
-    trs = np.arange(n) * tr_s
-    new = _new_times(n, tr_s)
-    idx = np.clip(np.searchsorted(trs, new, side="right") - 1, 0, n - 2)
-    w = (new - trs[idx]) / (trs[idx + 1] - trs[idx])
-    past = new > trs[-1]
-    out = np.empty((len(new), x.shape[1]), dtype=np.float32)
-    # row blocks keep the float64 temporaries small for long runs
-    for a in range(0, len(new), 256):
-        b = min(a + 256, len(new))
-        wi = w[a:b, None]
-        block = x[idx[a:b]] * (1.0 - wi) + x[idx[a:b] + 1] * wi
-        block[past[a:b]] = x[-1]
-        out[a:b] = block
-    return out
-
-
-def clean_and_resample(bold: np.ndarray, tr_s: float) -> np.ndarray:
-    """(T, V) BOLD at TR ``tr_s`` -> cleaned (detrend, z-score ddof=1, NaN->0) and resampled to 1 Hz,
-    (n_1Hz, V) float32."""
-    return resample_to_1hz(clean_bold(bold), tr_s)

