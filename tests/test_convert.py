@@ -1,8 +1,6 @@
 """TRIBE v2 release <-> nforge_jax checkpoint: bit-exact round trip and clear refusals of bad input."""
 
 import os
-import pickle
-import zipfile
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Sharded forward on 8 fake CPU devices (batch over `data`, vertices over `model`) equals one device."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P

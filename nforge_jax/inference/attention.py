@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from nforge_jax.inference.attribution import check_roi_indices, prepare_inputs, split_model
-from nforge_jax.inference.streaming import check_subject, masked_embed, readout_rows
+from nforge_jax.inference.streaming import check_subject, readout_rows
 from nforge_jax.model.encoder import adaptive_pool_matrix
 
 
@@ -111,7 +111,7 @@ class AttentionExtractor:
         self._weights = jax.jit(self._weights_impl)
 
     def _hidden(self, encoder, feats):
-        x = masked_embed(encoder, feats, {})
+        x = encoder.embed(feats)
         return encoder.encoder(x, None, True)  # the model's own attention path
 
     def _maps_impl(self, state, feats):

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nforge_jax.inference.streaming import check_subject, masked_embed, readout_rows
+from nforge_jax.inference.streaming import check_subject, readout_rows
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
 
 METHODS = ("ablation", "gradient")
@@ -122,9 +122,9 @@ def scaled_mean_latent(encoder: FmriEncoder, feats, scales, baseline: str):
     """
     if baseline == "zeros":
         feats = {m: x * scales[m][..., None, None] for m, x in feats.items()}
-        x = masked_embed(encoder, feats, {})
+        x = encoder.embed(feats)
     else:
-        x = masked_embed(encoder, feats, scales)
+        x = encoder.embed(feats, masks=scales)
     h, _ = encoder.encoder(x)
     pool = adaptive_pool_matrix(h.shape[1], encoder.config.n_output_timesteps)
     weights = jnp.asarray(pool.mean(0), h.dtype)  # mean over output rows of the pooled sequence

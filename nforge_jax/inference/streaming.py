@@ -29,44 +29,9 @@ import numpy as np
 from flax import nnx
 
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
-from nforge_jax.model.layers import DTYPES
 
 
 # Shared with attribution.py: the encoder's input path with per-step modality presence ---------------------
-def masked_embed(encoder: FmriEncoder, features: Mapping[str, jax.Array], masks: Mapping[str, jax.Array]):
-    """`encoder.embed` (eval mode) with each modality's projected input multiplied by `masks[m]` (B, T).
-
-    A mask of 1 is the modality as given, 0 is the modality absent at that step (zero after projection),
-    values between scale the projection (integrated gradients from the "missing" baseline). Modalities not in
-    `features` are absent everywhere. With all masks 1 this is `encoder.embed(features)`.
-    """
-    c = encoder.config
-    b, t = encoder.check_features(features)
-    dt = DTYPES[c.dtype]
-    blocks = []
-    for m in c.modalities:
-        if m not in features:
-            blocks.append(jnp.zeros((b, t, c.projector_out), dt))
-            continue
-        x = jnp.asarray(features[m]).astype(jnp.float32)
-        x = x.reshape(b, t, -1) if c.layer_aggregation == "cat" else x.mean(axis=2)
-        y = encoder.projectors[m](x, None)
-        if m in masks:
-            y = y * jnp.asarray(masks[m], y.dtype)[..., None]
-        blocks.append(y.astype(dt))
-    if c.combination == "concatenate":
-        x = jnp.concatenate(blocks, axis=-1)
-    elif c.combination == "stack":
-        x = jnp.concatenate(blocks, axis=1)
-    else:
-        x = sum(blocks[1:], blocks[0])
-    if encoder.combiner is not None:
-        x = encoder.combiner(x)
-    if encoder.time_pos_embed is not None:
-        x = x + encoder.time_pos_embed[0, : x.shape[1]].astype(x.dtype)
-    return x
-
-
 def readout_rows(encoder: FmriEncoder, subject_ids):
     """(weights (B, R, V), bias (B, V) or zeros) of the read-out rows; subject_ids None = average row."""
     head = encoder.predictor
@@ -179,7 +144,7 @@ class StreamingPredictor:
         encoder = nnx.merge(self._graphdef, state)
         feats = {m: jnp.roll(v, -2 * shift, axis=0)[None] for m, v in buffers.items()}
         masks = {m: jnp.roll(v, -2 * shift, axis=0)[None] for m, v in masks.items()}
-        x = masked_embed(encoder, feats, masks)
+        x = encoder.embed(feats, masks=masks)
         h, _ = encoder.encoder(x)
         return h[0]  # (seq, hidden)
 

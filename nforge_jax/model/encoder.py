@@ -93,8 +93,13 @@ class FmriEncoder(nnx.Module):
                 raise ValueError(f"features[{m!r}]: batch/time {shape[:2]} differ from {present[0]!r}'s {bt}")
         return bt
 
-    def embed(self, features, rng=None):
-        """Projected, combined, position-embedded inputs (B, T_seq, hidden)."""
+    def embed(self, features, rng=None, masks=None):
+        """Projected, combined, position-embedded inputs (B, T_seq, hidden).
+
+        masks: optional {modality: (B, T)} multiplying that modality's projected block per step: 1 = as
+        given, 0 = absent at that step (exact zeros, like a missing modality); values in between scale it
+        (the "missing modality" path of integrated gradients, streaming with a modality dropping out).
+        """
         c = self.config
         b, t = self.check_features(features)
         dt = DTYPES[c.dtype]
@@ -110,6 +115,8 @@ class FmriEncoder(nnx.Module):
             else:
                 x = x.mean(axis=2)
             y = self.projectors[m](x, None if rng is None else jax.random.fold_in(rng, 2 * i))
+            if masks is not None and m in masks:
+                y = y * jnp.asarray(masks[m], y.dtype)[..., None]
             if rng is not None and c.modality_dropout > 0:
                 drop = jax.random.uniform(jax.random.fold_in(rng, 2 * i + 1), (b,)) < c.modality_dropout
                 y = jnp.where(drop[:, None, None], jnp.zeros_like(y), y)

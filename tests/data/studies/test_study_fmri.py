@@ -3,7 +3,6 @@
 import gzip
 
 import nibabel
-import nilearn.signal
 import numpy as np
 
 from nforge_jax.data.pipeline import resample_times
