@@ -28,7 +28,7 @@ def cmd_convert(args) -> int:
 def cmd_demo(args) -> int:
     from nforge_jax.demo import run_demo
 
-    summary = run_demo(Path(args.out), seed=args.seed)
+    summary = run_demo(Path(args.out), seed=args.seed, epochs=args.epochs)
     print(f"nforge demo: done in {summary['seconds']:.1f} s; everything is under {Path(args.out).absolute()} "
           f"(summary: {summary['paths']['summary']})")
     return 0
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the offline end-to-end demo")
     demo.add_argument("--out", default="nforge_out/demo", help="output directory (default: nforge_out/demo)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int, help="training epochs (default: configs/demo.py)")
     demo.set_defaults(func=cmd_demo)
 
     convert = sub.add_parser("convert", help="convert checkpoints between TRIBE v2 and nforge_jax")

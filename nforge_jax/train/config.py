@@ -16,6 +16,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.batch_size = 8  # global batch (windows per step, all processes together)
     c.data.val_ratio = 0.1  # fraction of split-attribute values held out for validation
     c.data.split_seed = 42
+    c.data.val_values = ()  # explicit split-attribute values to validate on (overrides val_ratio)
     c.data.split_attributes = ml_collections.FieldReference(None, field_type=dict)  # {study: attribute}; None = TRIBE's
     c.data.weigh_by = "recording_time"  # subject sampling: "recording_time", "uniform" or "none" (plain shuffle)
     c.data.worker_count = 0  # grain worker processes (0 = threads in this process)
@@ -48,9 +49,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.max_steps = 0  # 0 = epochs x steps per epoch
     c.train.log_every = 10
     c.train.keep_checkpoints = 2
-    c.train.checkpoint_every_steps = 0  # 0 = at each epoch end only
+    c.train.eval_every_epochs = 1  # validation (and best-model selection) every N epochs and at the end
+    c.train.checkpoint_every_epochs = 1  # checkpoint every N epochs and at the end
+    c.train.checkpoint_every_steps = 0  # additionally every N steps (0 = off)
     c.train.nan_policy = "skip"  # a batch with NaN/Inf: "skip" it (counted, logged) or "stop"
     c.train.mesh_model = 1  # devices along the `model` mesh axis (shards the subject head's vertices)
+    c.train.mesh_data = 0  # devices along `data` (0 = all devices / mesh_model)
     c.train.compilation_cache = True
     c.train.tb_images = True
     return c

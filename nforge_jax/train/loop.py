@@ -30,6 +30,7 @@ from nforge_jax.train.step import (global_batch, init_state, make_eval_step, mak
                                    train_flops_per_window, tree_shardings)
 
 BEST_MODEL = "best_model"
+FINAL_MODEL = "final_model"
 SUMMARY = "train_summary.json"
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 per device
 
@@ -70,6 +71,25 @@ def store_layout(store: FeatureStore, timelines) -> tuple[tuple[tuple[str, int, 
         raise TrainError(f"store {store.path}: no timeline has fMRI targets to train on")
     ordered = sorted(dims, key=lambda m: (order.get(m, 9), m))
     return tuple((m, int(dims[m][0]), int(dims[m][1])) for m in ordered), int(n_vertices)
+
+
+def split_for(cfg, store) -> tuple[list[str], list[str]]:
+    """(train, val) timelines: TRIBE's hashed split, or `data.val_values` (split-attribute values) when given."""
+    attributes = dict(cfg.data.split_attributes) if cfg.data.split_attributes else None
+    if not cfg.data.val_values:
+        return pipeline.split_timelines(store, val_ratio=cfg.data.val_ratio, attributes=attributes,
+                                        seed=cfg.data.split_seed)
+    wanted = set(cfg.data.val_values)
+    attributes = attributes or pipeline.SPLIT_ATTRIBUTES
+    train_tl, val_tl = [], []
+    for name in store.timelines:
+        meta = store.meta(name)
+        attr = attributes.get(meta["study"], "timeline")
+        value = name if attr == "timeline" else str(meta.get(attr, pipeline.parse_timeline_name(name).get(attr)))
+        (val_tl if value in wanted else train_tl).append(name)
+    if not val_tl:
+        raise TrainError(f"data.val_values {sorted(wanted)} match no timeline of {store.path}")
+    return train_tl, val_tl
 
 
 def _model_config(cfg, feature_dims, n_vertices, n_subjects) -> EncoderConfig:
@@ -130,9 +150,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
 
     # Data -------------------------------------------------------------------------------------------
     store = FeatureStore.open(cfg.data.store)
-    attributes = dict(cfg.data.split_attributes) if cfg.data.split_attributes else None
-    train_tl, val_tl = pipeline.split_timelines(store, val_ratio=cfg.data.val_ratio, attributes=attributes,
-                                                seed=cfg.data.split_seed)
+    train_tl, val_tl = split_for(cfg, store)
     if not train_tl:
         raise TrainError(f"store {store.path}: no training timelines after the split (val_ratio {cfg.data.val_ratio})")
     subjects_index = pipeline.make_subjects_index(store)
@@ -154,7 +172,10 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
 
     # Model, optimizer, mesh -----------------------------------------------------------------------------
-    mesh = make_mesh(model=cfg.train.mesh_model)
+    n_mesh = (cfg.train.mesh_data or jax.device_count() // cfg.train.mesh_model) * cfg.train.mesh_model
+    if n_mesh > jax.device_count():
+        raise TrainError(f"train.mesh_data x train.mesh_model = {n_mesh} devices, only {jax.device_count()} present")
+    mesh = make_mesh(data=n_mesh // cfg.train.mesh_model, model=cfg.train.mesh_model, devices=jax.devices()[:n_mesh])
     if global_bs % mesh.shape["data"]:
         raise TrainError(f"data.batch_size ({global_bs}) must be divisible by the mesh's data axis ({mesh.shape['data']})")
     o = cfg.optim
@@ -214,15 +235,18 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
                        retrieval_top1=float(np.mean(retrieval)) if retrieval else float("nan"))
         return summary
 
-    def export_best(val):
-        if not is_main:
-            return
-        params = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), state["params"])
+    def export_model(path, val):
+        params = jax.tree.map(lambda x: np.asarray(_gather(x)), state["params"])
         model = nnx.merge(graphdef, params, jax.device_get(buffers))
-        save_encoder(model, workdir / BEST_MODEL, overwrite=True,
-                     metadata={"source": "nforge train", "step": step, "val_pearson": val["pearson"],
-                               "subjects": list(subjects_index)})
-        np.save(workdir / "best_val_r.npy", val["r_vertex"])
+        if is_main:
+            save_encoder(model, path, overwrite=True,
+                         metadata={"source": "nforge train", "step": step, "val_pearson": val["pearson"],
+                                   "subjects": list(subjects_index)})
+
+    def export_best(val):
+        export_model(workdir / BEST_MODEL, val)
+        if is_main:
+            np.save(workdir / "best_val_r.npy", val["r_vertex"])
 
     # Loop ---------------------------------------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and is_main),
@@ -264,7 +288,8 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
             if end_of_epoch:
                 meta["epoch"] = step // steps_per_epoch
-                if val_tl:
+                last = step == total_steps
+                if val_tl and (last or meta["epoch"] % cfg.train.eval_every_epochs == 0):
                     last_val = evaluate()
                     record = {"step": step, "epoch": meta["epoch"], "val_pearson": last_val["pearson"],
                               "val_loss": last_val["loss"], "val_retrieval_top1": last_val["retrieval_top1"]}
@@ -279,7 +304,8 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
                     if last_val["pearson"] > meta["best_val_pearson"]:
                         meta["best_val_pearson"], meta["best_step"] = last_val["pearson"], step
                         export_best(last_val)
-                ckpts.save(step, state, train_iter, meta)
+                if last or meta["epoch"] % cfg.train.checkpoint_every_epochs == 0:
+                    ckpts.save(step, state, train_iter, meta)
             elif cfg.train.checkpoint_every_steps and step % cfg.train.checkpoint_every_steps == 0:
                 ckpts.save(step, state, train_iter, meta)
     finally:
@@ -287,12 +313,14 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         ckpts.close()
         if writer:
             writer.close()
-    if not val_tl and is_main:  # nothing to select on: export the final weights
-        export_best({"pearson": float("nan"), "r_vertex": np.full(n_vertices, np.nan)})
+    export_model(workdir / FINAL_MODEL, {"pearson": float("nan")})  # every process: may gather shards
+    if not val_tl:  # nothing to select on: the final weights are the best we have
+        export_model(workdir / BEST_MODEL, {"pearson": float("nan")})
     summary = {"steps": step, "epochs": meta["epoch"], "best_val_pearson": meta["best_val_pearson"],
                "best_step": meta["best_step"], "skipped_batches": meta["skipped_batches"],
                "seconds": time.time() - t_start, "workdir": str(workdir),
-               "best_model": str(workdir / BEST_MODEL), "n_train_timelines": len(train_tl),
+               "best_model": str(workdir / BEST_MODEL), "final_model": str(workdir / FINAL_MODEL),
+               "n_train_timelines": len(train_tl),
                "n_val_timelines": len(val_tl), "n_subjects": len(subjects_index), "history": meta["history"]}
     if is_main:
         tmp = workdir / f".{SUMMARY}.tmp"
@@ -301,6 +329,15 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         log(f"nforge train: {step} steps in {summary['seconds']:.0f} s; best val pearson "
             f"{meta['best_val_pearson']:.4f} at step {meta['best_step']}; model in {workdir / BEST_MODEL}")
     return summary
+
+
+def _gather(x):
+    """A global array as numpy on every process (parameters may be sharded across hosts)."""
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(x, tiled=True)
+    return jax.device_get(x)
 
 
 def _hyperparam(opt_state, name):

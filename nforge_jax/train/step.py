@@ -92,7 +92,7 @@ def make_train_step(graphdef, config: EncoderConfig, tx, loss_name: str, state_s
             return loss_fn_impl(pred, batch["fmri"], batch["mask"], batch.get("vertex_weights"))
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state["opt"], state["params"])
         new_params = optax.apply_updates(state["params"], updates)

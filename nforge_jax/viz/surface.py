@@ -34,18 +34,22 @@ def plot_cortex(values, *, title: str = "", cmap: str = "cold_hot", vmin=None, v
     if vmin is None:
         vmin = -vmax if symmetric else float(finite.min()) if finite.size else 0.0
     n = fs.n_vertices_per_hemi
+    cmap = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    # NaN marks "no value" (e.g. the medial wall): drawn as the bare sulcal background via the threshold.
+    threshold = 1e-12 if np.isnan(values).any() else None
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6), subplot_kw={"projection": "3d"})
     for ax, (hemi, view) in zip(axes, VIEWS):
         part = values[:n] if hemi == "left" else values[n:]
         surface = fs.surfaces["inflated"][hemi]
-        plotting.plot_surf_stat_map((surface.coords.copy(), surface.faces.copy()), np.nan_to_num(part, nan=0.0), hemi=hemi,
-                                    view=view, bg_map=fs.sulc[hemi], axes=ax, figure=fig, cmap=cmap,
-                                    colorbar=False, vmin=vmin, vmax=vmax, symmetric_cbar=bool(symmetric),
-                                    engine="matplotlib")
+        shown = np.clip(np.nan_to_num(part, nan=0.0), vmin, vmax)
+        if threshold is not None:
+            shown[np.isnan(part)] = 0.0
+            shown[~np.isnan(part) & (np.abs(shown) < 1e-9)] = 1e-9  # a real zero stays coloured
+        plotting.plot_surf((surface.coords.copy(), surface.faces.copy()), shown, bg_map=fs.sulc[hemi], hemi=hemi,
+                           view=view, axes=ax, figure=fig, cmap=cmap, colorbar=False, vmin=vmin, vmax=vmax,
+                           symmetric_cmap=None, threshold=threshold, bg_on_data=False, engine="matplotlib")
         ax.set_title(f"{hemi} {view}", fontsize=9)
-    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vmin, vmax),
-                                            cmap=plotting.cm._cmap_d.get(cmap, cmap)
-                                            if hasattr(plotting.cm, "_cmap_d") else cmap)
+    mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(vmin, vmax), cmap=cmap)
     cbar = fig.colorbar(mappable, ax=axes, shrink=0.6, pad=0.02)
     cbar.set_label(colorbar_label)
     if title:
