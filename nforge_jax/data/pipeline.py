@@ -430,6 +430,16 @@ class WindowSource:
         return {k: ({m: x[0] for m, x in v.items()} if isinstance(v, dict) else v[0]) for k, v in batch.items()}
 
 
+class _ProcessRows:
+    """Picklable map: a global batch of window ids -> this process's rows of it."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __call__(self, indices):
+        return np.atleast_1d(np.asarray(indices))[self.start : self.stop]
+
+
 class _LoadBatch:
     """Picklable map: array of window ids -> batch dict."""
 
@@ -498,10 +508,11 @@ def make_dataset(
     - ``weights``: {subject key: weight}: each example's subject is drawn with probability proportional
       to its weight, then one of its windows uniformly (TRIBE's recording_time weighting, see
       :func:`subject_weights`); an epoch has as many examples as there are windows.
-    - ``process_index/process_count``: this process takes positions ``process_index::process_count`` of
-      the global stream (pass ``jax.process_index(), jax.process_count()``); ``batch_size`` is per
-      process. Finite streams are cut to a multiple of ``process_count`` so every process sees the same
-      number of examples.
+    - ``process_index/process_count``: ``batch_size`` is per process; global batch k is stream positions
+      ``[k*G, (k+1)*G)`` with ``G = batch_size * process_count`` and this process reads its block of rows
+      (pass ``jax.process_index(), jax.process_count()``), so N processes train on exactly the batches
+      one process with batch G would. Every process sees the same number of batches; in a finite stream
+      the last one may be short or empty on some processes.
     - ``worker_count > 0``: batches are made in that many worker processes (grain ``mp_prefetch``);
       0 reads with ``num_threads`` threads in this process. The stream depends on ``worker_count``.
     - ``drop_remainder``: default True for an infinite stream, False otherwise.
@@ -553,13 +564,18 @@ def make_dataset(
             ids = ids.shuffle(seed=seed)
         if num_epochs != 1:
             ids = ids.repeat(num_epochs)
-    if process_count > 1:
-        if num_epochs is not None:
-            ids = ids[: (len(ids) // process_count) * process_count]
-        ids = ids[process_index::process_count]
     # batches are formed from window ids and read straight into the batch arrays (no per-example copies)
     drop = (num_epochs is None) if drop_remainder is None else drop_remainder
-    ds = ids.batch(batch_size, drop_remainder=drop).map(_LoadBatch(source))
+    if process_count > 1:
+        # Global batch k is positions [k*G, (k+1)*G), G = batch_size * process_count; process p reads rows
+        # [p*batch_size, (p+1)*batch_size) of it. So N processes assemble exactly the batches (same rows, same
+        # order) that one process with batch G reads, and every process sees the same number of batches
+        # (the last one of a finite stream may be short or empty on some processes).
+        ids = ids.batch(batch_size * process_count, drop_remainder=drop).map(
+            _ProcessRows(process_index * batch_size, (process_index + 1) * batch_size))
+    else:
+        ids = ids.batch(batch_size, drop_remainder=drop)
+    ds = ids.map(_LoadBatch(source))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
     if worker_count > 0:
         _ensure_absl_flags_parsed()

@@ -83,11 +83,18 @@ def _flatten(tree, prefix="") -> dict[str, Any]:
     return out
 
 
+def _local_checkpointer():
+    """An Orbax checkpointer that involves only this process (a model file is written by one process)."""
+    import orbax.checkpoint as ocp
+
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
+
+
 def save_encoder(model: FmriEncoder, path, *, metadata: dict | None = None,
                  extra_files: dict[str, bytes] | None = None, overwrite: bool = False) -> Path:
     """Writes the checkpoint directory atomically; returns its path."""
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
@@ -98,7 +105,7 @@ def save_encoder(model: FmriEncoder, path, *, metadata: dict | None = None,
         (tmp / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
-        with ocp.StandardCheckpointer() as ckptr:
+        with _local_checkpointer() as ckptr:
             ckptr.save(tmp / "params", _nest(encoder_arrays(model)))
             ckptr.wait_until_finished()
         _fsync_dir(tmp)
@@ -135,15 +142,13 @@ def read_encoder_config(path) -> tuple[EncoderConfig, dict]:
 
 def load_encoder(path) -> tuple[FmriEncoder, dict]:
     """Reads a checkpoint written by `save_encoder`; returns (model, metadata)."""
-    import orbax.checkpoint as ocp
-
     path = Path(path).absolute()
     config, metadata = read_encoder_config(path)
     params = path / "params"
     if not params.is_dir():
         raise CheckpointError(f"{params}: missing parameter directory")
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with _local_checkpointer() as ckptr:
             tree = ckptr.restore(params)
     except Exception as e:  # orbax raises many types for a damaged directory
         raise CheckpointError(f"{params}: cannot be read ({type(e).__name__}: {e})") from None

@@ -201,7 +201,11 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     latest = ckpts.latest_step()
     if latest is not None:
         state, saved = ckpts.restore(latest, state, train_iter)
-        if saved.get("model_config") != model_config.to_dict():
+        try:
+            same = EncoderConfig.from_dict(saved.get("model_config", {})) == model_config
+        except Exception:  # an unreadable or foreign config is "different"
+            same = False
+        if not same:
             raise TrainError(f"{ckpts.directory}: the checkpoint was made for a different model or store layout "
                              f"({saved.get('model_config', {}).get('feature_dims')} vs {model_config.to_dict()['feature_dims']}); "
                              "use a new workdir")

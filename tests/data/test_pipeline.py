@@ -180,21 +180,23 @@ def test_seeded_shuffle_epochs_and_batches(tmp_path):
 
 
 def test_sharding_two_processes(tmp_path):
-    s = many_store(tmp_path / "st", n_timelines=7)  # 21 windows: cut to 20 for 2 processes
+    s = many_store(tmp_path / "st", n_timelines=7)  # 21 windows
     idx = P.make_subjects_index(s)
 
-    def stream(pi, pc):
-        ds = make_dataset(s, subjects_index=idx, window_s=4, batch_size=2, seed=5, num_epochs=1,
+    def batches(pi, pc, bs):
+        ds = make_dataset(s, subjects_index=idx, window_s=4, batch_size=bs, seed=5, num_epochs=1,
                           process_index=pi, process_count=pc)
-        return [i for b in ds for i in ids_of(b)]
+        return [list(ids_of(b)) for b in ds]
 
-    glob = stream(0, 1)
-    p0, p1 = stream(0, 2), stream(1, 2)
-    assert len(p0) == len(p1) == 10
-    assert not set(p0) & set(p1)
-    assert p0 == glob[0:20:2] and p1 == glob[1:20:2]
+    glob = batches(0, 1, 4)  # one process, global batch 4
+    p0, p1 = batches(0, 2, 2), batches(1, 2, 2)
+    assert len(p0) == len(p1) == len(glob) == 6  # same number of steps on every process
+    for g, a, b in zip(glob, p0, p1):
+        assert a + b == g  # the two halves assemble the single-process batch, in order
+    assert not {i for x in p0 for i in x} & {i for x in p1 for i in x}
+    assert sorted(i for x in p0 + p1 for i in x) == sorted(i for x in glob for i in x)  # nothing lost
     with pytest.raises(PipelineError, match="process_index"):
-        stream(2, 2)
+        batches(2, 2, 2)
 
 
 def test_state_restore_exact(tmp_path):
