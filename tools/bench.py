@@ -1,7 +1,9 @@
 """Benchmarks, each measured next to its baseline in the same run and reported as a ratio.
 
     python tools/bench.py forward --size released --batch 1      # JAX forward vs the PyTorch reference
-    python tools/bench.py forward --size small --json out.json
+    python tools/bench.py train --size released --batch 2        # train step (Adam, MSE) vs PyTorch eager
+    python tools/bench.py loader                                 # grain loader windows/s at full feature dims
+    python tools/bench.py all --json bench.json                  # everything above
 
 Prints a table and (with --json) writes machine-readable results including the hardware and versions.
 Needs the dev extra (torch + x-transformers) for the PyTorch baseline.
@@ -87,22 +89,170 @@ def bench_forward(size: str, batch: int, repeats: int) -> dict:
     return out
 
 
+def _released_pair(size, n_subjects, tmp):
+    from helpers import make_release
+    from nforge_jax.convert.tribev2 import convert_tribev2
+    from nforge_jax.model.checkpoint import load_encoder
+
+    spec = dict(SIZES[size])
+    dims = spec.pop("dims")
+    spec["n_subjects"] = n_subjects
+    ref = make_release(Path(tmp) / "rel", feature_dims=dims, **spec)
+    convert_tribev2(Path(tmp) / "rel", Path(tmp) / "ckpt")
+    model, _ = load_encoder(Path(tmp) / "ckpt")
+    return ref, model, dims, spec
+
+
+def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False) -> dict:
+    """One optimizer step (Adam, MSE, per-subject heads, modality/subject dropout off): jitted+donated JAX vs
+    PyTorch eager (and torch.compile when asked), float32, same weights and batch."""
+    import tempfile
+
+    import jax
+    import optax
+    import torch
+
+    from helpers import random_features, to_torch_layout
+    from nforge_jax.train.mesh import make_mesh
+    from nforge_jax.train.step import make_train_step, train_flops_per_window, tree_shardings
+    from nforge_jax.train.mesh import batch_sharding
+    from flax import nnx
+
+    n_subjects = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        ref, model, dims, spec = _released_pair(size, n_subjects, tmp)
+    config = model.config
+    steps = 2 * spec["n_output_timesteps"]
+    feats = random_features(dims, batch, steps, seed=0)
+    rng = np.random.default_rng(1)
+    fmri = rng.standard_normal((batch, spec["n_output_timesteps"], spec["n_outputs"])).astype(np.float32)
+    subjects = (np.arange(batch) % n_subjects).astype(np.int32)
+    mask = np.ones((batch, spec["n_output_timesteps"]), bool)
+
+    # JAX: the production step (jit, donation, shardings on a 1-device mesh).
+    mesh = make_mesh(data=1, model=1, devices=jax.devices()[:1])
+    tx = optax.adam(1e-4)
+    graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+    state = {"params": params, "opt": tx.init(params), "step": jax.numpy.zeros((), jax.numpy.int32)}
+    state_sh = tree_shardings(state, mesh)
+    state = jax.device_put(state, state_sh)
+    batch_np = {**feats, "fmri": fmri, "mask": mask, "subject_id": subjects}
+    batch_sh = {k: batch_sharding(mesh, np.ndim(v)) for k, v in batch_np.items()}
+    step = make_train_step(graphdef, config, tx, "mse", state_sh, tree_shardings(buffers, mesh), batch_sh, mesh)
+    xb = {k: jax.device_put(v, batch_sh[k]) for k, v in batch_np.items()}
+    key = jax.random.key(0)
+    holder = {"state": state}
+
+    def jax_step():
+        holder["state"], m = step(holder["state"], buffers, xb, key)
+        m["loss"].block_until_ready()
+
+    out = {"jax": timed(jax_step, repeats)}
+
+    # PyTorch reference: same model, Adam, MSE over kept rows.
+    ref.train()
+    tx_t = torch.optim.Adam(ref.parameters(), lr=1e-4)
+    tfeats = to_torch_layout(feats)
+    tfmri = torch.from_numpy(fmri.transpose(0, 2, 1).copy())
+    tsubj = torch.from_numpy(subjects.astype(np.int64))
+
+    def torch_step(forward=ref):
+        tx_t.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(forward(tfeats, tsubj), tfmri)
+        loss.backward()
+        tx_t.step()
+
+    out["torch_eager"] = timed(torch_step, repeats)
+    out["speedup_vs_torch_eager"] = out["torch_eager"]["median_s"] / out["jax"]["median_s"]
+    if compile_torch:
+        try:
+            compiled = torch.compile(ref)
+            out["torch_compile"] = timed(lambda: torch_step(compiled), repeats)
+            out["speedup_vs_torch_compile"] = out["torch_compile"]["median_s"] / out["jax"]["median_s"]
+        except Exception as e:  # no compiler toolchain, unsupported op...
+            out["torch_compile"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    flops = train_flops_per_window(config) * batch
+    out["windows_per_s"] = batch / out["jax"]["median_s"]
+    out["tflops_per_s"] = flops / out["jax"]["median_s"] / 1e12
+    out["config"] = {"size": size, "batch": batch, "steps": steps, "n_subjects": n_subjects, "dtype": "float32",
+                     "flops_per_step": flops, "torch_threads": torch.get_num_threads()}
+    return out
+
+
+def bench_loader(batch: int, n_batches: int) -> dict:
+    """grain pipeline at full feature dims (text 6x3072, audio 2x1024, video 2x1408), batch of 100 s windows."""
+    import tempfile
+
+    from nforge_jax.data import pipeline
+    from nforge_jax.data.store import FeatureStore
+
+    dims = {"text": (6, 3072), "audio": (2, 1024), "video": (2, 1408)}
+    rng = np.random.default_rng(0)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FeatureStore.create(Path(tmp) / "store")
+        for i in range(4):  # 4 timelines x 600 s
+            feats = {m: rng.standard_normal((1200, l, d)).astype(np.float16) for m, (l, d) in dims.items()}
+            store.write_timeline(f"Bench:run={i}", features=feats,
+                                 fmri=rng.standard_normal((600, 20484)).astype(np.float32),
+                                 meta={"study": "Bench", "subject": "s1", "tr_s": 1.0, "feature_hz": 2.0,
+                                       "fmri_hz": 1.0, "offset_s": 5.0})
+        idx = pipeline.make_subjects_index(store)
+        for dtype in ("float32", "float16"):
+            ds = pipeline.make_dataset(store, subjects_index=idx, batch_size=batch, seed=0, feature_dtype=dtype)
+            it = iter(ds)
+            first = next(it)
+            nbytes = sum(v.nbytes for v in first.values() if isinstance(v, np.ndarray))
+            t0 = time.perf_counter()
+            for _ in range(n_batches):
+                next(it)
+            dt = time.perf_counter() - t0
+            out[dtype] = {"windows_per_s": n_batches * batch / dt, "MB_per_s": n_batches * nbytes / dt / 1e6,
+                          "batch_MB": nbytes / 1e6}
+    out["config"] = {"batch": batch, "n_batches": n_batches, "dims": dims}
+    return out
+
+
+def _row(name, ours, base, ratio, extra=""):
+    print(f"{name:<34}{ours:>11.4f}{base:>14.4f}{ratio:>8.2f}x  {extra}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["forward"])
+    parser.add_argument("bench", choices=["forward", "train", "loader", "all"])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to build)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
-    result = {"hardware": hardware(), "forward": bench_forward(args.size, args.batch, args.repeats)}
-    f = result["forward"]
-    print(f"{'benchmark':<28}{'ours (s)':>12}{'baseline (s)':>14}{'ratio':>8}")
-    print(f"{'forward ' + args.size + ' B=' + str(args.batch):<28}{f['jax']['median_s']:>12.4f}"
-          f"{f['torch_eager']['median_s']:>14.4f}{f['speedup_vs_torch_eager']:>7.2f}x   "
-          f"(first call incl. compile {f['jax']['first_s']:.2f} s; rel err {f['rel_err']:.1e})")
+    result = {"hardware": hardware()}
+    print(f"{'benchmark':<34}{'ours (s)':>11}{'baseline (s)':>14}{'ratio':>9}")
+    if args.bench in ("forward", "all"):
+        f = result["forward"] = bench_forward(args.size, args.batch, args.repeats)
+        _row(f"forward {args.size} B={args.batch}", f["jax"]["median_s"], f["torch_eager"]["median_s"],
+             f["speedup_vs_torch_eager"], f"vs torch eager; first call incl. compile {f['jax']['first_s']:.1f} s; "
+             f"rel err {f['rel_err']:.1e}")
+    if args.bench in ("train", "all"):
+        t = result["train"] = bench_train(args.size, max(args.batch, 2), args.repeats, args.torch_compile)
+        _row(f"train step {args.size} B={t['config']['batch']}", t["jax"]["median_s"], t["torch_eager"]["median_s"],
+             t["speedup_vs_torch_eager"], f"vs torch eager; {t['windows_per_s']:.2f} windows/s, "
+             f"{t['tflops_per_s']:.3f} TFLOP/s; compile {t['jax']['first_s']:.1f} s")
+        if "speedup_vs_torch_compile" in t:
+            _row("train step vs torch.compile", t["jax"]["median_s"], t["torch_compile"]["median_s"],
+                 t["speedup_vs_torch_compile"])
+        elif "torch_compile" in t:
+            print(f"  torch.compile: {t['torch_compile']['error']}")
+    if args.bench in ("loader", "all"):
+        lo = result["loader"] = bench_loader(8, 20)
+        for dtype in ("float32", "float16"):
+            print(f"loader B=8 full dims ({dtype}): {lo[dtype]['windows_per_s']:.1f} windows/s, "
+                  f"{lo[dtype]['MB_per_s']:.0f} MB/s")
+        if "train" in result:
+            rate = result["train"]["windows_per_s"]
+            print(f"  loader / train-step rate: {lo['float16']['windows_per_s'] / rate:.1f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
