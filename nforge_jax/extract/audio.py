@@ -43,6 +43,8 @@ def media_chunks(events: pd.DataFrame, kind: str, max_s: float, min_s: float) ->
     """(filepath, timeline start, file offset, duration) of every chunk of the ``kind`` events."""
     out = []
     rows = events[events["type"] == kind]
+    if rows.empty:
+        return out
     offsets = rows["offset"] if "offset" in rows.columns else pd.Series(0.0, index=rows.index)
     for path, start, dur, off in zip(rows["filepath"], rows["start"], rows["duration"], offsets.fillna(0.0)):
         if not dur > 0:
