@@ -1,8 +1,6 @@
 """Text / audio / video extractors on tiny random models: shapes, layer choice and 2 Hz timing."""
 
 import numpy as np
-import pandas as pd
-import pytest
 import torch
 
 from extract_helpers import WORDS

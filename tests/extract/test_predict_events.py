@@ -1,7 +1,6 @@
 """get_events_dataframe and predict(events) on a converted small TRIBE v2 checkpoint vs the PyTorch reference."""
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
