@@ -1,0 +1,142 @@
+"""Choosing hidden states by depth, placing vectors on the 2 Hz grid, chunking long media, loading models.
+
+Layer fractions follow TRIBE v2 (TRIBEV2_SPEC D.2): with N hidden states (embedding output included), a
+fraction f picks index ``int(f * (N - 1))``.
+
+- ``"cat"``: one hidden state per fraction, in the given order -> (len(fractions), ...).
+- ``"group_mean"``: indices i_k = int(f_k * (N - 1)), de-duplicated, the last one + 1; group g is the mean
+  of states[i_g : i_{g+1}] -> (len(unique indices) - 1, ...). TRIBE v2's release uses [0.5, 0.75, 1.0].
+
+Placement on the grid (TRIBE's "sum" aggregation): row k of a timeline's feature array covers
+[k / hz, (k + 1) / hz) of timeline time; an event starting at ``start`` lasting ``duration`` adds its
+vector to rows ``round(hz * start)`` .. ``+ max(1, round(hz * duration)) - 1`` (Python round).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["AGGREGATIONS", "layer_indices", "select_layers", "n_output_layers", "place", "chunk_spans",
+           "resolve_model", "ModelNotAvailable", "torch_device", "torch_dtype"]
+
+AGGREGATIONS = ("cat", "group_mean")
+
+
+class ModelNotAvailable(RuntimeError):
+    """A model id is neither a local directory nor in the local Hugging Face cache."""
+
+
+def _check(fractions: Sequence[float], aggregation: str) -> tuple[float, ...]:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"layer aggregation: expected one of {AGGREGATIONS}, got {aggregation!r}")
+    fractions = tuple(float(f) for f in fractions)
+    if not fractions or any(not 0.0 <= f <= 1.0 for f in fractions):
+        raise ValueError(f"layer fractions: expected a non-empty list of numbers in [0, 1], got {list(fractions)}")
+    if aggregation == "group_mean" and (len(fractions) < 2 or list(fractions) != sorted(fractions)):
+        raise ValueError(f"layer fractions for 'group_mean': expected >= 2 increasing boundaries, got {list(fractions)}")
+    return fractions
+
+
+def layer_indices(n_states: int, fractions: Sequence[float], aggregation: str = "cat") -> list:
+    """'cat': list of indices; 'group_mean': list of (lo, hi) slices of the hidden-state stack."""
+    fractions = _check(fractions, aggregation)
+    idx = [int(f * (n_states - 1)) for f in fractions]
+    if aggregation == "cat":
+        return idx
+    uniq = sorted(set(idx))
+    if len(uniq) < 2:
+        raise ValueError(f"layer fractions {list(fractions)} give a single index {uniq} of {n_states} hidden "
+                         "states: 'group_mean' needs at least two distinct boundaries")
+    uniq[-1] += 1
+    return [(uniq[g], uniq[g + 1]) for g in range(len(uniq) - 1)]
+
+
+def n_output_layers(n_states: int, fractions: Sequence[float], aggregation: str = "cat") -> int:
+    return len(layer_indices(n_states, fractions, aggregation))
+
+
+def select_layers(states, fractions: Sequence[float], aggregation: str = "cat"):
+    """states: (N, ...) stack of hidden states (numpy or torch) -> (L, ...)."""
+    n = states.shape[0]
+    sel = layer_indices(n, fractions, aggregation)
+    if aggregation == "cat":
+        return states[list(sel)]
+    parts = [states[lo:hi].mean(0) for lo, hi in sel]
+    if isinstance(states, np.ndarray):
+        return np.stack(parts)
+    import torch
+
+    return torch.stack(parts)
+
+
+def place(grid: np.ndarray, start: float, duration: float, vector: np.ndarray, hz: float = 2.0) -> None:
+    """Add ``vector`` to the rows of ``grid`` an event [start, start + duration) covers (clipped to the grid)."""
+    k0 = int(round(hz * start))
+    n = max(1, int(round(hz * duration)))
+    a, b = max(k0, 0), min(k0 + n, grid.shape[0])
+    if b > a:
+        grid[a:b] += vector
+
+
+def chunk_spans(duration: float, max_s: float = 60.0, min_s: float = 30.0) -> list[tuple[float, float]]:
+    """(offset, length) pieces of a span, as TRIBE's ChunkEvents: cuts every ``max_s`` from the start, a
+    cut dropped when a piece would be shorter than ``min_s`` (so the last piece is min_s .. max_s + min_s)."""
+    if duration <= 0:
+        return [(0.0, float(duration))]
+    eps = 1e-9
+    cuts = [max_s * k for k in range(1, int(duration // max_s) + 1) if max_s * k < duration - eps]
+    while cuts and duration - cuts[-1] < min_s - eps:
+        cuts.pop()
+    bounds = [0.0, *cuts, float(duration)]
+    return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(len(bounds) - 1)]
+
+
+def resolve_model(model_id: str | os.PathLike, what: str) -> Path:
+    """A local directory, or the snapshot of a hub id already in the local Hugging Face cache.
+
+    Never downloads. ModelNotAvailable says how to get it otherwise.
+    """
+    path = Path(model_id)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailable(f"{path}: no config.json; expected a directory written by save_pretrained "
+                                    f"for the {what} model")
+        return path
+    text = str(model_id)
+    if text.count("/") != 1 or text.startswith((".", "/")):
+        raise ModelNotAvailable(f"{what} model {text!r}: no such directory, and not a hub id of the form 'org/name'")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(text, local_files_only=True))
+    except Exception as exc:
+        raise ModelNotAvailable(
+            f"{what} model {text!r} is not in the local Hugging Face cache ({type(exc).__name__}). Fetch it on a "
+            f"machine with network access with `hf download {text}` (it goes to the standard cache, "
+            f"$HF_HOME/hub), or save it anywhere with `save_pretrained` and pass that directory instead.") from None
+
+
+def torch_device(device: str = "auto"):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def torch_dtype(dtype: str, device):
+    """"auto": bfloat16 on a GPU that supports it, float16 on other GPUs, float32 on CPU."""
+    import torch
+
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in table:
+        raise ValueError(f"dtype: expected 'auto' or one of {sorted(table)}, got {dtype!r}")
+    return table[dtype]

@@ -1,0 +1,343 @@
+"""Batched prediction over every timeline of a FeatureStore (``nforge predict``).
+
+Each timeline's features (row k = timeline time [k/2, (k+1)/2)) are read from row round(2 * start_s)
+and cut into consecutive windows of ``window_steps`` rows (the last zero-padded), exactly as
+``NForgeModel.predict_features`` does; output row i is the 1 s TR starting at start_s + i, and a timeline
+gives ceil(n_rows * n_output_timesteps / window_steps) rows. A modality a timeline lacks is absent
+(exact zeros); windows are batched with other timelines that have the same modalities.
+
+Throughput: windows of many timelines fill fixed-size batches (one compiled shape), sharded over the
+local devices along the batch axis (the parameters replicated by ``train.mesh`` rules); a reader thread
+reads and transfers the next batches to the devices while the current one computes, and the previous
+batch's output is copied back while the next one runs. With several JAX processes, each takes every
+``process_count``-th timeline.
+
+Output directory::
+
+    OUT/nforge_predictions.json         marker: format, checkpoint info, n_outputs, tr_s
+    OUT/<timeline dir>.npy              (n_rows, n_vertices) float32
+    OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "subject", "sha256"}
+
+A timeline is finished when its .json exists (written atomically after its .npy). A re-run skips
+finished timelines and recomputes the others (a killed run continues where it stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nforge_jax.data.store import FeatureStore, timeline_dirname
+from nforge_jax.inference.events import resolve_subject
+from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
+
+__all__ = ["predict_store", "read_predictions", "finished_timelines", "add_arguments", "run_cli", "main"]
+
+FORMAT_NAME = "nforge_jax.Predictions"
+MARKER = "nforge_predictions.json"
+FEATURE_HZ = 2.0
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> str:
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True).encode()
+
+
+def finished_timelines(out) -> dict[str, dict]:
+    """{timeline name: its record} of the finished timelines in an output directory."""
+    out = Path(out)
+    done = {}
+    if not out.is_dir():
+        return done
+    for p in out.glob("*.json"):
+        if p.name == MARKER or p.name.startswith("."):
+            continue
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue  # unreadable record: recomputed
+        if isinstance(rec, dict) and "name" in rec and (out / str(rec.get("file"))).is_file():
+            done[rec["name"]] = rec
+    return done
+
+
+def read_predictions(out, name: str) -> np.ndarray:
+    """(n_rows, n_vertices) predictions of one timeline (memory-mapped)."""
+    rec = finished_timelines(out).get(name)
+    if rec is None:
+        raise KeyError(f"{out}: no finished predictions for timeline {name!r}")
+    return np.load(Path(out) / rec["file"], mmap_mode="r", allow_pickle=False)
+
+
+class _Plan:
+    """Window table of the timelines to do: per timeline its present modalities, first row and rows."""
+
+    def __init__(self, store: FeatureStore, names: Sequence[str], config):
+        self.window = int(config.window_steps)
+        self.per_window = int(config.n_output_timesteps)
+        dims = {m: (n, d) for m, n, d in config.feature_dims}
+        self.timelines = []
+        for name in names:
+            meta = store.meta(name)
+            mods = sorted(m for m in store.modalities(name) if m in dims)
+            if not mods:
+                raise ValueError(f"timeline {name!r}: none of the model's modalities {list(dims)} in the store "
+                                 f"(it has {store.modalities(name)})")
+            arrays = {m: store.features(name, m) for m in mods}
+            for m, a in arrays.items():
+                if tuple(a.shape[1:]) != dims[m]:
+                    raise ValueError(f"timeline {name!r} features[{m!r}]: (layers, dim) {tuple(a.shape[1:])}, "
+                                     f"the model takes {dims[m]}")
+            start_s = float(meta.get("start_s", 0.0))
+            r0 = int(round(start_s * FEATURE_HZ))
+            n_steps = max(a.shape[0] for a in arrays.values()) - r0
+            if n_steps <= 0:
+                raise ValueError(f"timeline {name!r}: start_s {start_s} is past the end of its features")
+            n_win = -(-n_steps // self.window)
+            n_rows = -(-n_steps * self.per_window // self.window)
+            self.timelines.append({"name": name, "mods": tuple(mods), "r0": r0, "n_win": n_win, "n_rows": n_rows,
+                                   "start_s": start_s, "arrays": arrays})
+        self.dims = dims
+
+    def batches(self, batch_size: int):
+        """Yields (modalities, [(timeline index, window index) or None for padding]) in timeline order,
+        each batch holding windows of one modality set."""
+        groups: dict[tuple, list] = {}
+        for i, t in enumerate(self.timelines):
+            groups.setdefault(t["mods"], []).extend((i, k) for k in range(t["n_win"]))
+        for mods, windows in groups.items():
+            for lo in range(0, len(windows), batch_size):
+                part = windows[lo: lo + batch_size]
+                yield mods, part + [None] * (batch_size - len(part))
+
+    def load(self, mods, slots) -> dict[str, np.ndarray]:
+        out = {m: np.zeros((len(slots), self.window, *self.dims[m]), np.float32) for m in mods}
+        for row, slot in enumerate(slots):
+            if slot is None:
+                continue
+            t = self.timelines[slot[0]]
+            lo = t["r0"] + slot[1] * self.window
+            for m in mods:
+                a = t["arrays"][m]
+                part = a[lo: min(lo + self.window, a.shape[0])]
+                out[m][row, : len(part)] = part
+        return out
+
+
+def predict_store(model, store, out, *, subject=None, batch_size: int | None = None,
+                  timelines: Sequence[str] | None = None, devices=None, overwrite: bool = False,
+                  progress: bool = True, prefetch: int = 2,
+                  on_timeline_done: Callable[[str, Path], None] | None = None) -> dict:
+    """Predict every (or the given) timeline of ``store`` into the directory ``out``; see the module docstring.
+
+    model: an ``NForgeModel``. subject: None (average subject), an index or a training-subject name.
+    batch_size: windows per step (default ``model.batch_size``), rounded up to a multiple of the devices.
+    Returns {"written": [...], "skipped": [...], "hours": stimulus hours predicted, "seconds": wall time}.
+    """
+    t_start = time.time()
+    store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    marker = {"format": FORMAT_NAME, "version": 1, "n_outputs": int(config.n_outputs), "tr_s": 1.0,
+              "n_output_timesteps": int(config.n_output_timesteps), "store": str(store.path),
+              "subject": subject if subject is None or isinstance(subject, str) else int(subject)}
+    if (out / MARKER).is_file() and not overwrite:
+        old = json.loads((out / MARKER).read_text())
+        if old.get("n_outputs") != marker["n_outputs"] or old.get("subject") != marker["subject"]:
+            raise ValueError(f"{out / MARKER}: holds predictions with n_outputs={old.get('n_outputs')}, "
+                             f"subject={old.get('subject')!r}; this run has {marker['n_outputs']}, "
+                             f"{marker['subject']!r}. Use another directory or overwrite=True")
+    if jax.process_index() == 0:
+        _atomic_bytes(out / MARKER, _json(marker))
+    for p in out.glob(".*.tmp-*"):  # leftovers of a killed write
+        p.unlink(missing_ok=True)
+    subject_id = resolve_subject(model, subject)
+    names = list(store.timelines if timelines is None else timelines)
+    names = names[jax.process_index()::jax.process_count()]
+    done = {} if overwrite else finished_timelines(out)
+    skipped = [n for n in names if n in done]
+    todo = [n for n in names if n not in done]
+    report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
+    if not todo:
+        report["seconds"] = time.time() - t_start
+        return report
+    plan = _Plan(store, todo, config)
+
+    devices = list(devices if devices is not None else jax.local_devices())
+    mesh = make_mesh(data=len(devices), model=1, devices=devices)
+    n_dev = len(devices)
+    bs = int(batch_size or getattr(model, "batch_size", 8))
+    bs = -(-bs // n_dev) * n_dev
+    state = shard_state(model._state, mesh)
+    feat_sharding = batch_sharding(mesh, 4)
+    ids = None if subject_id is None else jax.device_put(jnp.full((bs,), subject_id, jnp.int32),
+                                                         batch_sharding(mesh, 1))
+
+    # per-timeline accumulation
+    pending = {i: t["n_win"] for i, t in enumerate(plan.timelines)}
+    results: dict[int, np.ndarray] = {}
+    total_h = sum(t["n_rows"] for t in plan.timelines) / 3600.0
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_h, unit="h", desc="predict", bar_format=(
+                "{l_bar}{bar}| {n:.3f}/{total:.3f} h of stimulus [{elapsed}<{remaining}{postfix}]"))
+        except ImportError:
+            bar = None
+
+    def finish(i: int) -> None:
+        t = plan.timelines[i]
+        preds = results.pop(i)[: t["n_rows"]]
+        stem = timeline_dirname(t["name"])
+        sha = _atomic_npy(out / f"{stem}.npy", preds)
+        rec = {"name": t["name"], "file": f"{stem}.npy", "shape": list(preds.shape), "start_s": t["start_s"],
+               "tr_s": 1.0, "subject": marker["subject"], "sha256": sha}
+        _atomic_bytes(out / f"{stem}.json", _json(rec))
+        report["written"].append(t["name"])
+        report["hours"] += t["n_rows"] / 3600.0
+        if bar is not None:
+            bar.update(t["n_rows"] / 3600.0)
+            minutes = (time.time() - t_start) / 60.0
+            bar.set_postfix_str(f"{report['hours'] / max(minutes, 1e-9):.2f} h/min")
+        if on_timeline_done is not None:
+            on_timeline_done(t["name"], out / f"{stem}.npy")
+
+    def collect(slots, y) -> None:
+        y = np.asarray(y)  # waits for the device; (B, per_window, V)
+        for row, slot in enumerate(slots):
+            if slot is None:
+                continue
+            i, k = slot
+            if i not in results:
+                t = plan.timelines[i]
+                results[i] = np.empty((t["n_win"] * plan.per_window, y.shape[-1]), np.float32)
+            results[i][k * plan.per_window: (k + 1) * plan.per_window] = y[row]
+            pending[i] -= 1
+            if pending[i] == 0:
+                finish(i)
+
+    # reader thread: host reads + host->device transfer ahead of the compute
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    END = object()
+
+    def reader():
+        try:
+            for mods, slots in plan.batches(bs):
+                if stop.is_set():
+                    return
+                host = plan.load(mods, slots)
+                q.put((slots, {m: jax.device_put(v, feat_sharding) for m, v in host.items()}))
+            q.put(END)
+        except BaseException as exc:  # surfaced in the main thread
+            q.put(exc)
+
+    thread = threading.Thread(target=reader, name="nforge-predict-reader", daemon=True)
+    thread.start()
+    in_flight = None
+    try:
+        while True:
+            item = q.get()
+            if item is END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            slots, batch = item
+            y = model._forward(state, batch, ids)  # asynchronous dispatch
+            if in_flight is not None:
+                collect(*in_flight)  # previous output copied back while this batch runs
+            in_flight = (slots, y)
+        if in_flight is not None:
+            collect(*in_flight)
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        if bar is not None:
+            bar.close()
+    report["seconds"] = time.time() - t_start
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``nforge predict`` options."""
+    parser.add_argument("--store", required=True, help="FeatureStore directory")
+    parser.add_argument("--checkpoint", required=True, help="nforge_jax checkpoint, TRIBE v2 release dir or hub id")
+    parser.add_argument("--out", required=True, help="output directory (resumable)")
+    parser.add_argument("--subject", default=None,
+                        help="training-subject name or index (default: the average subject)")
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the model's)")
+    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
+    parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
+    parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_cli(args) -> int:
+    from nforge_jax.inference.model import NForgeModel
+
+    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
+    subject = args.subject
+    if subject is not None and subject.isdigit():
+        subject = int(subject)
+    report = predict_store(model, args.store, args.out, subject=subject, batch_size=args.batch_size,
+                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress)
+    rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
+    print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
+          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="nforge predict", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run_cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

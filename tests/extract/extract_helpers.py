@@ -1,0 +1,53 @@
+"""Small media files written with PyAV / wave for the extraction tests."""
+
+import wave
+
+import numpy as np
+
+WORDS = ("the cat sat on a warm mat while rain fell over quiet town and children ran home to eat bread "
+         "with honey before night came down").split()
+
+
+def write_wav(path, samples, rate):
+    """samples (n,) or (n, channels) float in [-1, 1] -> 16-bit PCM wav."""
+    x = np.asarray(samples, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def write_mp4(path, n_frames=40, fps=8, size=(40, 48), audio_rate=16000, audio_s=None):
+    """An mp4 whose frame i is uniformly grey level 6*i (mpeg4), with a 440 Hz AAC sound track."""
+    import av
+
+    h, w = size
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.bit_rate = 4_000_000
+        if audio_rate:
+            st = c.add_stream("aac", rate=audio_rate)
+            st.layout = "mono"
+        for i in range(n_frames):
+            img = np.full((h, w, 3), 6 * i, np.uint8)
+            for pk in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pk)
+        for pk in vs.encode():
+            c.mux(pk)
+        if audio_rate:
+            n = int((audio_s or n_frames / fps) * audio_rate)
+            t = np.arange(n) / audio_rate
+            x = (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            for k in range(0, n, 1024):
+                fr = av.AudioFrame.from_ndarray(x[None, k:k + 1024], format="fltp", layout="mono")
+                fr.sample_rate, fr.pts = audio_rate, k
+                for pk in st.encode(fr):
+                    c.mux(pk)
+            for pk in st.encode():
+                c.mux(pk)
+    return path

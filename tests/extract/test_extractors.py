@@ -1,0 +1,194 @@
+"""Text / audio / video extractors on tiny random models: shapes, layer choice and 2 Hz timing."""
+
+import numpy as np
+import torch
+
+from extract_helpers import WORDS
+from nforge_jax.data.events import make_events
+from nforge_jax.extract.audio import AudioConfig, AudioExtractor
+from nforge_jax.extract.media import read_audio
+from nforge_jax.extract.text import TextConfig, TextExtractor
+from nforge_jax.extract.video import VideoConfig, VideoExtractor, VideoPreprocessor
+
+# --- text -------------------------------------------------------------------------------------------
+
+WORD_TIMES = [(0.0, 0.4), (0.3, 0.2), (1.26, 1.1), (2.5, 0.3), (2.74, 0.5), (4.0, 0.2)]
+
+
+def word_events(words, times, timeline="story"):
+    return make_events([{"type": "Word", "start": s, "duration": d, "text": w, "timeline": timeline}
+                        for w, (s, d) in zip(words, times)])
+
+
+def reference_word_vectors(model_dir, words, context_words, layers):
+    """Independent: token span of the last word = tokens of the full context after those of the prefix."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    out = []
+    for i in range(len(words)):
+        ctx = words[max(0, i - context_words): i + 1]
+        full = tok(" ".join(ctx))["input_ids"]
+        n_prefix = len(tok(" ".join(ctx[:-1]))["input_ids"]) if len(ctx) > 1 else 0
+        with torch.no_grad():
+            hs = model(input_ids=torch.tensor([full]), output_hidden_states=True).hidden_states
+        out.append(np.stack([hs[layer][0, n_prefix:].mean(0).numpy() for layer in layers]))
+    return np.stack(out)
+
+
+def test_text_features_layers_and_timing(tiny_models):
+    words = WORDS[:6]
+    ex = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(0.0, 0.5, 1.0), batch_size=4))
+    grid = ex.extract(word_events(words, WORD_TIMES), n_steps=10)
+    assert grid.shape == (10, 3, 32)
+    # 5 hidden states: fractions 0, 0.5, 1 -> indices 0, 2, 4
+    v = reference_word_vectors(tiny_models["text"], words, 1024, [0, 2, 4])
+    # rows: w0 -> 0; w1 start 0.3 -> round(0.6) = 1; w2 1.26 s, 1.1 s -> rows 3, 4 (round(2.52) = 3, n = 2);
+    # w3 2.5 s -> round(5.0) = 5; w4 2.74 s -> round(5.48) = 5, n = 1; w5 4.0 s -> 8
+    expected = np.zeros((10, 3, 32), np.float32)
+    for w, rows in enumerate([[0], [1], [3, 4], [5], [5], [8]]):
+        expected[rows] += v[w]
+    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-5)
+    assert ex.meta()["layer_indices"] == [0, 2, 4] and ex.meta()["n_hidden_states"] == 5
+
+
+def test_text_context_length_batching_and_group_mean(tiny_models):
+    words = WORDS[:7]
+    times = [(0.5 * i, 0.4) for i in range(7)]
+    events = word_events(words, times)
+    one = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(0.5, 0.75, 1.0),
+                                   aggregation="group_mean", context_words=2, batch_size=1))
+    many = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(0.5, 0.75, 1.0),
+                                    aggregation="group_mean", context_words=2, batch_size=5))
+    a, b = one.extract(events, 7), many.extract(events, 7)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # right padding changes nothing
+    # indices 2, 3, 4 of 5 states -> groups mean(h[2:3]), mean(h[3:5]); context: 2 preceding words
+    v = reference_word_vectors(tiny_models["text"], words, 2, [2, 3, 4])
+    expected = np.stack([v[:, 0], v[:, 1:].mean(1)], 1)
+    np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_text_uses_the_context_column(tiny_models):
+    events = word_events(["mat"], [(0.0, 0.5)])
+    events["context"] = ["the cat sat on a warm mat"]
+    ex = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(1.0,)))
+    got = ex.extract(events, 1)[0]
+    expected = reference_word_vectors(tiny_models["text"], "the cat sat on a warm mat".split(), 1024, [4])[-1]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# --- audio ------------------------------------------------------------------------------------------
+
+def audio_reference(model_dir, wav, layers, n_out):
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    fe = AutoFeatureExtractor.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    z = (wav - wav.mean()) / wav.std()
+    with torch.no_grad():
+        hs = model(**fe(z, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True).hidden_states
+    states = np.stack([hs[i][0].numpy() for i in layers])  # (L, frames, D)
+    frames = states.shape[1]
+    idx = np.floor(np.arange(n_out) * frames / n_out).astype(int)  # nearest: floor(i * in / out)
+    return states[:, idx].transpose(1, 0, 2)
+
+
+def test_audio_features_resized_to_2hz(tiny_models, media):
+    events = make_events([{"type": "Audio", "start": 1.0, "duration": 5.3, "filepath": str(media["wav"]),
+                           "timeline": "t"}])
+    ex = AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"])))
+    grid = ex.extract(events, n_steps=13)
+    assert grid.shape == (13, 2, 32)
+    wav, _ = read_audio(media["wav"], 16000)
+    # 4 hidden states, fractions 0.75, 1 -> indices 2, 3; round(5.3 * 2) = 11 rows from round(2 * 1.0) = 2
+    expected = audio_reference(tiny_models["audio"], wav, [2, 3], 11)
+    np.testing.assert_array_equal(grid[:2], 0)
+    np.testing.assert_allclose(grid[2:13], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_audio_offset_into_the_file(tiny_models, media):
+    events = make_events([{"type": "Audio", "start": 0.0, "duration": 2.0, "offset": 1.5,
+                           "filepath": str(media["wav"]), "timeline": "t"}])
+    ex = AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"]), layers=(1.0,)))
+    grid = ex.extract(events, n_steps=4)
+    from scipy.signal import resample_poly
+
+    from test_media import pcm
+
+    native = pcm(media["wav"]).mean(1)[int(1.5 * 22050): int(3.5 * 22050)]  # the span, decoded independently
+    wav = resample_poly(native, 320, 441).astype(np.float32)  # 22050 -> 16000 Hz
+    expected = audio_reference(tiny_models["audio"], wav, [3], 4)
+    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-4)
+
+
+# --- video ------------------------------------------------------------------------------------------
+
+def test_preprocessor_hand_computed_identity_resize_and_crop():
+    # crop 4 -> shortest edge int(4 * 256 / 224) = 4: a 4 x 6 frame is not resized; crop left = int(2 / 2) = 1
+    p = VideoPreprocessor(crop_size=4)
+    assert p.shortest_edge == 4 and p.resize_shape(4, 6) == (4, 6)
+    frame = np.zeros((4, 6, 3), np.uint8)
+    frame[:, 1, 0] = 255   # red column 1 -> first column after the crop
+    frame[:, :, 2] = 51    # blue 51 / 255 = 0.2 everywhere
+    out = p(frame)
+    assert out.shape == (3, 4, 4) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0, :, 0], (1.0 - 0.485) / 0.229, rtol=1e-6)   # 2.2489083
+    np.testing.assert_allclose(out[0, :, 1:], (0.0 - 0.485) / 0.229, rtol=1e-6)  # -2.1179039
+    np.testing.assert_allclose(out[1], (0.0 - 0.456) / 0.224, rtol=1e-6)         # -2.0357143
+    np.testing.assert_allclose(out[2], (0.2 - 0.406) / 0.225, rtol=1e-5)         # -0.9155556
+
+
+def test_preprocessor_hand_computed_bilinear_upsampling():
+    # crop 7 -> shortest edge int(7 * 256 / 224) = 8: 4 x 4 -> 8 x 8 (x2). Half-pixel bilinear of the row
+    # [0, 40, 80, 120] at source x = (i + 0.5) / 2 - 0.5 (clamped): 0, 10, 30, 50, 70, 90, 110, 120;
+    # crop 7 at top = left = int(1 / 2) = 0.
+    p = VideoPreprocessor(crop_size=7, image_mean=(0, 0, 0), image_std=(1, 1, 1))
+    frame = np.tile(np.array([0, 40, 80, 120], np.uint8)[None, :, None], (4, 1, 3))
+    out = p(frame)
+    assert out.shape == (3, 7, 7)
+    np.testing.assert_allclose(out[1] * 255, np.tile([0, 10, 30, 50, 70, 90, 110], (7, 1)), atol=1e-4)
+    # a downscaled constant frame stays constant; 40 x 48 -> short edge 36, long int(36 * 48 / 40) = 43
+    p = VideoPreprocessor(crop_size=32)
+    assert p.resize_shape(40, 48) == (36, 43) and p.resize_shape(48, 40) == (43, 36)
+    out = p(np.full((40, 48, 3), 100, np.uint8))
+    np.testing.assert_allclose(out[0], (100 / 255 - 0.485) / 0.229, rtol=1e-5)
+
+
+def test_preprocessor_reads_the_processor_json(tmp_path):
+    (tmp_path / "video_preprocessor_config.json").write_text(
+        '{"crop_size": {"height": 64, "width": 64}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}')
+    p = VideoPreprocessor.from_pretrained(tmp_path)
+    assert (p.crop_size, p.shortest_edge, p.image_mean, p.image_std) == (64, 73, (0.5,) * 3, (0.25,) * 3)
+
+
+def test_video_clips_at_bin_right_edges(tiny_models, media):
+    import av
+    from transformers import AutoModel
+
+    events = make_events([{"type": "Video", "start": 0.5, "duration": 2.5, "filepath": str(media["mp4"]),
+                           "timeline": "t"}])
+    ex = VideoExtractor(VideoConfig(model_id=str(tiny_models["video"]), layers=(0.75, 1.0), batch_size=3))
+    grid = ex.extract(events, n_steps=7)
+    assert grid.shape == (7, 2, 32)
+    # independent: all frames decoded; n = round(2 * 2.5) = 5 points t_k = 0.5 .. 2.5; clip of 4 frames at
+    # t_k - j * 1 s (j = 3..0, clamped at 0); frame shown at t = floor(8 t) at 8 fps; rows 1 .. 5
+    with av.open(str(media["mp4"])) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    pre = VideoPreprocessor.from_pretrained(tiny_models["video"])
+    model = AutoModel.from_pretrained(tiny_models["video"]).eval()
+    expected = np.zeros((7, 2, 32), np.float32)
+    for k, t in enumerate(np.linspace(0, 2.5, 6)[1:]):
+        times = np.maximum(t - np.array([3, 2, 1, 0]) * 1.0, 0)
+        clip = np.stack([pre(frames[min(int(np.floor(s * 8 + 1e-9)), len(frames) - 1)]) for s in times])
+        with torch.no_grad():
+            hs = model(pixel_values_videos=torch.from_numpy(clip[None]), output_hidden_states=True).hidden_states
+        expected[1 + k] = np.stack([hs[i][0].mean(0).numpy() for i in (2, 3)])
+    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-4)
+    assert ex.meta()["frames_per_clip"] == 4
+
+
+def test_no_matching_events_gives_none(tiny_models):
+    events = word_events(["cat"], [(0.0, 0.5)])
+    assert AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"]))).extract(events, 2) is None
+    assert VideoExtractor(VideoConfig(model_id=str(tiny_models["video"]))).extract(events, 2) is None

@@ -1,0 +1,151 @@
+"""get_events_dataframe and predict(events) on a converted small TRIBE v2 checkpoint vs the PyTorch reference."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import make_release, rel_err
+from nforge_jax.convert.tribev2 import convert_tribev2
+from nforge_jax.extract.audio import AudioConfig
+from nforge_jax.extract.run import ExtractConfig
+from nforge_jax.extract.text import TextConfig
+from nforge_jax.extract.video import VideoConfig
+from nforge_jax.inference.events import (AsrUnavailableWarning, add_context, get_events_dataframe, predict_events,
+                                         read_word_timings, timeline_features)
+from nforge_jax.inference.model import NForgeModel
+
+DIMS = {"text": (2, 32), "audio": (2, 32), "video": (2, 32)}
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("release")
+    ref = make_release(root / "tribev2", feature_dims=DIMS, n_outputs=40, n_output_timesteps=10)
+    convert_tribev2(root / "tribev2", root / "nforge")
+    return ref, NForgeModel.from_pretrained(root / "nforge")
+
+
+def extract_config(models):
+    return ExtractConfig(text=TextConfig(model_id=str(models["text"]), layers=(0.5, 1.0)),
+                         audio=AudioConfig(model_id=str(models["audio"])),
+                         video=VideoConfig(model_id=str(models["video"])), progress=False)
+
+
+def word_file(tmp_path):
+    path = tmp_path / "words.tsv"
+    pd.DataFrame({"word": ["the", "cat", "sat", "down"], "start": [0.2, 0.7, 1.9, 3.1],
+                  "end": [0.5, 1.2, 2.3, 3.6]}).to_csv(path, sep="\t", index=False)
+    return path
+
+
+def test_events_from_video_without_asr_model(media, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.warns(AsrUnavailableWarning, match=r"hf download nobody/no-asr-model"):
+        ev = get_events_dataframe(video_path=media["mp4"], asr_model="nobody/no-asr-model")
+    assert list(ev["type"]) == ["Video", "Audio"]
+    assert (ev["filepath"] == str(media["mp4"])).all() and (ev["timeline"] == "default").all()
+    assert ev["duration"].iloc[0] == pytest.approx(5.0, abs=0.1)
+
+
+def test_events_from_audio_with_an_asr_callable(media):
+    calls = []
+
+    def asr(path):
+        calls.append(path)
+        return [{"text": "hello", "start": 0.5, "duration": 0.4}, {"text": "world", "start": 1.0, "duration": 0.5}]
+
+    ev = get_events_dataframe(audio_path=media["wav"], asr=asr)
+    assert calls == [media["wav"]]
+    assert list(ev["type"]) == ["Audio", "Word", "Word"]
+    assert ev["duration"].iloc[0] == pytest.approx(5.3)
+    assert list(ev["context"].iloc[1:]) == ["hello", "hello world"]
+
+
+def test_events_from_text_at_a_speaking_rate_and_from_timings(media, tmp_path):
+    ev = get_events_dataframe(text_path=media["txt"], words_per_second=4.0)
+    words = ev[ev["type"] == "Word"]
+    assert len(words) == 12 and list(ev["type"].unique()) == ["Word"]
+    np.testing.assert_allclose(words["start"], np.arange(12) * 0.25)
+    np.testing.assert_allclose(words["duration"], 0.25)
+    assert words["context"].iloc[2] == " ".join(words["text"].iloc[:3])
+    timed = get_events_dataframe(text_path=media["txt"], word_timings=word_file(tmp_path))
+    assert list(timed["text"]) == ["the", "cat", "sat", "down"]
+    np.testing.assert_allclose(timed["duration"], [0.3, 0.5, 0.4, 0.5])
+
+
+def test_word_timings_from_textgrid(tmp_path):
+    tg = tmp_path / "w.TextGrid"
+    tg.write_text('File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = 2\ntiers? <exists>\n'
+                  'size = 1\nitem []:\n    item [1]:\n        class = "IntervalTier"\n        name = "words"\n'
+                  '        xmin = 0\n        xmax = 2\n        intervals: size = 3\n'
+                  '        intervals [1]:\n            xmin = 0\n            xmax = 0.5\n            text = "sp"\n'
+                  '        intervals [2]:\n            xmin = 0.5\n            xmax = 1.25\n            text = "hello"\n'
+                  '        intervals [3]:\n            xmin = 1.25\n            xmax = 2\n            text = "there"\n')
+    assert read_word_timings(tg) == [{"text": "hello", "start": 0.5, "duration": 0.75},
+                                     {"text": "there", "start": 1.25, "duration": 0.75}]
+
+
+@pytest.mark.parametrize("kw,err", [({}, "exactly one"), ({"text_path": "a.pdf"}, "ending in"),
+                                    ({"audio_path": "missing.wav"}, "no such file")])
+def test_bad_arguments(kw, err):
+    with pytest.raises((ValueError, FileNotFoundError), match=err):
+        get_events_dataframe(**kw)
+
+
+def reference_rows(ref, feats, n_win, subject=None):
+    """Zero-padded 10 s windows from row 0 through the PyTorch reference -> (n_win * 10, 40)."""
+    rows = []
+    for w in range(n_win):
+        data = {}
+        for m, x in feats.items():
+            buf = np.zeros((20, *x.shape[1:]), np.float32)
+            part = x[20 * w: 20 * (w + 1)]
+            buf[: len(part)] = part
+            data[m] = torch.from_numpy(buf.transpose(1, 2, 0)[None].copy())
+        with torch.no_grad():
+            sid = None if subject is None else torch.tensor([subject])
+            rows.append(ref(data, sid)[0].numpy().T)
+    return np.concatenate(rows)
+
+
+def test_predict_video_matches_reference(converted, tiny_models, media, tmp_path):
+    ref, model = converted
+    events = get_events_dataframe(video_path=media["mp4"], word_timings=word_file(tmp_path))
+    cfg = extract_config(tiny_models)
+    preds, segments = predict_events(model, events, extract_config=cfg)
+    end = float((events["start"] + events["duration"]).max())
+    n_keep = math.ceil(end)  # 1 s segments from 0 overlapping the ~5 s stimulus
+    assert preds.shape == (n_keep, 40) and preds.dtype == np.float32
+    assert [(s.timeline, s.start, s.duration) for s in segments] == [("default", float(i), 1.0) for i in range(n_keep)]
+    feats = timeline_features(events, extract_config=cfg)["default"]
+    assert sorted(feats) == ["audio", "text", "video"]
+    expected = reference_rows(ref, feats, 1)[:n_keep]
+    assert rel_err(preds, expected) <= 1e-5
+    # a named training subject uses its own head row
+    sub, _ = predict_events(model, events, subject=1, features={"default": feats})
+    assert rel_err(sub, reference_rows(ref, feats, 1, subject=1)[:n_keep]) <= 1e-5
+    assert np.abs(sub - preds).max() > 1e-3
+
+
+def test_predict_text_only_long_story_windows_and_empty_segments(converted, tiny_models):
+    """Words in [1, 23.5) s: 3 windows of 10 s from the first word; silent 1 s segments are dropped."""
+    ref, model = converted
+    words = [("w%d" % i, 1.0 + 0.5 * i) for i in range(10)] + [("late", 22.9)]
+    events = add_context(pd.DataFrame([{"type": "Word", "start": s, "duration": 0.6, "text": w,
+                                        "timeline": "story"} for w, s in words]))
+    cfg = extract_config(tiny_models)
+    feats = timeline_features(events, extract_config=cfg)["story"]
+    assert sorted(feats) == ["text"]
+    preds, segments = predict_events(model, events, extract_config=cfg)
+    starts = [s.start for s in segments]
+    # events cover [1.0, 6.1) and [22.9, 23.5): segments [1, 2) .. [6, 7), [22, 23) and [23, 24)
+    assert starts == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 22.0, 23.0]
+    full = reference_rows(ref, {"text": feats["text"][2:]}, 3)  # rows from round(2 * s0) = 2
+    keep = [0, 1, 2, 3, 4, 5, 21, 22]
+    assert rel_err(preds, full[keep]) <= 1e-5
+    everything, segs = predict_events(model, events, features={"story": feats}, remove_empty_segments=False)
+    assert everything.shape == (30, 40) and segs[-1].start == 30.0
