@@ -83,6 +83,18 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_extract(args) -> int:
+    from nforge_jax.extract.run import run_cli
+
+    return run_cli(args)
+
+
+def cmd_predict(args) -> int:
+    from nforge_jax.inference.batch import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nforge", description="Predict cortical fMRI from text, audio and video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true")
     build.add_argument("--limit", type=int)
     study.set_defaults(func=cmd_study)
+
+    from nforge_jax.extract import run as extract_run  # light: torch is imported only when extracting
+
+    extract = sub.add_parser("extract", help="features of an events table into a FeatureStore (resumable)")
+    extract_run.add_arguments(extract)
+    extract.set_defaults(func=cmd_extract)
+
+    from nforge_jax.inference import batch as predict_batch
+
+    predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore (resumable)")
+    predict_batch.add_arguments(predict)
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -107,6 +107,19 @@ class NForgeModel:
     def encoder(self) -> FmriEncoder:
         return nnx.merge(self._graphdef, self._state)
 
+    # From media and events ----------------------------------------------------------------------
+    def get_events_dataframe(self, video_path=None, audio_path=None, text_path=None, **kwargs):
+        """Events (Video / Audio / Word rows) for one stimulus file; see inference/events.py."""
+        from nforge_jax.inference.events import get_events_dataframe
+
+        return get_events_dataframe(video_path=video_path, audio_path=audio_path, text_path=text_path, **kwargs)
+
+    def predict(self, events, subject=None, **kwargs):
+        """(preds (n_segments, n_vertices), segments) for an events table, aligned as TRIBE v2's predict."""
+        from nforge_jax.inference.events import predict_events
+
+        return predict_events(self, events, subject=subject, **kwargs)
+
     # Prediction --------------------------------------------------------------------------------
     def _apply(self, state, features, subject_ids):
         return nnx.merge(self._graphdef, state)(features, subject_ids)
