@@ -213,13 +213,129 @@ def bench_loader(batch: int, n_batches: int) -> dict:
     return out
 
 
+def bench_inference(size: str, batch: int, n_timelines: int = 4, windows_per_timeline: int = 2) -> dict:
+    """Hours of stimulus per minute: `predict_store` (batched, prefetching, written to disk) vs the PyTorch
+    reference run one window at a time (what looping over TRIBE's windows does)."""
+    import tempfile
+
+    import torch
+
+    from helpers import to_torch_layout
+    from nforge_jax.data.store import FeatureStore
+    from nforge_jax.inference.batch import predict_store
+    from nforge_jax.inference.model import NForgeModel
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref, encoder, dims, spec = _released_pair(size, 0, tmp)
+        model = NForgeModel(encoder, batch_size=batch)
+        steps = 2 * spec["n_output_timesteps"] * windows_per_timeline
+        store = FeatureStore.create(Path(tmp) / "store")
+        feats = {}
+        for i in range(n_timelines):
+            feats[i] = {m: rng.standard_normal((steps, l, d)).astype(np.float16) for m, (l, d) in dims.items()}
+            store.write_timeline(f"Bench:run={i}", features=feats[i],
+                                 meta={"study": "Bench", "subject": "s", "tr_s": 1.0, "feature_hz": 2.0,
+                                       "fmri_hz": 1.0, "offset_s": 5.0})
+        predict_store(model, store, Path(tmp) / "warm", progress=False, timelines=["Bench:run=0"])  # compile
+        t0 = time.perf_counter()
+        predict_store(model, store, Path(tmp) / "out", progress=False)
+        ours = time.perf_counter() - t0
+    window = 2 * spec["n_output_timesteps"]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(n_timelines):
+            for w in range(windows_per_timeline):
+                x = {m: v[None, w * window : (w + 1) * window].astype(np.float32) for m, v in feats[i].items()}
+                ref(to_torch_layout(x))
+    base = time.perf_counter() - t0
+    hours = n_timelines * windows_per_timeline * spec["n_output_timesteps"] / 3600.0
+    return {"ours_s": ours, "torch_loop_s": base, "ours_hours_per_min": hours / ours * 60,
+            "torch_hours_per_min": hours / base * 60, "speedup": base / ours,
+            "config": {"size": size, "batch": batch, "timelines": n_timelines, "windows": windows_per_timeline}}
+
+
+def bench_streaming(size: str, n_frames: int = 60) -> dict:
+    """Latency of `push_frame` (one TR) vs one full-window forward of the same model."""
+    import tempfile
+
+    import jax
+    from flax import nnx
+
+    from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.streaming import StreamingPredictor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, encoder, dims, spec = _released_pair(size, 0, tmp)
+    model = NForgeModel(encoder)
+    window_trs = spec["n_output_timesteps"]
+    stream = StreamingPredictor.from_nforge_model(model, window_trs=window_trs)
+    rng = np.random.default_rng(0)
+    latencies = []
+    for k in range(window_trs + n_frames):
+        frame = {m: rng.standard_normal((2, l, d)).astype(np.float32) for m, (l, d) in dims.items()}
+        t0 = time.perf_counter()
+        out = stream.push_frame(frame)
+        if out is not None:
+            np.asarray(out)
+            latencies.append(time.perf_counter() - t0)
+    graphdef, state = nnx.split(encoder)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    x = {m: rng.standard_normal((1, 2 * window_trs, l, d)).astype(np.float32) for m, (l, d) in dims.items()}
+    full = timed(lambda: forward(state, x).block_until_ready(), 5)
+    lat = np.asarray(latencies[1:])  # the first emission includes compilation
+    return {"p50_s": float(np.percentile(lat, 50)), "p99_s": float(np.percentile(lat, 99)),
+            "full_window_forward_s": full["median_s"], "p50_over_forward": float(np.percentile(lat, 50)) / full["median_s"],
+            "config": {"size": size, "window_trs": window_trs, "frames": len(lat)}}
+
+
+def bench_attribution(size: str, n_naive_vertices: int = 8, n_steps: int = 5) -> dict:
+    """Integrated gradients for every vertex (one jitted call) vs one backward pass per vertex per path
+    point, timed on a few vertices and extrapolated to all of them."""
+    import tempfile
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from nforge_jax.inference.attribution import ModalityAttributor
+    from nforge_jax.inference.model import NForgeModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, encoder, dims, spec = _released_pair(size, 0, tmp)
+    model = NForgeModel(encoder)
+    rng = np.random.default_rng(0)
+    feats = {m: rng.standard_normal((2 * spec["n_output_timesteps"], l, d)).astype(np.float32) for m, (l, d) in dims.items()}
+    att = ModalityAttributor(model, method="gradient", n_steps=n_steps)
+    ours = timed(lambda: att.attribute(feats), 3)
+    graphdef, state = nnx.split(encoder)
+    modalities = list(dims)
+
+    def vertex_output(scales, v):
+        m = nnx.merge(graphdef, state)
+        x = {k: jnp.asarray(feats[k])[None] * scales[i] for i, k in enumerate(modalities)}
+        return m(x)[0, :, v].mean()
+
+    grad = jax.jit(jax.grad(vertex_output))
+    scales = jnp.ones(len(modalities)) * 0.5
+    grad(scales, 0).block_until_ready()
+    t0 = time.perf_counter()
+    for v in range(n_naive_vertices):
+        grad(scales, v).block_until_ready()
+    per_backward = (time.perf_counter() - t0) / n_naive_vertices
+    naive_all = per_backward * n_steps * spec["n_outputs"]
+    return {"ours_s": ours["median_s"], "naive_per_backward_s": per_backward, "naive_all_vertices_s": naive_all,
+            "speedup": naive_all / ours["median_s"],
+            "config": {"size": size, "n_steps": n_steps, "n_vertices": spec["n_outputs"]}}
+
+
 def _row(name, ours, base, ratio, extra=""):
-    print(f"{name:<34}{ours:>11.4f}{base:>14.4f}{ratio:>8.2f}x  {extra}")
+    print(f"{name:<34}{ours:>11.4f}{base:>14.4f}{ratio:>10.2f}x  {extra}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["forward", "train", "loader", "all"])
+    parser.add_argument("bench", choices=["forward", "train", "loader", "inference", "streaming", "attribution", "all"])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
@@ -251,6 +367,18 @@ def main(argv=None):
         if "train" in result:
             rate = result["train"]["windows_per_s"]
             print(f"  loader / train-step rate: {lo['float16']['windows_per_s'] / rate:.1f}x")
+    if args.bench in ("inference", "all"):
+        i = result["inference"] = bench_inference(args.size, 8)
+        _row(f"batched inference {args.size}", i["ours_s"], i["torch_loop_s"], i["speedup"],
+             f"vs torch one window at a time; {i['ours_hours_per_min']:.2f} vs {i['torch_hours_per_min']:.2f} h/min")
+    if args.bench in ("streaming", "all"):
+        st = result["streaming"] = bench_streaming(args.size)
+        print(f"streaming {args.size}: p50 {st['p50_s'] * 1e3:.1f} ms, p99 {st['p99_s'] * 1e3:.1f} ms per TR; "
+              f"one full-window forward {st['full_window_forward_s'] * 1e3:.1f} ms")
+    if args.bench in ("attribution", "all"):
+        at = result["attribution"] = bench_attribution(args.size)
+        _row(f"IG all vertices {args.size}", at["ours_s"], at["naive_all_vertices_s"], at["speedup"],
+             f"vs one backward per vertex ({at['naive_per_backward_s'] * 1e3:.1f} ms each, extrapolated)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result
