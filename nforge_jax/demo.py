@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,9 +21,10 @@ STORE_SPEC = dict(n_subjects=2, n_timelines=12, duration_s=400.0)
 
 
 def _write_json_atomic(path: Path, doc: dict):
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, path)
+    from nforge_jax.data.store import atomic_open
+
+    with atomic_open(path) as f:
+        f.write((json.dumps(doc, indent=2) + "\n").encode())
 
 
 def demo_config():

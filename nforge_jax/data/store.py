@@ -24,6 +24,7 @@ unpickled and nothing loads a whole timeline into memory. Writes go in row chunk
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -83,12 +84,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike):
+    """Open a binary file for writing that appears at ``path`` only when complete (temp, fsync, rename).
+
+    On an exception nothing is left behind and an existing file at ``path`` is untouched."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    data = json.dumps(obj, indent=1, sort_keys=True).encode()
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -96,6 +101,11 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    with atomic_open(path) as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def _rows_per_chunk(row_shape: tuple[int, ...], itemsize: int) -> int:

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import queue
-import secrets
 import sys
 import threading
 import time
@@ -40,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nforge_jax.data.store import FeatureStore, timeline_dirname
+from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
 from nforge_jax.inference.events import resolve_subject
 from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
 
@@ -52,30 +50,15 @@ FEATURE_HZ = 2.0
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def _atomic_npy(path: Path, array: np.ndarray) -> str:
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    array = np.ascontiguousarray(array)
+    with atomic_open(path) as f:
+        np.lib.format.write_array(f, array, allow_pickle=False)
+    return hashlib.sha256(array.tobytes()).hexdigest()
 
 
 def _json(obj) -> bytes:
