@@ -95,6 +95,16 @@ def cmd_predict(args) -> int:
     return run_cli(args)
 
 
+def cmd_adapt(args) -> int:
+    from nforge_jax.inference.adapt import run_adapt
+
+    reg = args.regularization if args.regularization == "cv" else float(args.regularization)
+    summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, reg, method=args.method,
+                        cv=args.cv, overwrite=args.overwrite)
+    print(f"nforge adapt: new subject id {summary['id']}; adapted model written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nforge", description="Predict cortical fMRI from text, audio and video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true")
     build.add_argument("--limit", type=int)
     study.set_defaults(func=cmd_study)
+
+    adapt = sub.add_parser("adapt", help="fit a head for a new subject from calibration runs; save the adapted model")
+    adapt.add_argument("checkpoint", help="model to adapt (anything NForgeModel.from_pretrained reads)")
+    adapt.add_argument("--store", required=True, help="FeatureStore holding the new subject's calibration runs")
+    adapt.add_argument("--timelines", nargs="+", required=True, help="calibration timelines (features + fMRI)")
+    adapt.add_argument("--out", required=True, help="directory for the adapted checkpoint")
+    adapt.add_argument("--method", choices=["ridge", "nearest_neighbor"], default="ridge")
+    adapt.add_argument("--regularization", default="cv", help='"cv" (per-vertex alpha by K-fold CV) or a number')
+    adapt.add_argument("--cv", type=int, default=5)
+    adapt.add_argument("--overwrite", action="store_true")
+    adapt.set_defaults(func=cmd_adapt)
 
     from nforge_jax.extract import run as extract_run  # light: torch is imported only when extracting
 
