@@ -43,6 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0
     c.optim.grad_clip = 0.0  # 0 = off (TRIBE v2 does not clip)
     c.optim.loss = "mse"  # "mse" | "pearson" | "weighted_mse"
+    c.optim.accumulate_steps = 1  # average the gradients of N steps per update (N x the batch, same memory)
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 15
@@ -69,5 +70,7 @@ def check_config(c) -> None:
         value = c[section][field]
         if value not in allowed:
             raise ValueError(f"config {path} = {value!r}: expected one of {allowed}")
+    if not isinstance(c.optim.accumulate_steps, int) or c.optim.accumulate_steps < 1:
+        raise ValueError(f"config optim.accumulate_steps = {c.optim.accumulate_steps!r}: expected an integer >= 1")
     if not c.data.store:
         raise ValueError("config data.store: a FeatureStore directory is required (--config.data.store=PATH)")

@@ -180,7 +180,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         raise TrainError(f"data.batch_size ({global_bs}) must be divisible by the mesh's data axis ({mesh.shape['data']})")
     o = cfg.optim
     tx = make_optimizer(total_steps, lr=o.lr, pct_start=o.pct_start, weight_decay=o.weight_decay,
-                        grad_clip=o.grad_clip or None)
+                        grad_clip=o.grad_clip or None, accumulate=o.accumulate_steps)
     graphdef, state, buffers, state_sh = init_state(model_config, tx, mesh, cfg.seed)
     buffer_sh = tree_shardings(buffers, mesh)
     keys = list(model_config.modalities) + ["fmri", "mask", "subject_id"]

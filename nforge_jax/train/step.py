@@ -23,8 +23,17 @@ from nforge_jax.train.mesh import logical_to_spec
 
 
 def make_optimizer(total_steps: int, *, lr=1e-4, pct_start=0.1, div_factor=25.0, final_div_factor=1e4,
-                   weight_decay=0.0, cycle_momentum=True, b1_range=(0.85, 0.95), grad_clip=None):
-    """Adam with TRIBE v2's one-cycle schedule (cosine, 4e-6 -> 1e-4 -> 4e-10; beta1 cycled 0.95 -> 0.85 -> 0.95)."""
+                   weight_decay=0.0, cycle_momentum=True, b1_range=(0.85, 0.95), grad_clip=None, accumulate=1):
+    """Adam with TRIBE v2's one-cycle schedule (cosine, 4e-6 -> 1e-4 -> 4e-10; beta1 cycled 0.95 -> 0.85 -> 0.95).
+
+    `total_steps` counts train-step calls; with `accumulate` = k > 1 the gradients of k consecutive calls are
+    averaged and applied once (a k-times larger batch in the memory of one), and the schedule runs over the
+    total_steps / k updates."""
+    if accumulate > 1:
+        inner = make_optimizer(max(int(total_steps) // accumulate, 2), lr=lr, pct_start=pct_start,
+                               div_factor=div_factor, final_div_factor=final_div_factor, weight_decay=weight_decay,
+                               cycle_momentum=cycle_momentum, b1_range=b1_range, grad_clip=grad_clip)
+        return optax.MultiSteps(inner, every_k_schedule=accumulate)
     total_steps = max(int(total_steps), 2)
     lr_schedule = optax.cosine_onecycle_schedule(total_steps, lr, pct_start, div_factor, final_div_factor)
     if cycle_momentum:

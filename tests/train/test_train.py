@@ -112,3 +112,47 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_gradient_accumulation_applies_the_mean_gradient_every_k_steps():
+    import jax
+    import optax
+    from flax import nnx
+
+    from nforge_jax.model import EncoderConfig
+    from nforge_jax.model.encoder import FmriEncoder
+    from nforge_jax.train.losses import mse
+    from nforge_jax.train.mesh import batch_sharding, make_mesh
+    from nforge_jax.train.step import init_state, make_optimizer, make_train_step, tree_shardings
+
+    config = EncoderConfig(feature_dims=(("text", 1, 8),), n_outputs=12, n_output_timesteps=5, hidden=64, depth=1,
+                           heads=2, low_rank_head=4, n_subjects=2, subject_dropout=None)
+    mesh = make_mesh(data=1, model=1, devices=jax.devices()[:1])
+    tx = make_optimizer(8, lr=1e-2, accumulate=2)
+    graphdef, state, buffers, shardings = init_state(config, tx, mesh, seed=3)
+    init = jax.tree.map(np.asarray, state["params"])
+    rng = np.random.default_rng(0)
+    batches = [{"text": rng.standard_normal((2, 10, 1, 8)).astype(np.float32),
+                "fmri": rng.standard_normal((2, 5, 12)).astype(np.float32), "mask": np.ones((2, 5), bool),
+                "subject_id": np.array([0, 1], np.int32)} for _ in range(2)]
+    bsh = {k: batch_sharding(mesh, v.ndim) for k, v in batches[0].items()}
+    step = make_train_step(graphdef, config, tx, "mse", shardings, tree_shardings(buffers, mesh), bsh, mesh)
+    state, _ = step(state, buffers, batches[0], jax.random.key(0))
+    after_one = jax.tree.map(np.asarray, state["params"])
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(init), jax.tree.leaves(after_one)))
+    state, _ = step(state, buffers, batches[1], jax.random.key(0))
+    after_two = jax.tree.map(np.asarray, state["params"])
+
+    # Independently: one plain update with the mean of the two batches' gradients.
+    def loss(params, b):
+        model = nnx.merge(graphdef, params, buffers)
+        return mse(model({"text": b["text"]}, b["subject_id"]), b["fmri"], b["mask"])
+
+    grads = [jax.grad(loss)(jax.tree.map(jax.numpy.asarray, init), b) for b in batches]
+    mean = jax.tree.map(lambda a, b: (a + b) / 2, *grads)
+    plain = make_optimizer(4, lr=1e-2)  # the inner schedule: 8 calls / 2
+    params = jax.tree.map(jax.numpy.asarray, init)
+    updates, _ = plain.update(mean, plain.init(params), params)
+    expected = optax.apply_updates(params, updates)
+    for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(after_two)):
+        np.testing.assert_allclose(np.asarray(x), y, rtol=1e-4, atol=1e-4)  # a full step is ~1e-2
