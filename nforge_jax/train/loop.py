@@ -332,6 +332,12 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         os.replace(tmp, workdir / SUMMARY)
         log(f"nforge train: {step} steps in {summary['seconds']:.0f} s; best val pearson "
             f"{meta['best_val_pearson']:.4f} at step {meta['best_step']}; model in {workdir / BEST_MODEL}")
+    if jax.process_count() > 1:
+        # Process 0 writes the exports and the summary; the others wait here rather than in jax's exit
+        # barrier, whose timeout a slow disk can exceed.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("nforge train finished")
     return summary
 
 
