@@ -19,8 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from nforge_jax.extract.layers import (chunk_spans, layer_indices, resolve_model, select_layers, torch_device,
-                                       torch_dtype)
+from nforge_jax.extract.layers import ModelExtractor, chunk_spans, layer_indices, select_layers
 from nforge_jax.extract.media import read_audio
 
 __all__ = ["AudioConfig", "AudioExtractor"]
@@ -55,32 +54,22 @@ def media_chunks(events: pd.DataFrame, kind: str, max_s: float, min_s: float) ->
     return out
 
 
-class AudioExtractor:
+class AudioExtractor(ModelExtractor):
     modality = "audio"
+    config_class = AudioConfig
     event_types = ("Audio",)
-
-    def __init__(self, config: AudioConfig = AudioConfig(), device: str = "auto", dtype: str = "auto"):
-        self.config = config
-        self._device_name, self._dtype_name = device, dtype
-        self._model = None
 
     def load(self):
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoFeatureExtractor, AutoModel
+        from transformers import AutoFeatureExtractor
 
-        path = resolve_model(self.config.model_id, "audio")
-        self.device = torch_device(self._device_name)
-        self.dtype = torch_dtype(self._dtype_name, self.device)
+        path, model = self._load_model()
         self.processor = AutoFeatureExtractor.from_pretrained(path)
         self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
-        model = AutoModel.from_pretrained(path, dtype=self.dtype)
-        self._model = model.to(self.device).eval()
         self.n_states = int(model.config.num_hidden_layers) + 1
         self.dim = int(model.config.hidden_size)
         self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
-        self._torch = torch
 
     def meta(self) -> dict:
         self.load()

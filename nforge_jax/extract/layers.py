@@ -140,3 +140,30 @@ def torch_dtype(dtype: str, device):
     if dtype not in table:
         raise ValueError(f"dtype: expected 'auto' or one of {sorted(table)}, got {dtype!r}")
     return table[dtype]
+
+
+class ModelExtractor:
+    """What the text, audio and video extractors share: their config, the device/dtype choice, and loading
+    the model once, lazily (so building an extractor needs neither torch nor the weights)."""
+
+    modality = ""
+    config_class: type = type(None)
+
+    def __init__(self, config=None, device: str = "auto", dtype: str = "auto"):
+        self.config = self.config_class() if config is None else config
+        self._device_name, self._dtype_name = device, dtype
+        self._model = None
+
+    def _load_model(self):
+        """Resolves the model (never downloads), picks device and dtype, loads it in eval mode; returns
+        (its local path, the model)."""
+        import torch
+        from transformers import AutoModel
+
+        self._torch = torch  # the extract methods use it without importing torch at module level
+        path = resolve_model(self.config.model_id, self.modality)
+        self.device = torch_device(self._device_name)
+        self.dtype = torch_dtype(self._dtype_name, self.device)
+        model = AutoModel.from_pretrained(path, dtype=self.dtype)
+        self._model = model.to(self.device).eval()
+        return path, model

@@ -22,8 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from nforge_jax.extract.layers import (layer_indices, place, resolve_model, select_layers, torch_device,
-                                       torch_dtype)
+from nforge_jax.extract.layers import ModelExtractor, layer_indices, place, select_layers
 
 __all__ = ["TextConfig", "TextExtractor", "word_contexts"]
 
@@ -50,35 +49,25 @@ def word_contexts(words: Sequence[str], context_words: int = 1024) -> list[str]:
     return out
 
 
-class TextExtractor:
+class TextExtractor(ModelExtractor):
     modality = "text"
+    config_class = TextConfig
     event_types = ("Word",)
-
-    def __init__(self, config: TextConfig = TextConfig(), device: str = "auto", dtype: str = "auto"):
-        self.config = config
-        self._device_name, self._dtype_name = device, dtype
-        self._model = None
 
     def load(self):
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        path = resolve_model(self.config.model_id, "text")
-        self.device = torch_device(self._device_name)
-        self.dtype = torch_dtype(self._dtype_name, self.device)
+        path, model = self._load_model()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.tokenizer.truncation_side = "left"
-        model = AutoModel.from_pretrained(path, dtype=self.dtype)
-        self._model = model.to(self.device).eval()
         cfg = model.config
         self.n_states = int(cfg.num_hidden_layers) + 1
         self.dim = int(cfg.hidden_size)
         limit = self.config.max_tokens or getattr(cfg, "max_position_embeddings", None) or 2048
         self.max_tokens = int(limit)
         self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
-        self._torch = torch
 
     def meta(self) -> dict:
         self.load()

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from nforge_jax.extract.audio import media_chunks
-from nforge_jax.extract.layers import layer_indices, resolve_model, select_layers, torch_device, torch_dtype
+from nforge_jax.extract.layers import ModelExtractor, layer_indices, select_layers
 from nforge_jax.extract.media import read_video_frames
 
 __all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times"]
@@ -147,33 +147,21 @@ def clip_times(duration: float, n_frames: int, clip_s: float = 4.0, hz: float = 
     return np.maximum(t[:, None] - back[None, :], 0.0)
 
 
-class VideoExtractor:
+class VideoExtractor(ModelExtractor):
     modality = "video"
+    config_class = VideoConfig
     event_types = ("Video",)
-
-    def __init__(self, config: VideoConfig = VideoConfig(), device: str = "auto", dtype: str = "auto"):
-        self.config = config
-        self._device_name, self._dtype_name = device, dtype
-        self._model = None
 
     def load(self):
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModel
-
-        path = resolve_model(self.config.model_id, "video")
-        self.device = torch_device(self._device_name)
-        self.dtype = torch_dtype(self._dtype_name, self.device)
-        model = AutoModel.from_pretrained(path, dtype=self.dtype)
-        self._model = model.to(self.device).eval()
+        path, model = self._load_model()
         cfg = model.config
         self.preprocessor = VideoPreprocessor.from_pretrained(path, getattr(cfg, "crop_size", None))
         self.n_frames = int(self.config.frames_per_clip or getattr(cfg, "frames_per_clip", 64))
         self.n_states = int(cfg.num_hidden_layers) + 1
         self.dim = int(cfg.hidden_size)
         self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
-        self._torch = torch
 
     def meta(self) -> dict:
         self.load()

@@ -120,7 +120,6 @@ def test_gradient_accumulation_applies_the_mean_gradient_every_k_steps():
     from flax import nnx
 
     from nforge_jax.model import EncoderConfig
-    from nforge_jax.model.encoder import FmriEncoder
     from nforge_jax.train.losses import mse
     from nforge_jax.train.mesh import batch_sharding, make_mesh
     from nforge_jax.train.step import init_state, make_optimizer, make_train_step, tree_shardings
