@@ -51,16 +51,6 @@ def demo_config():
     return c
 
 
-def pearson_per_vertex(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    p = pred - pred.mean(0)
-    y = target - target.mean(0)
-    denom = np.sqrt((p * p).sum(0) * (y * y).sum(0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (p * y).sum(0) / denom
-    r[denom == 0] = np.nan
-    return r
-
-
 def heldout_predictions(model, store, timelines, subjects_index):
     """Predictions and targets aligned as in training: row j (stimulus time j s) vs fMRI at j + offset."""
     preds, targets = [], []
@@ -81,6 +71,7 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     from nforge_jax.data import pipeline
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.data.synthetic import MODALITIES, make_synthetic_store
+    from nforge_jax.inference.adapt import pearson_per_vertex
     from nforge_jax.inference.attribution import ModalityAttributor
     from nforge_jax.inference.model import NForgeModel
     from nforge_jax.train.loop import split_for, train
