@@ -29,8 +29,13 @@ class TrainCheckpoints:
 
         self._ocp = ocp
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        # The data-iterator item is written by grain's synchronous handler as soon as the save starts; with
+        # directories created in the background, a second process could write its iterator file before
+        # process 0 had made the step directory (a crash seen only under load). Create them first.
         self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.directory, options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True,
+                async_options=ocp.options.AsyncOptions(create_directories_asynchronously=False)))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()

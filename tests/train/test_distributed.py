@@ -47,9 +47,10 @@ def test_two_processes_equal_one(tmp_path):
     procs = [launch(tmp_path / "store", tmp_path / "multi", 1,
                     {"NFORGE_COORDINATOR": f"127.0.0.1:{port}", "NFORGE_NUM_PROCESSES": "2",
                      "NFORGE_PROCESS_ID": str(i)}) for i in range(2)]
-    outs = [p.communicate(timeout=900)[0] for p in procs]
-    for p, o in zip(procs, outs):
-        assert p.returncode == 0, o.decode()[-3000:]
+    outs = [p.communicate(timeout=900)[0].decode() for p in procs]
+    # A failure in one process shows up as a barrier timeout in the other: print both.
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(
+        f"--- process {i} (exit {p.returncode}) ---\n{o[-3000:]}" for i, (p, o) in enumerate(zip(procs, outs)))
     a = encoder_arrays(load_encoder(tmp_path / "single" / "final_model")[0])
     b = encoder_arrays(load_encoder(tmp_path / "multi" / "final_model")[0])
     for key in a:
