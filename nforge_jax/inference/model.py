@@ -18,14 +18,15 @@ RELEASE_FILES = ("config.yaml", "best.ckpt")
 
 
 def resolve_device(device) -> jax.Device:
-    """"auto" -> JAX's default device; "cpu" / "gpu" / "cuda" / "tpu" -> the first such device."""
+    """"auto" -> this process's first device; "cpu" / "gpu" / "cuda" / "tpu" -> this process's first such device.
+    (Local devices: with several JAX processes, jax.devices()[0] belongs to process 0.)"""
     if isinstance(device, jax.Device):
         return device
     if device in (None, "auto"):
-        return jax.devices()[0]
+        return jax.local_devices()[0]
     platform = {"cuda": "gpu"}.get(device, device)
     try:
-        return jax.devices(platform)[0]
+        return jax.local_devices(backend=platform)[0]
     except RuntimeError:
         raise ValueError(f"device={device!r}: no such device here (available: "
                          f"{sorted({d.platform for d in jax.devices()})})") from None

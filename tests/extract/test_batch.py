@@ -116,3 +116,32 @@ def test_resume_after_sigkill(setup, tmp_path):
     for name, _, _ in TIMELINES:
         np.testing.assert_allclose(read_predictions(out, name), expected(model, store, name), rtol=1e-5, atol=1e-5)
     json.loads((out / "nforge_predictions.json").read_text())
+
+
+def test_two_processes_share_the_timelines(setup, tmp_path):
+    """`nforge predict` in 2 real processes (jax.distributed on localhost): each writes its own timelines, together
+    all of them, equal to one process's predictions."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+               "NFORGE_COORDINATOR": f"127.0.0.1:{port}", "NFORGE_NUM_PROCESSES": "2", "NFORGE_PROCESS_ID": str(i)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "nforge_jax.cli", "predict", "--store", str(setup / "store"), "--checkpoint",
+             str(setup / "ckpt"), "--out", str(out), "--batch-size", "2", "--no-progress"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(f"--- process {i} ---\n{o[-2000:]}" for i, o in enumerate(outs))
+    # Timelines are dealt round-robin: 3 each, none twice.
+    assert all("3 timelines written" in o for o in outs), outs
+    model = NForgeModel.from_pretrained(setup / "ckpt")
+    store = FeatureStore.open(setup / "store")
+    assert sorted(finished_timelines(out)) == sorted(n for n, _, _ in TIMELINES)
+    for name, _, _ in TIMELINES:
+        np.testing.assert_allclose(read_predictions(out, name), expected(model, store, name), rtol=1e-5, atol=1e-5)
