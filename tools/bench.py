@@ -3,7 +3,10 @@
     python tools/bench.py forward --size released --batch 1      # JAX forward vs the PyTorch reference
     python tools/bench.py train --size released --batch 2        # train step (Adam, MSE) vs PyTorch eager
     python tools/bench.py loader                                 # grain loader windows/s at full feature dims
+    python tools/bench.py inference --size released              # predict_store vs the reference window by window
+    python tools/bench.py ridge --size released                  # adaptation ridge vs himalaya RidgeCV
     python tools/bench.py all --json bench.json                  # everything above
+    python tools/bench.py all --size released --dtype bfloat16   # on a GPU: bf16 compute, MFU vs the device peak
 
 Prints a table and (with --json) writes machine-readable results including the hardware and versions.
 Needs the dev extra (torch + x-transformers) for the PyTorch baseline.
@@ -41,6 +44,61 @@ def hardware() -> dict:
             "python": platform.python_version()}
 
 
+def torch_device() -> str:
+    """The PyTorch baseline runs on the same kind of hardware as JAX: CUDA when torch sees a GPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def torch_autocast(dtype: str):
+    """bfloat16 autocast for the baseline when we compute in bfloat16 (float32 master weights on both sides)."""
+    import contextlib
+
+    import torch
+
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch_device(), dtype=torch.bfloat16)
+
+
+def with_dtype(model, dtype: str):
+    """The same weights with compute in `dtype` (parameters stay float32)."""
+    import dataclasses
+
+    from nforge_jax.model.checkpoint import encoder_arrays, encoder_from_arrays
+
+    if model.config.dtype == dtype:
+        return model
+    return encoder_from_arrays(dataclasses.replace(model.config, dtype=dtype), encoder_arrays(model))
+
+
+def xla_memory(jitted, *args) -> dict:
+    """What XLA's buffer assignment reserves for one call (arguments + outputs + temporaries - donated aliases),
+    and the device's peak so far where the backend reports it (GPU); bytes."""
+    import jax
+
+    out = {}
+    try:
+        m = jitted.lower(*args).compile().memory_analysis()
+        out = {"xla_temp_bytes": int(m.temp_size_in_bytes),
+               "xla_total_bytes": int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                                      - m.alias_size_in_bytes)}
+    except Exception as e:  # a backend without memory analysis
+        out["xla_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["device_peak_bytes"] = int(stats["peak_bytes_in_use"])
+    return out
+
+
 def timed(fn, repeats: int) -> dict:
     """Median / min wall time of `fn()` after one warm-up call (which also compiles)."""
     t0 = time.perf_counter()
@@ -54,8 +112,8 @@ def timed(fn, repeats: int) -> dict:
     return {"first_s": first, "median_s": statistics.median(times), "min_s": min(times)}
 
 
-def bench_forward(size: str, batch: int, repeats: int) -> dict:
-    """One window (200 steps) per sample, average subject, float32: jitted JAX vs PyTorch eager."""
+def bench_forward(size: str, batch: int, repeats: int, dtype: str = "float32") -> dict:
+    """One window (200 steps) per sample, average subject: jitted JAX vs PyTorch eager (same device, same dtype)."""
     import tempfile
 
     import jax
@@ -72,20 +130,30 @@ def bench_forward(size: str, batch: int, repeats: int) -> dict:
         ref = make_release(Path(tmp) / "rel", feature_dims=dims, **spec)
         convert_tribev2(Path(tmp) / "rel", Path(tmp) / "ckpt")
         model, _ = load_encoder(Path(tmp) / "ckpt")
+    model = with_dtype(model, dtype)
     feats = random_features(dims, batch, 2 * spec["n_output_timesteps"], seed=0)
     graphdef, state = nnx.split(model)
     forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
     x = {m: jax.device_put(v) for m, v in feats.items()}
     out = {}
     out["jax"] = timed(lambda: forward(state, x).block_until_ready(), repeats)
-    tx = to_torch_layout(feats)
-    with torch.inference_mode():
-        out["torch_eager"] = timed(lambda: ref(tx), repeats)
-        r = ref(tx).numpy().transpose(0, 2, 1)
-    out["rel_err"] = rel_err(np.asarray(forward(state, x)), r)
+    out["jax_memory"] = xla_memory(forward, state, x)  # after timing: first_s is the real compile
+    dev = torch_device()
+    ref = ref.to(dev)
+    tx = {m: v.to(dev) for m, v in to_torch_layout(feats).items()}
+
+    def torch_forward():
+        with torch.inference_mode(), torch_autocast(dtype):
+            y = ref(tx)
+        torch_sync()
+        return y
+
+    out["torch_eager"] = timed(torch_forward, repeats)
+    r = torch_forward().float().cpu().numpy().transpose(0, 2, 1)
+    out["rel_err"] = rel_err(np.asarray(forward(state, x), np.float32), r)
     out["speedup_vs_torch_eager"] = out["torch_eager"]["median_s"] / out["jax"]["median_s"]
-    out["config"] = {"size": size, "batch": batch, "steps": 2 * spec["n_output_timesteps"], "dtype": "float32",
-                     "torch_threads": torch.get_num_threads()}
+    out["config"] = {"size": size, "batch": batch, "steps": 2 * spec["n_output_timesteps"], "dtype": dtype,
+                     "torch_device": dev, "torch_threads": torch.get_num_threads()}
     return out
 
 
@@ -103,9 +171,10 @@ def _released_pair(size, n_subjects, tmp):
     return ref, model, dims, spec
 
 
-def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False) -> dict:
+def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False, dtype: str = "float32") -> dict:
     """One optimizer step (Adam, MSE, per-subject heads, modality/subject dropout off): jitted+donated JAX vs
-    PyTorch eager (and torch.compile when asked), float32, same weights and batch."""
+    PyTorch eager (and torch.compile when asked), same weights, batch, device and compute dtype (float32 master
+    weights on both sides; bfloat16 = our compute dtype vs torch autocast)."""
     import tempfile
 
     import jax
@@ -114,13 +183,14 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
 
     from helpers import random_features, to_torch_layout
     from nforge_jax.train.mesh import make_mesh
-    from nforge_jax.train.step import make_train_step, train_flops_per_window, tree_shardings
+    from nforge_jax.train.step import make_train_step, peak_flops_per_device, train_flops_per_window, tree_shardings
     from nforge_jax.train.mesh import batch_sharding
     from flax import nnx
 
     n_subjects = 4
     with tempfile.TemporaryDirectory() as tmp:
         ref, model, dims, spec = _released_pair(size, n_subjects, tmp)
+    model = with_dtype(model, dtype)
     config = model.config
     steps = 2 * spec["n_output_timesteps"]
     feats = random_features(dims, batch, steps, seed=0)
@@ -148,21 +218,29 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
         m["loss"].block_until_ready()
 
     out = {"jax": timed(jax_step, repeats)}
+    out["jax_memory"] = xla_memory(step, holder["state"], buffers, xb, key)  # after timing: first_s is the real compile
 
     # PyTorch reference: same model, Adam, MSE over kept rows.
-    ref.train()
+    dev = torch_device()
+    ref = ref.to(dev).train()
     tx_t = torch.optim.Adam(ref.parameters(), lr=1e-4)
-    tfeats = to_torch_layout(feats)
-    tfmri = torch.from_numpy(fmri.transpose(0, 2, 1).copy())
-    tsubj = torch.from_numpy(subjects.astype(np.int64))
+    tfeats = {m: v.to(dev) for m, v in to_torch_layout(feats).items()}
+    tfmri = torch.from_numpy(fmri.transpose(0, 2, 1).copy()).to(dev)
+    tsubj = torch.from_numpy(subjects.astype(np.int64)).to(dev)
 
     def torch_step(forward=ref):
         tx_t.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(forward(tfeats, tsubj), tfmri)
+        with torch_autocast(dtype):
+            loss = torch.nn.functional.mse_loss(forward(tfeats, tsubj).float(), tfmri)
         loss.backward()
         tx_t.step()
+        torch_sync()
 
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     out["torch_eager"] = timed(torch_step, repeats)
+    if dev == "cuda":
+        out["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
     out["speedup_vs_torch_eager"] = out["torch_eager"]["median_s"] / out["jax"]["median_s"]
     if compile_torch:
         try:
@@ -174,8 +252,11 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
     flops = train_flops_per_window(config) * batch
     out["windows_per_s"] = batch / out["jax"]["median_s"]
     out["tflops_per_s"] = flops / out["jax"]["median_s"] / 1e12
-    out["config"] = {"size": size, "batch": batch, "steps": steps, "n_subjects": n_subjects, "dtype": "float32",
-                     "flops_per_step": flops, "torch_threads": torch.get_num_threads()}
+    peak = peak_flops_per_device()
+    out["mfu"] = flops / out["jax"]["median_s"] / peak if peak else None  # None: no known peak (CPU)
+    out["config"] = {"size": size, "batch": batch, "steps": steps, "n_subjects": n_subjects, "dtype": dtype,
+                     "flops_per_step": flops, "peak_flops_per_device": peak, "torch_device": dev,
+                     "torch_threads": torch.get_num_threads()}
     return out
 
 
@@ -213,7 +294,8 @@ def bench_loader(batch: int, n_batches: int) -> dict:
     return out
 
 
-def bench_inference(size: str, batch: int, n_timelines: int = 4, windows_per_timeline: int = 2) -> dict:
+def bench_inference(size: str, batch: int, n_timelines: int = 4, windows_per_timeline: int = 2,
+                    dtype: str = "float32") -> dict:
     """Hours of stimulus per minute: `predict_store` (batched, prefetching, written to disk) vs the PyTorch
     reference run one window at a time (what looping over TRIBE's windows does)."""
     import tempfile
@@ -228,7 +310,7 @@ def bench_inference(size: str, batch: int, n_timelines: int = 4, windows_per_tim
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         ref, encoder, dims, spec = _released_pair(size, 0, tmp)
-        model = NForgeModel(encoder, batch_size=batch)
+        model = NForgeModel(with_dtype(encoder, dtype), batch_size=batch)
         steps = 2 * spec["n_output_timesteps"] * windows_per_timeline
         store = FeatureStore.create(Path(tmp) / "store")
         feats = {}
@@ -242,17 +324,20 @@ def bench_inference(size: str, batch: int, n_timelines: int = 4, windows_per_tim
         predict_store(model, store, Path(tmp) / "out", progress=False)
         ours = time.perf_counter() - t0
     window = 2 * spec["n_output_timesteps"]
+    dev = torch_device()
+    ref = ref.to(dev)
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch_autocast(dtype):
         for i in range(n_timelines):
             for w in range(windows_per_timeline):
                 x = {m: v[None, w * window : (w + 1) * window].astype(np.float32) for m, v in feats[i].items()}
-                ref(to_torch_layout(x))
+                ref({m: t.to(dev) for m, t in to_torch_layout(x).items()}).float().cpu()
     base = time.perf_counter() - t0
     hours = n_timelines * windows_per_timeline * spec["n_output_timesteps"] / 3600.0
     return {"ours_s": ours, "torch_loop_s": base, "ours_hours_per_min": hours / ours * 60,
             "torch_hours_per_min": hours / base * 60, "speedup": base / ours,
-            "config": {"size": size, "batch": batch, "timelines": n_timelines, "windows": windows_per_timeline}}
+            "config": {"size": size, "batch": batch, "timelines": n_timelines, "windows": windows_per_timeline,
+                       "dtype": dtype, "torch_device": dev}}
 
 
 def bench_streaming(size: str, n_frames: int = 60) -> dict:
@@ -329,31 +414,66 @@ def bench_attribution(size: str, n_naive_vertices: int = 8, n_steps: int = 5) ->
             "config": {"size": size, "n_steps": n_steps, "n_vertices": spec["n_outputs"]}}
 
 
+def bench_ridge(size: str, n_samples: int = 2000, n_alphas: int = 15, folds: int = 5, n_vertices: int | None = None) -> dict:
+    """Subject adaptation's ridge (per-vertex alpha by k-fold CV on the frozen latent) vs himalaya's RidgeCV
+    (numpy backend) on the same data and folds."""
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+
+    from nforge_jax.inference.adapt import LatentRidge
+
+    spec = SIZES[size]
+    k, v = spec["low_rank_head"], n_vertices or spec["n_outputs"]
+    rng = np.random.default_rng(0)
+    z = (rng.standard_normal((n_samples, k)) * np.linspace(0.3, 2.0, k)).astype(np.float32)
+    w = rng.standard_normal((k, v)).astype(np.float32) * rng.uniform(0.0, 0.3, v).astype(np.float32)
+    y = z @ w + rng.standard_normal((n_samples, v)).astype(np.float32)
+    alphas = np.logspace(-3, 5, n_alphas)
+    ours = timed(lambda: LatentRidge(alphas, cv=folds).fit(z, y), 1)
+    fit = LatentRidge(alphas, cv=folds).fit(z, y)
+    set_backend("numpy")
+    theirs = timed(lambda: RidgeCV(alphas=alphas, cv=folds, fit_intercept=True).fit(z, y), 1)
+    ref = RidgeCV(alphas=alphas, cv=folds, fit_intercept=True).fit(z, y)
+    return {"ours_s": ours["median_s"], "himalaya_s": theirs["median_s"], "speedup": theirs["median_s"] / ours["median_s"],
+            "max_cv_score_diff": float(np.abs(fit.cv_scores_ - np.asarray(ref.cv_scores_)).max()),
+            "same_alpha_fraction": float(np.mean(np.isclose(fit.best_alphas_, np.asarray(ref.best_alphas_)))),
+            "config": {"samples": n_samples, "latent": k, "vertices": v, "alphas": n_alphas, "folds": folds}}
+
+
+def _mib(n) -> str:
+    return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
+
+
 def _row(name, ours, base, ratio, extra=""):
     print(f"{name:<34}{ours:>11.4f}{base:>14.4f}{ratio:>10.2f}x  {extra}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench", choices=["forward", "train", "loader", "inference", "streaming", "attribution", "all"])
+    parser.add_argument("bench", choices=["forward", "train", "loader", "inference", "streaming", "attribution",
+                                          "ridge", "all"])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="compute dtype of forward/train/inference, ours and the baseline's autocast")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to build)")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
     result = {"hardware": hardware()}
     print(f"{'benchmark':<34}{'ours (s)':>11}{'baseline (s)':>14}{'ratio':>9}")
     if args.bench in ("forward", "all"):
-        f = result["forward"] = bench_forward(args.size, args.batch, args.repeats)
+        f = result["forward"] = bench_forward(args.size, args.batch, args.repeats, args.dtype)
         _row(f"forward {args.size} B={args.batch}", f["jax"]["median_s"], f["torch_eager"]["median_s"],
              f["speedup_vs_torch_eager"], f"vs torch eager; first call incl. compile {f['jax']['first_s']:.1f} s; "
              f"rel err {f['rel_err']:.1e}")
     if args.bench in ("train", "all"):
-        t = result["train"] = bench_train(args.size, max(args.batch, 2), args.repeats, args.torch_compile)
-        _row(f"train step {args.size} B={t['config']['batch']}", t["jax"]["median_s"], t["torch_eager"]["median_s"],
-             t["speedup_vs_torch_eager"], f"vs torch eager; {t['windows_per_s']:.2f} windows/s, "
-             f"{t['tflops_per_s']:.3f} TFLOP/s; compile {t['jax']['first_s']:.1f} s")
+        t = result["train"] = bench_train(args.size, max(args.batch, 2), args.repeats, args.torch_compile, args.dtype)
+        mfu = "MFU n/a (no known peak)" if t["mfu"] is None else f"MFU {100 * t['mfu']:.1f}%"
+        _row(f"train step {args.size} B={t['config']['batch']} {args.dtype}", t["jax"]["median_s"],
+             t["torch_eager"]["median_s"], t["speedup_vs_torch_eager"],
+             f"vs torch eager; {t['windows_per_s']:.2f} windows/s, {t['tflops_per_s']:.3f} TFLOP/s, {mfu}; "
+             f"compile {t['jax']['first_s']:.1f} s; XLA buffers {_mib(t['jax_memory'].get('xla_total_bytes'))}")
         if "speedup_vs_torch_compile" in t:
             _row("train step vs torch.compile", t["jax"]["median_s"], t["torch_compile"]["median_s"],
                  t["speedup_vs_torch_compile"])
@@ -368,7 +488,7 @@ def main(argv=None):
             rate = result["train"]["windows_per_s"]
             print(f"  loader / train-step rate: {lo['float16']['windows_per_s'] / rate:.1f}x")
     if args.bench in ("inference", "all"):
-        i = result["inference"] = bench_inference(args.size, 8)
+        i = result["inference"] = bench_inference(args.size, 8, dtype=args.dtype)
         _row(f"batched inference {args.size}", i["ours_s"], i["torch_loop_s"], i["speedup"],
              f"vs torch one window at a time; {i['ours_hours_per_min']:.2f} vs {i['torch_hours_per_min']:.2f} h/min")
     if args.bench in ("streaming", "all"):
@@ -379,6 +499,11 @@ def main(argv=None):
         at = result["attribution"] = bench_attribution(args.size)
         _row(f"IG all vertices {args.size}", at["ours_s"], at["naive_all_vertices_s"], at["speedup"],
              f"vs one backward per vertex ({at['naive_per_backward_s'] * 1e3:.1f} ms each, extrapolated)")
+    if args.bench in ("ridge", "all"):
+        rd = result["ridge"] = bench_ridge(args.size)
+        _row(f"ridge CV {rd['config']['samples']}x{rd['config']['latent']}->{rd['config']['vertices']}", rd["ours_s"],
+             rd["himalaya_s"], rd["speedup"], f"vs himalaya RidgeCV; max CV-score diff {rd['max_cv_score_diff']:.1e}, "
+             f"same alpha at {100 * rd['same_alpha_fraction']:.1f}% of vertices")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

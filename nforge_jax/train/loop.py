@@ -27,12 +27,11 @@ from nforge_jax.train import metrics
 from nforge_jax.train.checkpoint import TrainCheckpoints
 from nforge_jax.train.mesh import batch_sharding, make_mesh
 from nforge_jax.train.step import (global_batch, init_state, make_eval_step, make_optimizer, make_train_step,
-                                   train_flops_per_window, tree_shardings)
+                                   peak_flops_per_device, train_flops_per_window, tree_shardings)
 
 BEST_MODEL = "best_model"
 FINAL_MODEL = "final_model"
 SUMMARY = "train_summary.json"
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 per device
 
 
 class TrainError(RuntimeError):
@@ -127,16 +126,6 @@ def _check_finite(batch, keys, step) -> str | None:
     return None
 
 
-def _peak_flops() -> float | None:
-    if os.environ.get("NFORGE_PEAK_FLOPS"):
-        return float(os.environ["NFORGE_PEAK_FLOPS"])
-    kind = jax.devices()[0].device_kind
-    for name, flops in PEAK_FLOPS.items():
-        if name in kind:
-            return flops
-    return None
-
-
 def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     """Trains as `cfg` says (see configs/*.py), writing everything under `workdir`; returns the summary."""
     from tqdm import tqdm
@@ -220,7 +209,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         writer = SummaryWriter(str(workdir / "tb"))
         (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
     flops = train_flops_per_window(model_config) * global_bs
-    peak = _peak_flops()
+    peak = peak_flops_per_device()
 
     def evaluate() -> dict:
         val_ds = pipeline.make_dataset(store, timelines=val_tl, shuffle=False, num_epochs=1, drop_remainder=False,

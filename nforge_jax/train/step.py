@@ -7,6 +7,7 @@ Randomness for step k is `fold_in(key, k)`, so a resumed run draws exactly what 
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import jax
@@ -132,6 +133,18 @@ def make_eval_step(graphdef, config: EncoderConfig, loss_name: str, state_shardi
     return jax.jit(eval_fn, in_shardings=(state_shardings["params"], buffer_shardings, batch_shardings,
                                           stats_sharding),
                    out_shardings=(stats_sharding, replicated), donate_argnums=(3,))
+
+
+# Dense bfloat16 tensor-core peak per device (vendor data sheets, SXM parts); MFU is quoted against these.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops_per_device() -> float | None:
+    """The accelerator's peak FLOP/s for MFU: NFORGE_PEAK_FLOPS if set, else the table; None if unknown (CPUs)."""
+    if os.environ.get("NFORGE_PEAK_FLOPS"):
+        return float(os.environ["NFORGE_PEAK_FLOPS"])
+    kind = jax.devices()[0].device_kind
+    return next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
 
 
 def train_flops_per_window(config: EncoderConfig, steps: int | None = None) -> float:

@@ -1,0 +1,45 @@
+"""tools/bench.py measures what it says: each benchmark runs at a small size, compares like with like (same
+weights and dtype on both sides, so the outputs agree), and reports the fields BUILD.md quotes."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", TOOLS / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forward_compares_the_same_function(bench):
+    out = bench.bench_forward("small", batch=1, repeats=1)
+    assert out["rel_err"] < 1e-5  # the baseline ran the same weights on the same input
+    assert out["jax"]["median_s"] > 0 and out["torch_eager"]["median_s"] > 0
+    assert out["jax_memory"]["xla_total_bytes"] > out["jax_memory"]["xla_temp_bytes"] > 0
+
+
+def test_bfloat16_forward_stays_close_to_the_baseline(bench):
+    out = bench.bench_forward("small", batch=1, repeats=1, dtype="bfloat16")
+    assert out["config"]["dtype"] == "bfloat16"
+    assert 1e-5 < out["rel_err"] < 0.1  # really computed in bfloat16, and still the same model
+
+
+def test_train_reports_flops_memory_and_no_mfu_without_a_known_peak(bench):
+    out = bench.bench_train("small", batch=2, repeats=1)
+    assert out["mfu"] is None  # CPU: no peak in the table
+    assert out["tflops_per_s"] > 0 and out["config"]["flops_per_step"] > 0
+    assert out["jax_memory"]["xla_total_bytes"] > 0
+
+
+def test_ridge_agrees_with_himalaya(bench):
+    out = bench.bench_ridge("small", n_samples=300, n_vertices=200)
+    assert out["max_cv_score_diff"] < 1e-3
+    assert out["same_alpha_fraction"] > 0.95
