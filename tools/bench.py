@@ -294,7 +294,7 @@ def bench_loader(batch: int, n_batches: int) -> dict:
     return out
 
 
-def bench_inference(size: str, batch: int, n_timelines: int = 4, windows_per_timeline: int = 2,
+def bench_inference(size: str, batch: int, n_timelines: int = 8, windows_per_timeline: int = 4,
                     dtype: str = "float32") -> dict:
     """Hours of stimulus per minute: `predict_store` (batched, prefetching, written to disk) vs the PyTorch
     reference run one window at a time (what looping over TRIBE's windows does)."""
@@ -396,17 +396,17 @@ def bench_attribution(size: str, n_naive_vertices: int = 8, n_steps: int = 5) ->
     graphdef, state = nnx.split(encoder)
     modalities = list(dims)
 
-    def vertex_output(scales, v):
+    def vertex_output(scales, state, x, v):  # weights and inputs as arguments, not baked-in constants
         m = nnx.merge(graphdef, state)
-        x = {k: jnp.asarray(feats[k])[None] * scales[i] for i, k in enumerate(modalities)}
-        return m(x)[0, :, v].mean()
+        return m({k: x[k][None] * scales[i] for i, k in enumerate(modalities)})[0, :, v].mean()
 
     grad = jax.jit(jax.grad(vertex_output))
     scales = jnp.ones(len(modalities)) * 0.5
-    grad(scales, 0).block_until_ready()
+    x = {k: jnp.asarray(v) for k, v in feats.items()}
+    grad(scales, state, x, 0).block_until_ready()
     t0 = time.perf_counter()
     for v in range(n_naive_vertices):
-        grad(scales, v).block_until_ready()
+        grad(scales, state, x, v).block_until_ready()
     per_backward = (time.perf_counter() - t0) / n_naive_vertices
     naive_all = per_backward * n_steps * spec["n_outputs"]
     return {"ours_s": ours["median_s"], "naive_per_backward_s": per_backward, "naive_all_vertices_s": naive_all,
