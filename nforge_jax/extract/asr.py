@@ -18,10 +18,12 @@ __all__ = ["DEFAULT_ASR_MODEL", "transcribe_words", "words_from_chunks"]
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3"
 
 
-def words_from_chunks(chunks, offset: float = 0.0) -> list[dict]:
+def words_from_chunks(chunks, offset: float = 0.0, max_s: float | None = None) -> list[dict]:
     """Pipeline ``chunks`` [{"text", "timestamp": (start, end)}] -> [{"text", "start", "duration"}] (sorted).
 
-    Empty words are dropped; a missing end takes the next word's start (or start + 0.2 s).
+    Empty words are dropped; a missing end takes the next word's start (or start + 0.2 s). With ``max_s`` (the
+    audio's duration), words the model placed at or after the end are dropped and the others end by it
+    (Whisper's timestamps can run past the audio on silence or noise).
     """
     rows = []
     for c in chunks:
@@ -30,12 +32,16 @@ def words_from_chunks(chunks, offset: float = 0.0) -> list[dict]:
         start, end = ts[0], ts[1] if len(ts) > 1 else None
         if not text or start is None or not math.isfinite(float(start)):
             continue
+        if max_s is not None and float(start) >= max_s:
+            continue
         rows.append([text, float(start), None if end is None else float(end)])
     rows.sort(key=lambda r: r[1])
     out = []
     for i, (text, start, end) in enumerate(rows):
         if end is None or end < start:
             end = rows[i + 1][1] if i + 1 < len(rows) else start + 0.2
+        if max_s is not None:
+            end = min(end, max_s)
         out.append({"text": text, "start": offset + start, "duration": max(0.0, end - start)})
     return out
 
@@ -55,4 +61,4 @@ def transcribe_words(audio_path, model_id: str = DEFAULT_ASR_MODEL, *, language:
     if language:
         kwargs["generate_kwargs"] = {"language": language, "task": "transcribe"}
     result = asr({"raw": wav, "sampling_rate": sr}, **kwargs)
-    return words_from_chunks(result.get("chunks", []))
+    return words_from_chunks(result.get("chunks", []), max_s=len(wav) / sr)

@@ -51,3 +51,38 @@ def write_mp4(path, n_frames=40, fps=8, size=(40, 48), audio_rate=16000, audio_s
             for pk in st.encode():
                 c.mux(pk)
     return path
+
+
+def make_tiny_whisper(directory):
+    """A random-init Whisper (1 layer, d_model 16) with a byte-level tokenizer, the special and timestamp
+    tokens and the generation config that word timestamps need, saved as a local model directory."""
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperTokenizer)
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    specials = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>",
+                "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+    tok = WhisperTokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>")  # as the released tokenizers
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(1501)])  # Whisper's timestamp tokens, 0-30 s
+    ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
+    eot = ids["<|endoftext|>"]
+    config = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, encoder_layers=1, decoder_layers=1,
+                           encoder_attention_heads=2, decoder_attention_heads=2, d_model=16, encoder_ffn_dim=32,
+                           decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=64,
+                           pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
+                           decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
+        max_length=32, is_multilingual=True, lang_to_id={"<|en|>": ids["<|en|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
+        alignment_heads=[[0, 0], [0, 1]], begin_suppress_tokens=[], suppress_tokens=[], max_initial_timestamp_index=50)
+    model.save_pretrained(directory)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory

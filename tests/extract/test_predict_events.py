@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from extract_helpers import make_tiny_whisper
 from helpers import make_release, rel_err
 from nforge_jax.convert.tribev2 import convert_tribev2
+from nforge_jax.extract.asr import transcribe_words, words_from_chunks
 from nforge_jax.extract.audio import AudioConfig
 from nforge_jax.extract.run import ExtractConfig
 from nforge_jax.extract.text import TextConfig
@@ -63,6 +65,31 @@ def test_events_from_audio_with_an_asr_callable(media):
     assert list(ev["type"]) == ["Audio", "Word", "Word"]
     assert ev["duration"].iloc[0] == pytest.approx(5.3)
     assert list(ev["context"].iloc[1:]) == ["hello", "hello world"]
+
+
+def test_words_from_chunks_drops_empty_fills_ends_and_clips_to_the_audio():
+    chunks = [{"text": " world", "timestamp": (1.0, None)}, {"text": "hello", "timestamp": (0.2, 0.6)},
+              {"text": "  ", "timestamp": (0.7, 0.8)}, {"text": "late", "timestamp": (2.8, 3.4)},
+              {"text": "past", "timestamp": (3.0, 3.2)}, {"text": "nan", "timestamp": (float("nan"), 1.0)}]
+    words = words_from_chunks(chunks, offset=10.0, max_s=3.0)
+    assert [w["text"] for w in words] == ["hello", "world", "late"]
+    np.testing.assert_allclose([w["start"] for w in words], [10.2, 11.0, 12.8])
+    # "world" has no end: it runs to the next word; "late" ends with the audio.
+    np.testing.assert_allclose([w["duration"] for w in words], [0.4, 1.8, 0.2], atol=1e-9)
+
+
+def test_events_from_audio_with_a_real_asr_pipeline(media, tmp_path):
+    """The transformers pipeline with word timestamps, run on a tiny random Whisper: its words become Word
+    events inside the audio, in time order, with their context."""
+    model_dir = make_tiny_whisper(tmp_path / "whisper")
+    words = transcribe_words(media["wav"], str(model_dir), device="cpu")
+    assert words, "the pipeline returned no words"
+    starts = [w["start"] for w in words]
+    assert starts == sorted(starts) and min(starts) >= 0.0
+    assert all(w["start"] + w["duration"] <= media["wav_s"] + 1e-6 and w["duration"] >= 0 for w in words)
+    ev = get_events_dataframe(audio_path=media["wav"], asr_model=str(model_dir))
+    assert list(ev["type"]) == ["Audio"] + ["Word"] * len(words)
+    np.testing.assert_allclose(ev["start"].iloc[1:], starts)
 
 
 def test_events_from_text_at_a_speaking_rate_and_from_timings(media, tmp_path):
