@@ -461,6 +461,11 @@ def main(argv=None):
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
     result = {"hardware": hardware()}
+    import jax
+
+    if jax.default_backend() != "cpu" and torch_device() == "cpu":
+        result["hardware"]["warning"] = "PyTorch sees no GPU: its baselines ran on the CPU, the ratios compare different hardware"
+        print(f"WARNING: {result['hardware']['warning']} (install a CUDA build of torch)")
     print(f"{'benchmark':<34}{'ours (s)':>11}{'baseline (s)':>14}{'ratio':>9}")
     if args.bench in ("forward", "all"):
         f = result["forward"] = bench_forward(args.size, args.batch, args.repeats, args.dtype)
