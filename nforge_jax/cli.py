@@ -91,9 +91,7 @@ def cmd_extract(args) -> int:
 
 def cmd_predict(args) -> int:
     from nforge_jax.inference.batch import run_cli
-    from nforge_jax.train.distributed import maybe_initialize_distributed
 
-    maybe_initialize_distributed()  # several processes (SLURM, NFORGE_COORDINATOR): each takes its share of timelines
     return run_cli(args)
 
 

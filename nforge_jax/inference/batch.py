@@ -9,8 +9,13 @@ gives ceil(n_rows * n_output_timesteps / window_steps) rows. A modality a timeli
 Throughput: windows of many timelines fill fixed-size batches (one compiled shape), sharded over the
 local devices along the batch axis (the parameters replicated by ``train.mesh`` rules); a reader thread
 reads and transfers the next batches to the devices while the current one computes, and the previous
-batch's output is copied back while the next one runs. With several JAX processes, each takes every
-``process_count``-th timeline.
+batch's output is copied back while the next one runs.
+
+Several machines or GPUs: run one independent process per device with ``shard=(i, n)`` (``nforge predict
+--shard i/n``, or read from SLURM_PROCID/SLURM_NTASKS); process i takes every n-th timeline. The processes
+share nothing but the output directory, so one that finishes early or dies never stops the others (a
+coordinated jax.distributed job would: its exit barrier times out when the others run minutes longer).
+Inside an already initialised jax.distributed program the default shard is (process_index, process_count).
 
 Output directory::
 
@@ -148,15 +153,19 @@ class _Plan:
 
 def predict_store(model, store, out, *, subject=None, batch_size: int | None = None,
                   timelines: Sequence[str] | None = None, devices=None, overwrite: bool = False,
-                  progress: bool = True, prefetch: int = 2,
+                  progress: bool = True, prefetch: int = 2, shard: tuple[int, int] | None = None,
                   on_timeline_done: Callable[[str, Path], None] | None = None) -> dict:
     """Predict every (or the given) timeline of ``store`` into the directory ``out``; see the module docstring.
 
     model: an ``NForgeModel``. subject: None (average subject), an index or a training-subject name.
     batch_size: windows per step (default ``model.batch_size``), rounded up to a multiple of the devices.
+    shard: (i, n) -> only every n-th timeline from the i-th (default: this JAX process's index and count).
     Returns {"written": [...], "skipped": [...], "hours": stimulus hours predicted, "seconds": wall time}.
     """
     t_start = time.time()
+    index, count = shard if shard is not None else (jax.process_index(), jax.process_count())
+    if not (isinstance(index, (int, np.integer)) and isinstance(count, (int, np.integer)) and 0 <= index < count):
+        raise ValueError(f"shard: expected (i, n) with 0 <= i < n, got {shard!r}")
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,13 +179,13 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
             raise ValueError(f"{out / MARKER}: holds predictions with n_outputs={old.get('n_outputs')}, "
                              f"subject={old.get('subject')!r}; this run has {marker['n_outputs']}, "
                              f"{marker['subject']!r}. Use another directory or overwrite=True")
-    if jax.process_index() == 0:
+    if index == 0:
         _atomic_bytes(out / MARKER, _json(marker))
     for p in out.glob(".*.tmp-*"):  # leftovers of a killed write
         p.unlink(missing_ok=True)
     subject_id = resolve_subject(model, subject)
     names = list(store.timelines if timelines is None else timelines)
-    names = names[jax.process_index()::jax.process_count()]
+    names = names[index::count]
     done = {} if overwrite else finished_timelines(out)
     skipped = [n for n in names if n in done]
     todo = [n for n in names if n not in done]
@@ -298,7 +307,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
     parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="this process's share: every N-th timeline from the I-th (default: from "
+                             "SLURM_PROCID/SLURM_NTASKS, else all)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def parse_shard(text: str | None, environ=None) -> tuple[int, int] | None:
+    """"I/N" -> (I, N); None -> SLURM_PROCID/SLURM_NTASKS when SLURM runs several tasks, else None."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if text is None:
+        if int(environ.get("SLURM_NTASKS", "1")) > 1:
+            return int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"])
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard: expected I/N such as 0/4, got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard: expected 0 <= I < N, got {text!r}")
+    return i, n
 
 
 def run_cli(args) -> int:
@@ -309,7 +339,8 @@ def run_cli(args) -> int:
     if subject is not None and subject.isdigit():
         subject = int(subject)
     report = predict_store(model, args.store, args.out, subject=subject, batch_size=args.batch_size,
-                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress)
+                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
+                           shard=parse_shard(args.shard))
     rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
     print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
           f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")

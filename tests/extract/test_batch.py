@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from nforge_jax.data.store import FeatureStore
-from nforge_jax.inference.batch import finished_timelines, main, predict_store, read_predictions
+from nforge_jax.inference.batch import finished_timelines, main, parse_shard, predict_store, read_predictions
 from nforge_jax.inference.model import NForgeModel
 from nforge_jax.model import EncoderConfig, FmriEncoder
 from nforge_jax.model.checkpoint import save_encoder
@@ -119,23 +119,18 @@ def test_resume_after_sigkill(setup, tmp_path):
 
 
 def test_two_processes_share_the_timelines(setup, tmp_path):
-    """`nforge predict` in 2 real processes (jax.distributed on localhost): each writes its own timelines, together
-    all of them, equal to one process's predictions."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """`nforge predict` in 2 independent processes, one told its shard by --shard, one by SLURM's variables:
+    each writes its own timelines, together all of them, equal to one process's predictions."""
     out = tmp_path / "out"
-    procs = []
-    for i in range(2):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-               "NFORGE_COORDINATOR": f"127.0.0.1:{port}", "NFORGE_NUM_PROCESSES": "2", "NFORGE_PROCESS_ID": str(i)}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "nforge_jax.cli", "predict", "--store", str(setup / "store"), "--checkpoint",
-             str(setup / "ckpt"), "--out", str(out), "--batch-size", "2", "--no-progress"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    base.pop("SLURM_NTASKS", None)
+    cmd = [sys.executable, "-m", "nforge_jax.cli", "predict", "--store", str(setup / "store"), "--checkpoint",
+           str(setup / "ckpt"), "--out", str(out), "--batch-size", "2", "--no-progress"]
+    procs = [subprocess.Popen(cmd + ["--shard", "0/2"], env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True),
+             subprocess.Popen(cmd, env={**base, "SLURM_PROCID": "1", "SLURM_NTASKS": "2"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(f"--- process {i} ---\n{o[-2000:]}" for i, o in enumerate(outs))
     # Timelines are dealt round-robin: 3 each, none twice.
@@ -145,3 +140,12 @@ def test_two_processes_share_the_timelines(setup, tmp_path):
     assert sorted(finished_timelines(out)) == sorted(n for n, _, _ in TIMELINES)
     for name, _, _ in TIMELINES:
         np.testing.assert_allclose(read_predictions(out, name), expected(model, store, name), rtol=1e-5, atol=1e-5)
+
+
+def test_shard_argument_errors_name_the_option():
+    assert parse_shard(None, {}) is None
+    assert parse_shard("2/4", {}) == (2, 4)
+    assert parse_shard(None, {"SLURM_NTASKS": "3", "SLURM_PROCID": "2"}) == (2, 3)
+    for bad in ("4/4", "a/2", "1", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad, {})
