@@ -39,8 +39,14 @@ def hardware() -> dict:
     import jax
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "jax_devices": [str(d) for d in jax.devices()], "jax": jax.__version__, "torch": torch.__version__,
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux: the marketing name, e.g. "AMD EPYC 9654"
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()],
+            "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__, "torch": torch.__version__,
             "python": platform.python_version()}
 
 
@@ -466,6 +472,9 @@ def main(argv=None):
     if jax.default_backend() != "cpu" and torch_device() == "cpu":
         result["hardware"]["warning"] = "PyTorch sees no GPU: its baselines ran on the CPU, the ratios compare different hardware"
         print(f"WARNING: {result['hardware']['warning']} (install a CUDA build of torch)")
+    hw = result["hardware"]
+    print(f"{hw['device_kind']} ({len(hw['jax_devices'])} JAX devices); CPU {hw['cpu']}, {hw['cores']} cores; "
+          f"jax {hw['jax']}, torch {hw['torch']}")
     print(f"{'benchmark':<34}{'ours (s)':>11}{'baseline (s)':>14}{'ratio':>9}")
     if args.bench in ("forward", "all"):
         f = result["forward"] = bench_forward(args.size, args.batch, args.repeats, args.dtype)
