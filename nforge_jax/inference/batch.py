@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import queue
 import sys
 import threading
@@ -315,8 +316,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_shard(text: str | None, environ=None) -> tuple[int, int] | None:
     """"I/N" -> (I, N); None -> SLURM_PROCID/SLURM_NTASKS when SLURM runs several tasks, else None."""
-    import os
-
     environ = os.environ if environ is None else environ
     if text is None:
         if int(environ.get("SLURM_NTASKS", "1")) > 1:
