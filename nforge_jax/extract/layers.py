@@ -1,11 +1,20 @@
 """Choosing hidden states by depth, placing vectors on the 2 Hz grid, chunking long media, loading models.
 
-Layer fractions follow TRIBE v2 (TRIBEV2_SPEC D.2): with N hidden states (embedding output included), a
-fraction f picks index ``int(f * (N - 1))``.
+Layer choice follows TRIBE v2's extractors (neuralset 0.0.2, TRIBEV2_SPEC D.2). With N hidden states
+(embedding output included):
+
+1. ``cache_n_layers = K`` (optional): first keep only the K states ``round(linspace(0, N - 1, K))`` and
+   work on that subset from here on (the release sets K = 20 for text and video; for Llama-3.2-3B's 29
+   states the release's groups are therefore {13, 15, 16, 18, 19} and {21, 22, 24, 25, 27, 28});
+2. a fraction f picks index ``int(f * (n - 1))`` of the (kept) n states;
+3. aggregation:
 
 - ``"cat"``: one hidden state per fraction, in the given order -> (len(fractions), ...).
-- ``"group_mean"``: indices i_k = int(f_k * (N - 1)), de-duplicated, the last one + 1; group g is the mean
-  of states[i_g : i_{g+1}] -> (len(unique indices) - 1, ...). TRIBE v2's release uses [0.5, 0.75, 1.0].
+- ``"group_mean"``: indices i_k de-duplicated and sorted, the last one + 1; group g is the mean of
+  states[i_g : i_{g+1}] -> (len(unique indices) - 1, ...). TRIBE v2's release uses [0.5, 0.75, 1.0].
+- ``"mean"`` / ``"sum"``: the mean / sum of the de-duplicated indices -> (1, ...).
+
+:func:`layer_indices` always answers in indices of the full stack of N states.
 
 Placement on the grid (TRIBE's "sum" aggregation): row k of a timeline's feature array covers
 [k / hz, (k + 1) / hz) of timeline time; an event starting at ``start`` lasting ``duration`` adds its
@@ -20,10 +29,10 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["AGGREGATIONS", "layer_indices", "select_layers", "n_output_layers", "place", "chunk_spans",
+__all__ = ["AGGREGATIONS", "kept_states", "layer_indices", "select_layers", "n_output_layers", "place", "chunk_spans",
            "resolve_model", "ModelNotAvailable", "torch_device", "torch_dtype"]
 
-AGGREGATIONS = ("cat", "group_mean")
+AGGREGATIONS = ("cat", "group_mean", "mean", "sum")
 
 
 class ModelNotAvailable(RuntimeError):
@@ -41,31 +50,47 @@ def _check(fractions: Sequence[float], aggregation: str) -> tuple[float, ...]:
     return fractions
 
 
-def layer_indices(n_states: int, fractions: Sequence[float], aggregation: str = "cat") -> list:
-    """'cat': list of indices; 'group_mean': list of (lo, hi) slices of the hidden-state stack."""
+def kept_states(n_states: int, cache_n_layers: int | None = None) -> list[int]:
+    """The hidden states a ``cache_n_layers`` setting keeps: ``round(linspace(0, N - 1, K))`` (all when unset
+    or K >= N), as neuralset's ``_layer_subselection``."""
+    if cache_n_layers is None or cache_n_layers >= n_states:
+        return list(range(n_states))
+    if cache_n_layers < 2:
+        raise ValueError(f"cache_n_layers: expected an integer >= 2 or null, got {cache_n_layers}")
+    return [int(round(x)) for x in np.linspace(0, n_states - 1, cache_n_layers)]
+
+
+def layer_indices(n_states: int, fractions: Sequence[float], aggregation: str = "cat",
+                  cache_n_layers: int | None = None) -> list:
+    """Indices into the full stack of ``n_states``: 'cat', a list of indices; the others, a list of groups
+    (each a list of the indices averaged, or summed for 'sum')."""
     fractions = _check(fractions, aggregation)
-    idx = [int(f * (n_states - 1)) for f in fractions]
+    kept = kept_states(n_states, cache_n_layers)
+    n = len(kept)
+    idx = [int(f * (n - 1)) for f in fractions]
     if aggregation == "cat":
-        return idx
+        return [kept[i] for i in idx]
     uniq = sorted(set(idx))
+    if aggregation in ("mean", "sum"):
+        return [[kept[i] for i in uniq]]
     if len(uniq) < 2:
-        raise ValueError(f"layer fractions {list(fractions)} give a single index {uniq} of {n_states} hidden "
+        raise ValueError(f"layer fractions {list(fractions)} give a single index {uniq} of {n} hidden "
                          "states: 'group_mean' needs at least two distinct boundaries")
     uniq[-1] += 1
-    return [(uniq[g], uniq[g + 1]) for g in range(len(uniq) - 1)]
+    return [kept[uniq[g]: uniq[g + 1]] for g in range(len(uniq) - 1)]
 
 
-def n_output_layers(n_states: int, fractions: Sequence[float], aggregation: str = "cat") -> int:
-    return len(layer_indices(n_states, fractions, aggregation))
+def n_output_layers(n_states: int, fractions: Sequence[float], aggregation: str = "cat",
+                    cache_n_layers: int | None = None) -> int:
+    return len(layer_indices(n_states, fractions, aggregation, cache_n_layers))
 
 
-def select_layers(states, fractions: Sequence[float], aggregation: str = "cat"):
+def select_layers(states, fractions: Sequence[float], aggregation: str = "cat", cache_n_layers: int | None = None):
     """states: (N, ...) stack of hidden states (numpy or torch) -> (L, ...)."""
-    n = states.shape[0]
-    sel = layer_indices(n, fractions, aggregation)
+    sel = layer_indices(states.shape[0], fractions, aggregation, cache_n_layers)
     if aggregation == "cat":
         return states[list(sel)]
-    parts = [states[lo:hi].mean(0) for lo, hi in sel]
+    parts = [states[list(group)].sum(0) if aggregation == "sum" else states[list(group)].mean(0) for group in sel]
     if isinstance(states, np.ndarray):
         return np.stack(parts)
     import torch

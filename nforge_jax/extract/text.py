@@ -38,7 +38,7 @@ class TextConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
-        layer_indices(101, self.layers, self.aggregation)  # validates
+        layer_indices(101, self.layers, self.aggregation, self.cache_n_layers)  # validates
 
 
 def word_contexts(words: Sequence[str], context_words: int = 1024) -> list[str]:
@@ -67,13 +67,15 @@ class TextExtractor(ModelExtractor):
         self.dim = int(cfg.hidden_size)
         limit = self.config.max_tokens or getattr(cfg, "max_position_embeddings", None) or 2048
         self.max_tokens = int(limit)
-        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
+        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation,
+                                                self.config.cache_n_layers))
 
     def meta(self) -> dict:
         self.load()
         return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
                 "aggregation": self.config.aggregation,
-                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation),
+                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation,
+                                                self.config.cache_n_layers),
                 "n_hidden_states": self.n_states, "context_words": self.config.context_words}
 
     def _contexts(self, words: pd.DataFrame) -> list[tuple[str, int]]:
@@ -116,7 +118,8 @@ class TextExtractor(ModelExtractor):
                 if not tok:  # nothing overlaps (e.g. a tokenizer without offsets): the last token
                     tok = [len(offsets) - 1]
                 vec = states[r][:, tok].mean(1)  # (N, D)
-                out[i] = select_layers(vec, self.config.layers, self.config.aggregation).cpu().numpy()
+                out[i] = select_layers(vec, self.config.layers, self.config.aggregation,
+                                       self.config.cache_n_layers).cpu().numpy()
         return out
 
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,

@@ -46,6 +46,8 @@ class VideoConfig:
     model_id: str = "facebook/vjepa2-vitg-fpc64-256"
     layers: tuple[float, ...] = (0.75, 1.0)
     aggregation: str = "cat"
+    cache_n_layers: int | None = None  # keep K evenly spaced hidden states first (layers.kept_states)
+    token_aggregation: str = "mean"  # over a word's tokens / a clip's tokens: mean | sum | max | first | last
     clip_s: float = 4.0
     frames_per_clip: int | None = None  # None: the model config's frames_per_clip
     batch_size: int = 4  # clips per forward
@@ -54,7 +56,7 @@ class VideoConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
-        layer_indices(101, self.layers, self.aggregation)
+        layer_indices(101, self.layers, self.aggregation, self.cache_n_layers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,13 +163,15 @@ class VideoExtractor(ModelExtractor):
         self.n_frames = int(self.config.frames_per_clip or getattr(cfg, "frames_per_clip", 64))
         self.n_states = int(cfg.num_hidden_layers) + 1
         self.dim = int(cfg.hidden_size)
-        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
+        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation,
+                                                self.config.cache_n_layers))
 
     def meta(self) -> dict:
         self.load()
         return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
                 "aggregation": self.config.aggregation,
-                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation),
+                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation,
+                                                self.config.cache_n_layers),
                 "n_hidden_states": self.n_states, "frames_per_clip": self.n_frames, "clip_s": self.config.clip_s,
                 "crop_size": self.preprocessor.crop_size}
 
@@ -185,7 +189,8 @@ class VideoExtractor(ModelExtractor):
         with torch.inference_mode():
             hs = self._model(pixel_values_videos=x, output_hidden_states=True).hidden_states
         states = torch.stack([h.float().mean(1) for h in hs], 1)  # (B, N, D)
-        return np.stack([select_layers(s, self.config.layers, self.config.aggregation).cpu().numpy()
+        return np.stack([select_layers(s, self.config.layers, self.config.aggregation,
+                                                       self.config.cache_n_layers).cpu().numpy()
                          for s in states])
 
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
