@@ -1,14 +1,19 @@
 """Audio features: Wav2Vec-BERT 2.0 hidden states at 2 Hz (TRIBE v2's audio extractor).
 
-For each Audio event of a timeline, cut into chunks as TRIBE's ChunkEvents (60 s pieces, the last one
-30-90 s; ``layers.chunk_spans``), each chunk:
+The rule is the release's (neuralset 0.0.2 ``Wav2VecBert``; TRIBEV2_SPEC D.2). For each Audio event of a
+timeline, cut into chunks as TRIBE's ChunkEvents (60 s pieces, the last one 30-90 s; ``layers.chunk_spans``),
+each chunk:
 
-1. decoded with PyAV from ``filepath`` at ``offset + chunk offset`` (a video's sound track works too),
-   mono, resampled to the feature extractor's rate (16 kHz), z-scored;
-2. the model's own feature extractor (``AutoFeatureExtractor``), one forward with ``output_hidden_states``;
-3. hidden states (N, frames, D) -> chosen layers (L, frames, D) -> resized to ``round(2 * duration)``
-   samples with nearest interpolation (``torch.nn.functional.interpolate``, mode "nearest": sample i
-   takes frame ``floor(i * frames / n)``) and added to the 2 Hz rows from ``round(2 * chunk start)``.
+1. decoded with PyAV from ``filepath``: samples [round(rate * offset), + round(rate * duration)) at the
+   file's own rate (a video's sound track works too), every channel resampled to the feature extractor's
+   rate (16 kHz) with ``julius`` (the release's resampler), then averaged to mono;
+2. ``norm_audio``: ``(x - mean) / (1e-8 + std)`` with the unbiased std (torch's);
+3. the model's own feature extractor; the model is called with the input features only -- no attention
+   mask, as the release (it matters for chunks with an odd number of fbank frames);
+4. hidden states (N, frames, D) -> resized to ``round(2 * duration)`` rows with nearest interpolation
+   (``torch.nn.functional.interpolate``: row i takes frame ``floor(i * frames / n)``) -> layers grouped
+   over all N states (the release's ``cache_n_layers`` is a no-op for audio: its path never subselects);
+5. added to the 2 Hz grid by TRIBE's window overlap rule (``layers.place_rows``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from nforge_jax.extract.layers import ModelExtractor, chunk_spans, layer_indices, select_layers
+from nforge_jax.extract.layers import ModelExtractor, chunk_spans, layer_indices, place_rows, select_layers
 from nforge_jax.extract.media import read_audio
 
 __all__ = ["AudioConfig", "AudioExtractor"]
@@ -30,6 +35,7 @@ class AudioConfig:
     model_id: str = "facebook/w2v-bert-2.0"
     layers: tuple[float, ...] = (0.75, 1.0)
     aggregation: str = "cat"
+    norm_audio: bool = True  # z-score each chunk's waveform
     chunk_s: float = 60.0
     min_chunk_s: float = 30.0
 
@@ -84,39 +90,42 @@ class AudioExtractor(ModelExtractor):
     def n_units(self, events: pd.DataFrame) -> int:
         return len(self.chunks(events))
 
-    def embed_chunk(self, wav: np.ndarray, n_out: int) -> np.ndarray:
-        """Mono samples at ``sample_rate`` -> (n_out, L, D) float32."""
+    def embed_chunk(self, wav: np.ndarray, rate: float, n_out: int) -> np.ndarray:
+        """(channels, n) samples at ``rate`` Hz -> (n_out, L, D) float32."""
         self.load()
         torch = self._torch
-        wav = np.asarray(wav, np.float32)
-        wav = (wav - wav.mean()) / max(float(wav.std()), 1e-8)
-        inputs = self.processor(wav, sampling_rate=self.sample_rate, return_tensors="pt")
-        inputs = {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-                  for k, v in inputs.items()}
+        x = torch.from_numpy(np.ascontiguousarray(wav, np.float32))
+        if int(rate) != self.sample_rate:
+            import julius
+
+            if not float(rate).is_integer():
+                raise ValueError(f"audio sample rate {rate} Hz: expected an integer rate")
+            x = julius.resample.ResampleFrac(old_sr=int(rate), new_sr=self.sample_rate)(x)
+        x = x.mean(0)
+        if self.config.norm_audio:
+            x = (x - x.mean()) / (1e-8 + x.std())
+        features = self.processor(x, return_tensors="pt", sampling_rate=self.sample_rate)["input_features"]
         with torch.inference_mode():
-            hs = self._model(**inputs, output_hidden_states=True).hidden_states
-        states = torch.stack(hs, 0)[:, 0].float()  # (N, frames, D)
-        sel = select_layers(states, self.config.layers, self.config.aggregation)  # (L, frames, D)
-        resized = torch.nn.functional.interpolate(sel.transpose(1, 2), size=n_out, mode="nearest")  # (L, D, n)
-        return resized.permute(2, 0, 1).cpu().numpy()
+            hs = self._model(features.to(self.device, self.dtype), output_hidden_states=True).hidden_states
+        states = torch.stack(hs, 0)[:, 0].float().transpose(1, 2)  # (N, D, frames)
+        if states.shape[-1] != n_out:
+            states = torch.nn.functional.interpolate(states, size=n_out, mode="nearest")
+        sel = select_layers(states, self.config.layers, self.config.aggregation)  # (L, D, n)
+        return sel.permute(2, 0, 1).cpu().numpy()
 
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
-                hz: float = 2.0) -> np.ndarray | None:
+                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
+        """(n_steps, L, D) float32 for one timeline's events; None when it has no Audio events. ``origin``:
+        where the timeline's 100 s windows start (its earliest event)."""
         chunks = self.chunks(events)
         if not chunks:
             return None
         self.load()
-        grid = None
+        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
         for path, start, offset, dur in chunks:
-            wav, _ = read_audio(path, self.sample_rate, start=offset, duration=dur)
-            n = max(1, int(round(dur * hz)))
-            feats = self.embed_chunk(wav, n)
-            if grid is None:
-                grid = np.zeros((n_steps, *feats.shape[1:]), np.float32)
-            k0 = int(round(start * hz))
-            a, b = max(k0, 0), min(k0 + n, n_steps)
-            if b > a:
-                grid[a:b] += feats[a - k0: b - k0]
+            wav, rate = read_audio(path, None, start=offset, duration=dur, mono=False)
+            feats = self.embed_chunk(wav, rate, max(1, int(round(dur * hz))))
+            place_rows(grid, feats, start, hz, origin)
             if progress is not None:
                 progress(1)
         return grid

@@ -29,7 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["AGGREGATIONS", "kept_states", "layer_indices", "select_layers", "n_output_layers", "place", "chunk_spans",
+__all__ = ["AGGREGATIONS", "TOKEN_AGGREGATIONS", "aggregate_tokens", "kept_states", "layer_indices", "select_layers", "n_output_layers", "WINDOW_S", "place", "place_rows",
+           "chunk_spans",
            "resolve_model", "ModelNotAvailable", "torch_device", "torch_dtype"]
 
 AGGREGATIONS = ("cat", "group_mean", "mean", "sum")
@@ -98,13 +99,95 @@ def select_layers(states, fractions: Sequence[float], aggregation: str = "cat", 
     return torch.stack(parts)
 
 
-def place(grid: np.ndarray, start: float, duration: float, vector: np.ndarray, hz: float = 2.0) -> None:
-    """Add ``vector`` to the rows of ``grid`` an event [start, start + duration) covers (clipped to the grid)."""
-    k0 = int(round(hz * start))
-    n = max(1, int(round(hz * duration)))
-    a, b = max(k0, 0), min(k0 + n, grid.shape[0])
-    if b > a:
-        grid[a:b] += vector
+TOKEN_AGGREGATIONS = ("mean", "sum", "max", "first", "last")
+
+
+def aggregate_tokens(states, how: str = "mean"):
+    """(K, tokens, ...) -> (K, ...): the token axis (axis 1) reduced as the release's extractors do.
+    ``states=None`` only validates ``how``."""
+    if how not in TOKEN_AGGREGATIONS:
+        raise ValueError(f"token aggregation: expected one of {TOKEN_AGGREGATIONS}, got {how!r}")
+    if states is None:
+        return None
+    if how == "first":
+        return states[:, 0]
+    if how == "last":
+        return states[:, -1]
+    if how == "max":
+        out = states.max(1)
+        return getattr(out, "values", out)  # torch returns (values, indices)
+    return states.mean(1) if how == "mean" else states.sum(1)
+
+
+WINDOW_S = 100.0  # TRIBE v2's segments: 100 TRs of 1 s
+
+
+def _overlap(a_start: float, a_rows: int | None, a_dur: float, b_start: float, b_dur: float, hz: float):
+    """Rows of array A (``a_rows`` rows at ``hz`` from ``a_start``; None for a static event lasting ``a_dur``)
+    that overlap [b_start, b_start + b_dur): (first row, n rows), or None.
+
+    TRIBE's rule (neuralset 0.0.2, TimedArray overlap): first row round(hz * (overlap start - a_start)),
+    n = max(1, round(hz * overlap duration)), moved back so that it ends inside A; spans that only touch
+    do not overlap unless one of them lasts 0 s.
+    """
+    lo, hi = max(b_start, a_start), min(b_start + b_dur, a_start + a_dur)
+    if hi < lo or (hi == lo and a_dur and b_dur):
+        return None
+    if a_rows is None:
+        return lo, hi
+    if not a_dur:
+        return None
+    first, n = int(round(hz * (lo - a_start))), max(1, int(round(hz * (hi - lo))))
+    return min(first, a_rows - n), n
+
+
+def _windows(start: float, stop: float, origin: float, window_s: float):
+    """Starts of the windows (origin + k * window_s) that [start, stop] can touch."""
+    k0 = int(np.floor((start - origin) / window_s)) - 1
+    k1 = int(np.floor((stop - origin) / window_s)) + 1
+    return [origin + k * window_s for k in range(max(k0, 0), k1 + 1)]
+
+
+def place(grid: np.ndarray, start: float, duration: float, vector: np.ndarray, hz: float = 2.0,
+          origin: float = 0.0, window_s: float = WINDOW_S) -> None:
+    """Add a static event's ``vector`` (a word) where TRIBE v2 puts it: in each ``window_s`` window from
+    ``origin`` that the event overlaps, rows round(hz * (overlap start - window start)) ..
+    + max(1, round(hz * overlap duration)) - 1, kept inside the window. Grid row of window row i:
+    round(hz * origin) + round(hz * window_s) * k + i. Rows past the grid are dropped."""
+    w_rows, base = int(round(hz * window_s)), int(round(hz * origin))
+    for k, w in enumerate(_windows(start, start + duration, origin, window_s)):
+        ov = _overlap(w, w_rows, window_s, start, duration, hz)
+        if ov is None:
+            continue
+        first, n = ov
+        a = base + int(round((w - origin) / window_s)) * w_rows + first
+        lo, hi = max(a, 0), min(a + n, grid.shape[0])
+        if hi > lo:
+            grid[lo:hi] += vector
+
+
+def place_rows(grid: np.ndarray, rows: np.ndarray, start: float, hz: float = 2.0, origin: float = 0.0,
+               window_s: float = WINDOW_S) -> None:
+    """Add a time series sampled at ``hz`` from ``start`` (an audio or video chunk's rows) where TRIBE v2
+    puts it: cut by the ``window_s`` windows from ``origin``, each piece matched to window rows by the
+    overlap rule on both sides (as ``place``)."""
+    n_rows = rows.shape[0]
+    w_rows, base = int(round(hz * window_s)), int(round(hz * origin))
+    duration = n_rows / hz
+    for w in _windows(start, start + duration, origin, window_s):
+        piece = _overlap(start, n_rows, duration, w, window_s, hz)  # rows of the series inside the window
+        if piece is None:
+            continue
+        p0, n = piece
+        p_start, p_dur = start + p0 / hz, n / hz
+        dst = _overlap(w, w_rows, window_s, p_start, p_dur, hz)
+        src = _overlap(p_start, n, p_dur, w, window_s, hz)
+        if dst is None or src is None:
+            continue
+        a = base + int(round((w - origin) / window_s)) * w_rows + dst[0]
+        lo, hi = max(a, 0), min(a + dst[1], grid.shape[0])
+        if hi > lo:
+            grid[lo:hi] += rows[p0 + src[0] + (lo - a): p0 + src[0] + (hi - a)]
 
 
 def chunk_spans(duration: float, max_s: float = 60.0, min_s: float = 30.0) -> list[tuple[float, float]]:

@@ -91,7 +91,9 @@ def read_audio(path, sample_rate: float | None = 16000, *, start: float = 0.0, d
             if start > 0:
                 container.seek(int(start / stream.time_base), stream=stream, backward=True)
             resampler = av.AudioResampler(format="fltp")
-            first, end = int(round(start * rate)), None if duration is None else int(round((start + duration) * rate))
+            # samples [round(rate * start), + round(rate * duration)), as soundfile's start/frames read them
+            first = int(round(start * rate))
+            end = None if duration is None else first + int(round(duration * rate))
             chunks, pos = [], 0
             for packet in container.demux(stream):
                 for frame in packet.decode():

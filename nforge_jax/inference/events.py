@@ -42,7 +42,7 @@ from nforge_jax.data.studies.textgrid import read_textgrid
 
 __all__ = ["TEXT_SUFFIXES", "AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "DEFAULT_ASR_MODEL", "DEFAULT_WORDS_PER_SECOND",
            "AsrUnavailableWarning", "Segment", "get_events_dataframe", "words_from_text", "read_word_timings",
-           "add_context", "segments_for", "default_extract_config", "timeline_features", "predict_events",
+           "add_context", "remove_missing", "segments_for", "default_extract_config", "timeline_features", "predict_events",
            "resolve_subject"]
 
 TEXT_SUFFIXES = (".txt",)
@@ -120,18 +120,85 @@ def read_word_timings(path) -> list[dict]:
             for w, s, d in zip(df[word], start, dur) if str(w).strip().lower() not in _SILENCE]
 
 
-def add_context(events: pd.DataFrame, context_words: int = 1024) -> pd.DataFrame:
-    """Set ``context`` of every Word row: its timeline's up to ``context_words`` preceding words + itself."""
+def _sentence_chars(sentence: str, words: Sequence[str]) -> list[float]:
+    """Where each word starts in its sentence, searching forward from the previous word's end (NaN when
+    it is not found)."""
+    out, pos = [], 0
+    for w in words:
+        i = sentence.find(w, pos)
+        out.append(float("nan") if i < 0 else float(i))
+        pos = pos if i < 0 else i + len(w)
+    return out
+
+
+def add_context(events: pd.DataFrame, max_context_len: int | None = 1024) -> pd.DataFrame:
+    """Set ``context`` of every Word row as TRIBE v2 builds it (AddContextToWords with sentence_only=False,
+    split_field=""): the text of the timeline up to and including the word, made of the words' sentence
+    parts (each part: the sentence text from the end of the previous word to the end of this one, so
+    punctuation and spacing are the sentence's), at most ``max_context_len`` parts before the word, reset at
+    each timeline. The rest of a sentence is appended when the next sentence starts.
+
+    The sentence of a word is its ``sentence`` column (with ``sentence_char``, where the word starts in
+    it; found by a forward search when absent). Words without a sentence are treated as one running text
+    per timeline, joined by single spaces. A word that is not found in its sentence gets an empty
+    context, and TRIBE then drops it (:func:`remove_missing`).
+    """
     events = events.copy()
-    if "context" not in events.columns:
-        events["context"] = None
-    events["context"] = events["context"].astype(object)
+    events["context"] = ""
     for _, idx in events[events["type"] == "Word"].groupby("timeline", sort=False).groups.items():
         rows = events.loc[idx].sort_values("start", kind="mergesort")
-        words = [str(w).strip() for w in rows["text"]]
-        for i, label in enumerate(rows.index):
-            events.at[label, "context"] = " ".join(words[max(0, i - context_words): i + 1])
+        texts = [str(t) for t in rows["text"]]
+        has = rows["sentence"].map(lambda v: isinstance(v, str) and bool(v)) if "sentence" in rows.columns \
+            else pd.Series(False, index=rows.index)
+        if not has.any():
+            sentences = [" ".join(texts)] * len(texts)
+            chars = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]]).astype(float).tolist()
+        else:
+            sentences = [s if h else "" for s, h in zip(rows["sentence"].tolist(), has)]
+            given = rows["sentence_char"].tolist() if "sentence_char" in rows.columns else [None] * len(texts)
+            chars = [float("nan")] * len(texts)
+            k = 0
+            while k < len(texts):  # runs of consecutive words sharing a sentence
+                j = k
+                while j < len(texts) and sentences[j] == sentences[k]:
+                    j += 1
+                found = _sentence_chars(sentences[k], texts[k:j]) if sentences[k] else [float("nan")] * (j - k)
+                for i in range(k, j):
+                    g = given[i]
+                    chars[i] = float(g) if g is not None and np.isfinite(float(g)) else found[i - k]
+                k = j
+        parts: list[str] = []
+        last, start_char = None, 0
+        contexts = []
+        for i, (word, sentence, char) in enumerate(zip(texts, sentences, chars)):
+            if not sentence or not np.isfinite(char):
+                contexts.append("")
+                continue
+            char = int(char)
+            if last is not None:
+                if sentence != sentences[last] or char <= int(chars[last]):  # a new sentence
+                    if parts:
+                        parts[-1] += sentences[last][start_char:]
+                    start_char = 0
+                elif parts:
+                    parts[-1] += sentence[start_char:char]
+                    start_char = char
+            new = sentence[start_char: char + len(word)]
+            contexts.append("".join(parts) + new)
+            parts.append(new)
+            if max_context_len is not None and len(parts) > max_context_len:
+                del parts[0]
+            start_char, last = char + len(word), i
+        events.loc[rows.index, "context"] = contexts
     return events
+
+
+def remove_missing(events: pd.DataFrame) -> pd.DataFrame:
+    """Drop Word rows without a context (TRIBE v2's RemoveMissing)."""
+    if "context" not in events.columns:
+        return events
+    missing = (events["type"] == "Word") & events["context"].fillna("").eq("")
+    return events[~missing]
 
 
 def _asr_words(path, asr, asr_model, language) -> list[dict]:
@@ -206,7 +273,7 @@ def get_events_dataframe(video_path=None, audio_path=None, text_path=None, *, wo
     if not rows:
         raise ValueError(f"{kind}={str(path)!r}: no events (a video without frames or sound?)")
     events = make_events(rows, source=str(path))
-    return add_context(events, context_words) if words else events
+    return remove_missing(add_context(events, context_words)) if words else events
 
 
 # ----------------------------------------------------------------------------------------------------

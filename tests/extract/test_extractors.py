@@ -1,14 +1,16 @@
 """Text / audio / video extractors on tiny random models: shapes, layer choice and 2 Hz timing."""
 
 import numpy as np
+import pytest
 import torch
 
 from extract_helpers import WORDS
 from nforge_jax.data.events import make_events
 from nforge_jax.extract.audio import AudioConfig, AudioExtractor
-from nforge_jax.extract.media import read_audio
 from nforge_jax.extract.text import TextConfig, TextExtractor
 from nforge_jax.extract.video import VideoConfig, VideoExtractor, VideoPreprocessor
+from nforge_jax.inference.events import add_context
+from reference_extractors import audio_extractor, ns_events, segments_features, text_extractor
 
 # --- text -------------------------------------------------------------------------------------------
 
@@ -20,106 +22,89 @@ def word_events(words, times, timeline="story"):
                         for w, (s, d) in zip(words, times)])
 
 
-def reference_word_vectors(model_dir, words, context_words, layers):
-    """Independent: token span of the last word = tokens of the full context after those of the prefix."""
-    from transformers import AutoModel, AutoTokenizer
+def reference_word_vectors(model_dir, events, cache, layers, **kw):
+    """TRIBE v2's own per-word vectors (neuralset's HuggingFaceText), one hidden state per fraction."""
+    from neuralset.events.utils import extract_events
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
-    out = []
-    for i in range(len(words)):
-        ctx = words[max(0, i - context_words): i + 1]
-        full = tok(" ".join(ctx))["input_ids"]
-        n_prefix = len(tok(" ".join(ctx[:-1]))["input_ids"]) if len(ctx) > 1 else 0
-        with torch.no_grad():
-            hs = model(input_ids=torch.tensor([full]), output_hidden_states=True).hidden_states
-        out.append(np.stack([hs[layer][0, n_prefix:].mean(0).numpy() for layer in layers]))
-    return np.stack(out)
+    ex = text_extractor(model_dir, cache, layers=list(layers), layer_aggregation=None, cache_n_layers=None, **kw)
+    return np.stack(list(ex._get_data(extract_events(ns_events(events), types="Word"))))
 
 
-def test_text_features_layers_and_timing(tiny_models):
+def test_text_features_layers_and_timing(release_models, tmp_path):
     words = WORDS[:6]
-    ex = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(0.0, 0.5, 1.0), batch_size=4))
-    grid = ex.extract(word_events(words, WORD_TIMES), n_steps=10)
-    assert grid.shape == (10, 3, 32)
-    # 5 hidden states: fractions 0, 0.5, 1 -> indices 0, 2, 4
-    v = reference_word_vectors(tiny_models["text"], words, 1024, [0, 2, 4])
+    events = add_context(word_events(words, WORD_TIMES))
+    ex = TextExtractor(TextConfig(model_id=str(release_models["text"]), layers=(0.0, 0.5, 1.0), batch_size=4))
+    grid = ex.extract(events, n_steps=10)
+    assert grid.shape == (10, 3, 16)
+    # 29 hidden states: fractions 0, 0.5, 1 -> indices 0, 14, 28
+    v = reference_word_vectors(release_models["text"], events, tmp_path, (0.0, 0.5, 1.0))
     # rows: w0 -> 0; w1 start 0.3 -> round(0.6) = 1; w2 1.26 s, 1.1 s -> rows 3, 4 (round(2.52) = 3, n = 2);
     # w3 2.5 s -> round(5.0) = 5; w4 2.74 s -> round(5.48) = 5, n = 1; w5 4.0 s -> 8
-    expected = np.zeros((10, 3, 32), np.float32)
+    expected = np.zeros((10, 3, 16), np.float32)
     for w, rows in enumerate([[0], [1], [3, 4], [5], [5], [8]]):
         expected[rows] += v[w]
-    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-5)
-    assert ex.meta()["layer_indices"] == [0, 2, 4] and ex.meta()["n_hidden_states"] == 5
+    np.testing.assert_allclose(grid, expected, rtol=1e-5, atol=1e-6)
+    assert ex.meta()["layer_indices"] == [0, 14, 28] and ex.meta()["n_hidden_states"] == 29
 
 
-def test_text_context_length_batching_and_group_mean(tiny_models):
-    words = WORDS[:7]
-    times = [(0.5 * i, 0.4) for i in range(7)]
-    events = word_events(words, times)
-    one = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(0.5, 0.75, 1.0),
-                                   aggregation="group_mean", context_words=2, batch_size=1))
-    many = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(0.5, 0.75, 1.0),
-                                    aggregation="group_mean", context_words=2, batch_size=5))
-    a, b = one.extract(events, 7), many.extract(events, 7)
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)  # right padding changes nothing
-    # indices 2, 3, 4 of 5 states -> groups mean(h[2:3]), mean(h[3:5]); context: 2 preceding words
-    v = reference_word_vectors(tiny_models["text"], words, 2, [2, 3, 4])
-    expected = np.stack([v[:, 0], v[:, 1:].mean(1)], 1)
-    np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-5)
+def test_text_batching_with_pad_eos_changes_nothing(release_models):
+    # pad = eos, right padding: the pads are cut before the span, so batch neighbours do not matter
+    events = add_context(word_events(WORDS[:7], [(0.5 * i, 0.4) for i in range(7)]), max_context_len=2)
+    one = TextExtractor(TextConfig(model_id=str(release_models["text"]), layers=(0.5, 0.75, 1.0),
+                                   aggregation="group_mean", cache_n_layers=20, batch_size=1))
+    many = TextExtractor(TextConfig(model_id=str(release_models["text"]), layers=(0.5, 0.75, 1.0),
+                                    aggregation="group_mean", cache_n_layers=20, batch_size=5))
+    np.testing.assert_allclose(one.extract(events, 7), many.extract(events, 7), rtol=1e-5, atol=1e-6)
 
 
-def test_text_uses_the_context_column(tiny_models):
+def test_text_uses_the_context_column(release_models, tmp_path):
     events = word_events(["mat"], [(0.0, 0.5)])
     events["context"] = ["the cat sat on a warm mat"]
-    ex = TextExtractor(TextConfig(model_id=str(tiny_models["text"]), layers=(1.0,)))
+    ex = TextExtractor(TextConfig(model_id=str(release_models["text"]), layers=(1.0,)))
     got = ex.extract(events, 1)[0]
-    expected = reference_word_vectors(tiny_models["text"], "the cat sat on a warm mat".split(), 1024, [4])[-1]
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    expected = reference_word_vectors(release_models["text"], events, tmp_path, (1.0,))[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_text_needs_eos_or_pad(tmp_path, tiny_models):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["text"])
+    tok.pad_token = None
+    d = tmp_path / "nopad"
+    import shutil
+
+    shutil.copytree(tiny_models["text"], d)
+    tok.save_pretrained(d)
+    with pytest.raises(ValueError, match="eos"):
+        TextExtractor(TextConfig(model_id=str(d))).extract(word_events(["cat"], [(0.0, 0.5)]), 1)
 
 
 # --- audio ------------------------------------------------------------------------------------------
 
-def audio_reference(model_dir, wav, layers, n_out):
-    from transformers import AutoFeatureExtractor, AutoModel
-
-    fe = AutoFeatureExtractor.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
-    z = (wav - wav.mean()) / wav.std()
-    with torch.no_grad():
-        hs = model(**fe(z, sampling_rate=16000, return_tensors="pt"), output_hidden_states=True).hidden_states
-    states = np.stack([hs[i][0].numpy() for i in layers])  # (L, frames, D)
-    frames = states.shape[1]
-    idx = np.floor(np.arange(n_out) * frames / n_out).astype(int)  # nearest: floor(i * in / out)
-    return states[:, idx].transpose(1, 0, 2)
-
-
-def test_audio_features_resized_to_2hz(tiny_models, media):
+def test_audio_features_resized_to_2hz(tiny_models, media, tmp_path):
     events = make_events([{"type": "Audio", "start": 1.0, "duration": 5.3, "filepath": str(media["wav"]),
-                           "timeline": "t"}])
+                           "timeline": "t", "offset": 0.0, "frequency": 22050.0}])
     ex = AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"])))
     grid = ex.extract(events, n_steps=13)
     assert grid.shape == (13, 2, 32)
-    wav, _ = read_audio(media["wav"], 16000)
     # 4 hidden states, fractions 0.75, 1 -> indices 2, 3; round(5.3 * 2) = 11 rows from round(2 * 1.0) = 2
-    expected = audio_reference(tiny_models["audio"], wav, [2, 3], 11)
+    ref = segments_features(audio_extractor(tiny_models["audio"], tmp_path, layers=[0.75, 1.0],
+                                            layer_aggregation=None, cache_n_layers=None), events)
     np.testing.assert_array_equal(grid[:2], 0)
-    np.testing.assert_allclose(grid[2:13], expected, rtol=1e-4, atol=1e-4)
+    assert np.abs(ref[11:]).max() == 0
+    np.testing.assert_allclose(grid[2:13], ref[:11], rtol=1e-5, atol=1e-5)
 
 
-def test_audio_offset_into_the_file(tiny_models, media):
+def test_audio_offset_into_the_file(tiny_models, media, tmp_path):
     events = make_events([{"type": "Audio", "start": 0.0, "duration": 2.0, "offset": 1.5,
-                           "filepath": str(media["wav"]), "timeline": "t"}])
+                           "filepath": str(media["wav"]), "timeline": "t", "frequency": 22050.0}])
     ex = AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"]), layers=(1.0,)))
     grid = ex.extract(events, n_steps=4)
-    from scipy.signal import resample_poly
-
-    from test_media import pcm
-
-    native = pcm(media["wav"]).mean(1)[int(1.5 * 22050): int(3.5 * 22050)]  # the span, decoded independently
-    wav = resample_poly(native, 320, 441).astype(np.float32)  # 22050 -> 16000 Hz
-    expected = audio_reference(tiny_models["audio"], wav, [3], 4)
-    np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-4)
+    ref = segments_features(audio_extractor(tiny_models["audio"], tmp_path, layers=[1.0], layer_aggregation=None,
+                                            cache_n_layers=None), events)
+    np.testing.assert_allclose(grid, ref[:4], rtol=1e-5, atol=1e-5)
+    assert np.abs(ref[4:]).max() == 0
 
 
 # --- video ------------------------------------------------------------------------------------------
