@@ -183,7 +183,7 @@ def shrink_frame(frame: np.ndarray, max_imsize: int | None) -> np.ndarray:
     except ImportError as exc:
         raise ImportError("VideoConfig.max_imsize needs Pillow (pip install pillow)") from exc
     size = (int(frame.shape[1] / factor), int(frame.shape[0] / factor))  # PIL's (width, height)
-    return np.asarray(Image.fromarray(frame).resize(size))
+    return np.array(Image.fromarray(frame).resize(size))
 
 
 def aggregate_tokens(h, how: str = "mean"):
