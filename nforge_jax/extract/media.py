@@ -124,14 +124,17 @@ def read_audio(path, sample_rate: float | None = 16000, *, start: float = 0.0, d
     return samples, float(rate)
 
 
-def read_video_frames(path, times: Sequence[float], transform: Callable[[np.ndarray], np.ndarray] | None = None
-                      ) -> np.ndarray:
+def read_video_frames(path, times: Sequence[float], transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                      *, past_end: bool = False):
     """Frames shown at ``times`` (seconds from the start of the file), stacked in the order of ``times``.
 
-    The frame shown at t is the last decoded frame whose presentation time is <= t (the first frame for
-    t before it, the last frame for t past the end). Each selected frame (H, W, 3) uint8 RGB goes through
-    ``transform`` once, however many times select it. Decoding starts at the key frame before min(times)
-    and stops after max(times).
+    The frame shown at t is the last decoded frame whose presentation time is <= t, with moviepy's
+    tolerance of 1e-5 frame (the first frame for t before it, the last frame for t past the end). Each
+    selected frame (H, W, 3) uint8 RGB goes through ``transform`` once, however many times select it.
+    Decoding starts at the key frame before min(times) and stops after max(times).
+
+    ``past_end=True``: returns (frames, mask), mask True for the times at or after the end of the last
+    frame (its presentation time + 1 / frame rate), the times moviepy has no frame for.
     """
     times = np.asarray(times, np.float64).reshape(-1)
     if times.size == 0:
@@ -147,7 +150,9 @@ def read_video_frames(path, times: Sequence[float], transform: Callable[[np.ndar
             raise MediaError(f"{path}: no video stream in the file")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        eps = 1e-6
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        eps = 1e-5 / rate if rate > 0 else 1e-6  # moviepy picks frame int(fps * t + 1e-5)
+        end = np.inf  # the end of the last frame, known once decoding runs out
         t_min = float(times[order[0]])
         try:
             if t_min > 1.0 and stream.time_base is not None:
@@ -173,6 +178,8 @@ def read_video_frames(path, times: Sequence[float], transform: Callable[[np.ndar
                 prev, prev_id = frame, fid
             if n_frames == 0:
                 raise MediaError(f"{path}: the video stream has no decodable frames")
+            if i < times.size and rate > 0:  # decoding ran out: prev is the last frame
+                end = ft + 1.0 / rate
             while i < times.size:
                 assign[order[i]] = take(prev, prev_id)
                 i += 1
@@ -183,7 +190,8 @@ def read_video_frames(path, times: Sequence[float], transform: Callable[[np.ndar
     ids = sorted(picked)
     index = {fid: k for k, fid in enumerate(ids)}
     stack = np.stack([picked[fid] for fid in ids])
-    return stack[[index[fid] for fid in assign]]
+    frames = stack[[index[fid] for fid in assign]]
+    return (frames, times >= end - eps) if past_end else frames
 
 
 def extract_audio_track(video_path, out_path, sample_rate: float | None = None) -> Path:

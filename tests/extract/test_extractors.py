@@ -7,6 +7,7 @@ import torch
 from extract_helpers import WORDS
 from nforge_jax.data.events import make_events
 from nforge_jax.extract.audio import AudioConfig, AudioExtractor
+from nforge_jax.extract.media import read_video_frames
 from nforge_jax.extract.text import TextConfig, TextExtractor
 from nforge_jax.extract.video import VideoConfig, VideoExtractor, VideoPreprocessor
 from nforge_jax.inference.events import add_context
@@ -171,6 +172,36 @@ def test_video_clips_at_bin_right_edges(tiny_models, media):
         expected[1 + k] = np.stack([hs[i][0].mean(0).numpy() for i in (2, 3)])
     np.testing.assert_allclose(grid, expected, rtol=1e-4, atol=1e-4)
     assert ex.meta()["frames_per_clip"] == 4
+
+
+def test_video_time_past_the_end_gets_the_previous_times_frame(tiny_models, media):
+    # the 5 s mp4 at 8 fps (frame i grey 6 i); last clip of a whole-file chunk: t = 2, 3, 4, 5 s -> frames
+    # 16, 24, 32 and, at 5 s (no frame 40), the frame moviepy read last: 32, not the file's last (39)
+    ex = VideoExtractor(VideoConfig(model_id=str(tiny_models["video"])))
+    ex.load()
+    times = np.array([[2.0, 3.0, 4.0, 5.0], [4.99, 5.0, 5.5, 6.0]])
+    clips = ex.read_clips(media["mp4"], times)
+    _, past_end = read_video_frames(media["mp4"], times.reshape(-1), past_end=True)
+    assert past_end.tolist() == [False, False, False, True, False, True, True, True]
+    grey = np.round((clips[:, :, 0, 0, 0] * 0.229 + 0.485) * 255)  # back to the red value of the frame
+    np.testing.assert_allclose(grey, 6 * np.array([[16, 24, 32, 32], [39, 39, 39, 39]]), atol=3)
+    # a block starting past the end takes the frame given before it (the previous block's last)
+    before = clips[0, 2]
+    np.testing.assert_array_equal(ex.read_clips(media["mp4"], np.array([[5.0, 5.5]]), before)[0, 0], before)
+
+
+def test_video_token_aggregation(tiny_models):
+    from transformers import AutoModel
+
+    clip = np.random.default_rng(0).standard_normal((1, 4, 3, 32, 32)).astype(np.float32)
+    model = AutoModel.from_pretrained(tiny_models["video"]).eval()
+    with torch.no_grad():
+        hs = model(pixel_values_videos=torch.from_numpy(clip), output_hidden_states=True).hidden_states
+    last = hs[3][0].numpy()  # (tokens, D); layers (1.0,) with cat -> the last of 4 states
+    expected = {"mean": last.mean(0), "sum": last.sum(0), "max": last.max(0), "first": last[0], "last": last[-1]}
+    for how, vec in expected.items():
+        ex = VideoExtractor(VideoConfig(model_id=str(tiny_models["video"]), layers=(1.0,), token_aggregation=how))
+        np.testing.assert_allclose(ex.embed_clips(clip)[0, 0], vec, rtol=1e-5, atol=1e-5, err_msg=how)
 
 
 def test_no_matching_events_gives_none(tiny_models):

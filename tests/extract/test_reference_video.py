@@ -1,0 +1,249 @@
+"""Video features against TRIBE v2's own extractor code: neuralset 0.0.2's ``HuggingFaceVideo`` (a test-only
+reference; nforge_jax never imports it), configured as TRIBE v2's release: V-JEPA 2, layers [0.5, 0.75, 1.0]
+with ``group_mean``, ``cache_n_layers=20``, token mean, ``clip_duration=4``, 2 Hz, 64 frames per clip.
+
+The model is a random V-JEPA 2 with the release's depth (40 layers, 41 hidden states, so cache_n_layers
+really subselects) and a tiny width; the video is a 25 fps mp4 of gradients and noise, 60 x 44 pixels, so
+that the processor's resize (short edge 44 -> 36) and crop change values, and 25 fps makes moviepy's
+end-of-file answer (the frame it read last) differ from the file's last frame. Each case runs neuralset's
+extractor on a neuralset Video event and our VideoExtractor on the same span; max |ours - ref| / max |ref|
+must be <= 1e-5.
+
+What is compared with what:
+
+- ``test_matches_neuralset_release_extractor[*-processor]``: neuralset's whole path, moviepy reading,
+  optional max_imsize (PIL), transformers' ``VJEPA2VideoProcessor``, the model, token mean, layer
+  subselection and grouping. The processor needs torchvision, which this project does not depend on
+  (torchvision 0.28 wants a CUDA torch build): the case runs only where ``torchvision`` can be imported
+  (its two missing C++ ops are stubbed here, in the test, so its pure-Python transforms load) and is
+  skipped otherwise. It was run with an unpacked torchvision 0.28.0 wheel on PYTHONPATH.
+- ``test_matches_neuralset_release_extractor[*-stand_in]``: the same neuralset path with transformers'
+  ``AutoVideoProcessor`` replaced by a stand-in that applies our ``VideoPreprocessor`` to each frame. It
+  checks everything except the processor against neuralset; it always runs.
+- ``test_uint8_resize_*``: the processor's resize (uint8 -> uint8 through torchvision) against an
+  independent numpy implementation of torch's fixed-point uint8 antialiased bilinear kernel, the one
+  torchvision runs on x86 CPUs with AVX2 / AVX512 (skipped on other CPUs), and against torchvision's own
+  ``resize`` where torchvision imports.
+"""
+
+import importlib.util
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from nforge_jax.data.events import make_events
+from nforge_jax.extract.video import VideoConfig, VideoExtractor, VideoPreprocessor, resize_uint8
+
+FPS, N_FRAMES, SIZE = 25, 125, (44, 60)  # 5 s; (height, width)
+_STUBS = []
+
+
+def _stub_torchvision_ops():
+    """A torchvision wheel beside this CPU torch build fails to import on two C++ ops it registers fakes for;
+    defining them (never called) lets its pure-Python transforms load. Test-only; a no-op without torchvision."""
+    if importlib.util.find_spec("torchvision") is None or _STUBS:
+        return
+    try:
+        torch.ops.torchvision.nms
+    except (AttributeError, RuntimeError):
+        lib = torch.library.Library("torchvision", "DEF")
+        for name in ("nms", "qnms"):
+            lib.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _STUBS.append(lib)
+
+
+_stub_torchvision_ops()  # before anything imports transformers' vision parts
+
+
+def _torchvision():
+    """torchvision if it can be imported here, else None."""
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    try:
+        import torchvision
+        import torchvision.transforms.v2.functional  # noqa: F401
+    except Exception:
+        return None
+    return torchvision
+
+
+def write_textured_mp4(path, n_frames=N_FRAMES, fps=FPS, size=SIZE):
+    """Frame i: red = horizontal ramp shifted by 7 i, green = vertical ramp, blue = noise (mpeg4, no sound)."""
+    import av
+
+    h, w = size
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.bit_rate = 4_000_000
+        for i in range(n_frames):
+            img = np.stack([(xx * 255 // (w - 1) + 7 * i) % 256, yy * 255 // (h - 1),
+                            rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+            for pk in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pk)
+        for pk in vs.encode():
+            c.mux(pk)
+    return path
+
+
+@pytest.fixture(scope="module")
+def release_shape(tmp_path_factory):
+    """A 40-layer V-JEPA 2 of width 16 (64 frames per clip, crop 32) and the textured mp4."""
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    # the directory name must not contain "video": neuralset refuses such model names
+    model_dir = tmp_path_factory.mktemp("vjepa2_l40")
+    torch.manual_seed(0)
+    VJEPA2Model(VJEPA2Config(crop_size=32, frames_per_clip=64, patch_size=8, tubelet_size=2, hidden_size=16,
+                             num_hidden_layers=40, num_attention_heads=2, mlp_ratio=2.0, pred_hidden_size=16,
+                             pred_num_hidden_layers=1, pred_num_attention_heads=2,
+                             pred_num_mask_tokens=2)).save_pretrained(model_dir)
+    (model_dir / "video_preprocessor_config.json").write_text(json.dumps({
+        "video_processor_type": "VJEPA2VideoProcessor", "crop_size": {"height": 32, "width": 32},
+        "do_resize": True, "do_center_crop": True, "do_rescale": True, "do_normalize": True,
+        "rescale_factor": 1 / 255, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+        "resample": 2, "size": {"shortest_edge": 36}}))
+    mp4 = write_textured_mp4(tmp_path_factory.mktemp("media_textured") / "textured.mp4")
+    return model_dir, mp4
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: threads only add overhead on a shared machine
+    yield
+    torch.set_num_threads(n)
+
+
+class _StandInProcessor:
+    """Called as neuralset calls the V-JEPA 2 processor (``videos=[frames]``), answering with our
+    VideoPreprocessor per frame: used only where torchvision (the real processor's need) is missing."""
+
+    def __init__(self, model_dir):
+        self.pre = VideoPreprocessor.from_pretrained(model_dir)
+
+    @classmethod
+    def from_pretrained(cls, model_dir, **kwargs):
+        return cls(model_dir)
+
+    def __call__(self, videos, return_tensors="pt"):
+        from transformers import BatchFeature
+
+        clip = np.stack([self.pre(np.asarray(f)) for f in videos])
+        return BatchFeature({"pixel_values_videos": torch.from_numpy(clip)[None]}, tensor_type=return_tensors)
+
+
+def neuralset_release_features(model_dir, mp4, span, max_imsize, monkeypatch):
+    """neuralset's HuggingFaceVideo as in the release -> (2, D, T) for the Video event (offset, duration)."""
+    import neuralset as ns
+    from neuralset.events import etypes
+    from neuralset.extractors.base import HuggingFaceMixin
+
+    monkeypatch.setattr(HuggingFaceMixin, "repo_exists", lambda self: True)  # a local directory, offline
+    extra = {} if span is None else {"offset": span[0], "duration": span[1], "frequency": float(FPS)}
+    event = etypes.Video.from_dict(dict(type="Video", filepath=str(mp4), start=0.0, timeline="t", **extra))
+    image = dict(name="HuggingFaceImage", model_name=str(model_dir), device="cpu", layers=[0.5, 0.75, 1.0],
+                 layer_aggregation="group_mean", cache_n_layers=20, token_aggregation="mean",
+                 infra={"keep_in_ram": False})
+    ext = ns.extractors.HuggingFaceVideo(image=image, clip_duration=4, frequency=2, max_imsize=max_imsize,
+                                         infra={"keep_in_ram": False})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = ext(event, start=0.0, duration=event.duration)
+    return out.numpy(), event.offset, event.duration
+
+
+@pytest.mark.parametrize("processor", ["processor", "stand_in"])
+@pytest.mark.parametrize("span,max_imsize", [(None, None), ((1.3, 3.7), 40)], ids=["whole_file", "offset_imsize"])
+def test_matches_neuralset_release_extractor(release_shape, span, max_imsize, processor, monkeypatch, one_thread):
+    model_dir, mp4 = release_shape
+    if processor == "processor":
+        if _torchvision() is None:
+            pytest.skip("torchvision cannot be imported here: the real V-JEPA 2 processor needs it")
+    else:
+        import transformers
+
+        monkeypatch.setattr(transformers, "AutoVideoProcessor", _StandInProcessor)  # what neuralset imports
+    ref, offset, duration = neuralset_release_features(model_dir, mp4, span, max_imsize, monkeypatch)
+    assert ref.shape == (2, 16, round(2 * duration))
+    events = make_events([{"type": "Video", "start": 0.0, "duration": duration, "offset": offset,
+                           "filepath": str(mp4), "timeline": "t"}])
+    cfg = VideoConfig(model_id=str(model_dir), layers=(0.5, 0.75, 1.0), aggregation="group_mean",
+                      cache_n_layers=20, token_aggregation="mean", clip_s=4.0, max_imsize=max_imsize)
+    ours = VideoExtractor(cfg, device="cpu", dtype="float32").extract(events, n_steps=ref.shape[-1])
+    ours = ours.transpose(1, 2, 0)  # (T, L, D) -> neuralset's (L, D, T)
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert err <= 1e-5, f"max relative error {err:.3g}"
+
+
+def fixed_point_bilinear(img, h, w):
+    """Independent numpy version of torch's uint8 antialiased bilinear kernel (align_corners=False): per
+    axis (width first, then height, uint8 in between), triangle weights stretched by the scale when
+    shrinking, normalised, quantised to int16 with the most precision bits (<= 22) that keep the largest
+    weight * 2 below 2**15, accumulated with a half-unit rounding term and shifted back."""
+
+    def one_axis(x, n_out, axis):
+        n_in = x.shape[axis]
+        scale = n_in / n_out
+        support = scale if scale >= 1.0 else 1.0
+        inv = 1.0 / scale if scale >= 1.0 else 1.0
+        rows = []
+        for i in range(n_out):
+            center = scale * (i + 0.5)
+            lo = max(int(center - support + 0.5), 0)
+            size = min(int(center + support + 0.5), n_in) - lo
+            wt = np.array([max(0.0, 1.0 - abs((j + lo - center + 0.5) * inv)) for j in range(size)])
+            rows.append((lo, wt / wt.sum()))
+        wt_max = max(wt.max() for _, wt in rows)
+        prec = 0
+        while prec < 22 and int(0.5 + wt_max * (1 << (prec + 1))) < (1 << 15):
+            prec += 1
+        x = np.moveaxis(x.astype(np.int64), axis, -1)
+        out = np.empty(x.shape[:-1] + (n_out,), np.int64)
+        for i, (lo, wt) in enumerate(rows):
+            q = np.floor(wt * (1 << prec) + 0.5).astype(np.int64)
+            out[..., i] = (x[..., lo:lo + len(q)] @ q + (1 << (prec - 1))) >> prec
+        return np.moveaxis(np.clip(out, 0, 255).astype(np.uint8), -1, axis)
+
+    if w != img.shape[-1]:
+        img = one_axis(img, w, img.ndim - 1)
+    if h != img.shape[-2]:
+        img = one_axis(img, h, img.ndim - 2)
+    return img
+
+
+SHAPES = [(44, 60, 36, 49), (40, 48, 36, 43), (20, 30, 36, 54), (270, 480, 292, 519), (97, 61, 57, 36)]
+
+
+def test_uint8_resize_matches_the_fixed_point_kernel():
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("torchvision resizes uint8 through torch's uint8 kernel only on AVX2 / AVX512 (or ARM) CPUs")
+    rng = np.random.default_rng(0)
+    off_by_one = []
+    for H, W, h, w in SHAPES:
+        x = rng.integers(0, 256, (2, 3, H, W), dtype=np.uint8)
+        ours = resize_uint8(torch.from_numpy(x), (h, w)).numpy()
+        np.testing.assert_array_equal(ours, fixed_point_bilinear(x, h, w))
+        # the rule replaced: float interpolation then rounding
+        old = torch.nn.functional.interpolate(torch.from_numpy(x).float(), size=(h, w), mode="bilinear",
+                                              align_corners=False, antialias=True).round().numpy()
+        off_by_one.append(np.mean(old != ours))
+    assert min(off_by_one) > 0.05
+
+
+def test_uint8_resize_matches_torchvision():
+    tv = _torchvision()
+    if tv is None:
+        pytest.skip("torchvision cannot be imported here")
+    import torchvision.transforms.v2.functional as tvF
+
+    rng = np.random.default_rng(1)
+    for H, W, h, w in SHAPES:
+        x = torch.from_numpy(rng.integers(0, 256, (4, 3, H, W), dtype=np.uint8))
+        ref = tvF.resize(x, [h, w], interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
+        assert torch.equal(resize_uint8(x, (h, w)), ref)
