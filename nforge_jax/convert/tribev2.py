@@ -244,11 +244,27 @@ def release_to_encoder(src):
     return model, (src / CONFIG_FILE).read_text()
 
 
+def release_recipe(doc: dict, source: str) -> dict | None:
+    """The extraction recipe of a release config (``ExtractConfig.to_dict()`` form), or None when its
+    ``data`` section describes no feature extractor (then the features are the user's to choose)."""
+    from nforge_jax.extract.recipe import ExtractConfig  # light: no torch
+
+    data = doc.get("data")
+    if not isinstance(data, dict) or not any(f"{m}_feature" in data for m in ("text", "audio", "video")):
+        return None
+    return ExtractConfig.from_tribev2_dict(doc, source=source).to_dict()
+
+
 def convert_tribev2(src, dst, *, overwrite: bool = False) -> Path:
-    """`nforge convert tribev2 SRC DST`: a TRIBE v2 release directory -> an nforge_jax checkpoint."""
+    """`nforge convert tribev2 SRC DST`: a TRIBE v2 release directory -> an nforge_jax checkpoint that also
+    records the release's extraction recipe (``metadata["extract_recipe"]``)."""
+    src = Path(src)
+    recipe = release_recipe(load_release_config(src / CONFIG_FILE), str(src / CONFIG_FILE))
     model, original_yaml = release_to_encoder(src)
-    return save_encoder(model, dst, overwrite=overwrite,
-                        metadata={"source": "tribev2", "source_path": str(Path(src).absolute())},
+    metadata = {"source": "tribev2", "source_path": str(src.absolute())}
+    if recipe is not None:
+        metadata["extract_recipe"] = recipe
+    return save_encoder(model, dst, overwrite=overwrite, metadata=metadata,
                         extra_files={ORIGINAL_CONFIG: original_yaml.encode()})
 
 

@@ -37,16 +37,14 @@ import numpy as np
 import pandas as pd
 
 from nforge_jax.extract.audio import media_chunks
-from nforge_jax.extract.layers import ModelExtractor, layer_indices, select_layers
+from nforge_jax.extract.layers import ModelExtractor, aggregate_tokens, layer_indices, place_rows, select_layers
 from nforge_jax.extract.media import read_video_frames
 
-__all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times", "resize_uint8", "shrink_frame",
-           "aggregate_tokens"]
+__all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times", "resize_uint8", "shrink_frame"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PROCESSOR_FILES = ("video_preprocessor_config.json", "preprocessor_config.json")
-TOKEN_AGGREGATIONS = ("mean", "sum", "max", "first", "last")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +64,7 @@ class VideoConfig:
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
         layer_indices(101, self.layers, self.aggregation, self.cache_n_layers)
-        if self.token_aggregation not in TOKEN_AGGREGATIONS:
-            raise ValueError(f"token_aggregation: expected one of {TOKEN_AGGREGATIONS}, got {self.token_aggregation!r}")
+        aggregate_tokens(None, self.token_aggregation)  # validates
         if self.max_imsize is not None and not self.max_imsize >= 1:
             raise ValueError(f"max_imsize: expected a positive integer or null, got {self.max_imsize!r}")
 
@@ -186,24 +183,6 @@ def shrink_frame(frame: np.ndarray, max_imsize: int | None) -> np.ndarray:
     return np.array(Image.fromarray(frame).resize(size))
 
 
-def aggregate_tokens(h, how: str = "mean"):
-    """(B, T, D) hidden state -> (B, D): mean | sum | max | first | last over the T tokens, computed in the
-    state's dtype and then cast to float32, as the release (bfloat16 states are reduced in bfloat16)."""
-    if how == "mean":
-        out = h.mean(1)
-    elif how == "sum":
-        out = h.sum(1)
-    elif how == "max":
-        out = h.max(1).values
-    elif how == "first":
-        out = h[:, 0]
-    elif how == "last":
-        out = h[:, -1]
-    else:
-        raise ValueError(f"token_aggregation: expected one of {TOKEN_AGGREGATIONS}, got {how!r}")
-    return out.float()
-
-
 def clip_times(duration: float, n_frames: int, clip_s: float = 4.0, hz: float = 2.0) -> np.ndarray:
     """(n, n_frames) frame times in seconds from the chunk start, n = round(hz * duration)."""
     n = max(1, int(round(duration * hz)))
@@ -255,7 +234,8 @@ class VideoExtractor(ModelExtractor):
         x = torch.from_numpy(clips).to(self.device, self.dtype)
         with torch.inference_mode():
             hs = self._model(pixel_values_videos=x, output_hidden_states=True, **self._forward_kw).hidden_states
-        states = torch.stack([aggregate_tokens(h, self.config.token_aggregation) for h in hs], 1)  # (B, N, D)
+        # reduced in the states' dtype, then float32, as the release (bfloat16 states are reduced in bfloat16)
+        states = torch.stack([aggregate_tokens(h, self.config.token_aggregation).float() for h in hs], 1)  # (B, N, D)
         return np.stack([select_layers(s, self.config.layers, self.config.aggregation,
                                        self.config.cache_n_layers).cpu().numpy() for s in states])
 
@@ -276,7 +256,9 @@ class VideoExtractor(ModelExtractor):
         return frames.reshape(*times.shape, *frames.shape[1:])
 
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
-                hz: float = 2.0) -> np.ndarray | None:
+                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
+        """(n_steps, L, D) float32 for one timeline's events; None when it has no Video events. ``origin``:
+        where the timeline's 100 s windows start (its earliest event)."""
         chunks = self.chunks(events)
         if not chunks:
             return None
@@ -285,17 +267,14 @@ class VideoExtractor(ModelExtractor):
         bs = max(1, self.config.batch_size)
         for path, start, offset, dur in chunks:
             times = clip_times(dur, self.n_frames, self.config.clip_s, hz)
-            k0 = int(round(start * hz))
+            rows = np.zeros((len(times), self.n_layers, self.dim), np.float32)
             last = None  # each chunk is a fresh reader in the release
             for lo in range(0, len(times), bs):
                 block = times[lo: lo + bs]
                 clips = self.read_clips(path, block + offset, last)
                 last = clips[-1, -1]
-                vecs = self.embed_clips(clips)
-                for j, v in enumerate(vecs):
-                    k = k0 + lo + j
-                    if 0 <= k < n_steps:
-                        grid[k] += v
+                rows[lo: lo + len(block)] = self.embed_clips(clips)
                 if progress is not None:
                     progress(len(block))
+            place_rows(grid, rows, start, hz, origin)
         return grid

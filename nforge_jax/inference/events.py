@@ -307,21 +307,21 @@ def segments_for(events: pd.DataFrame, timeline: str, s0: float, n_rows: int, *,
 
 
 def default_extract_config(model_config):
-    """Extractor settings that give the (n_layers, dim) the model takes: n_layers equal to the number of
-    default fractions -> the defaults ("cat"); 2 -> TRIBE v2's release ("group_mean" over 0.5, 0.75, 1)."""
-    from nforge_jax.extract.run import ExtractConfig
+    """Extractor settings for a checkpoint that records no recipe, chosen by the (n_layers, dim) the model
+    takes: 2 layers -> TRIBE v2's release recipe; as many as the project's default fractions -> the
+    defaults ("cat")."""
+    from nforge_jax.extract.recipe import ExtractConfig
 
-    cfg = ExtractConfig()
+    cfg, release = ExtractConfig(), ExtractConfig.tribev2_release()
     parts, mods = {}, []
     for m, n_layers, _ in model_config.feature_dims:
         if m not in ("text", "audio", "video"):
             continue
         mods.append(m)
-        sub = getattr(cfg, m)
-        if n_layers == len(sub.layers):
-            parts[m] = sub
-        elif n_layers == 2:
-            parts[m] = dataclasses.replace(sub, layers=(0.5, 0.75, 1.0), aggregation="group_mean")
+        if n_layers == 2:
+            parts[m] = getattr(release, m)
+        elif n_layers == len(getattr(cfg, m).layers):
+            parts[m] = getattr(cfg, m)
         else:
             raise ValueError(f"the model takes {n_layers} {m} layers; pass extract_config= with {n_layers} "
                              f"layer fractions ('cat') for {m}")
@@ -346,7 +346,7 @@ def timeline_features(events: pd.DataFrame, *, extract_config=None, model_config
     With ``store`` (a FeatureStore path), features are extracted into it (resumable, reused next time)
     and read back from it.
     """
-    from nforge_jax.extract.run import build_extractors, extract_events, extract_timeline
+    from nforge_jax.extract.run import build_extractors, check_sources, extract_events, extract_timeline
 
     config = extract_config or default_extract_config(model_config)
     names = list(pd.unique(events["timeline"]))
@@ -358,6 +358,7 @@ def timeline_features(events: pd.DataFrame, *, extract_config=None, model_config
         return {n: ({m: np.asarray(fs.features(n, m), np.float32) for m in fs.modalities(n)} if n in fs else {})
                 for n in names}
     extractors = extractors or build_extractors(config)
+    check_sources(events, extractors)
     return {n: extract_timeline(events[events["timeline"] == n], extractors)[0] for n in names}
 
 
@@ -376,6 +377,8 @@ def predict_events(model, events: pd.DataFrame, *, subject=None, features: Mappi
     config = model.config
     names = list(pd.unique(events["timeline"]))
     if features is None:
+        # the recipe the checkpoint records (a converted release: the release's) unless one is given
+        extract_config = extract_config or model.extract_config
         features = timeline_features(events, extract_config=extract_config, model_config=config, store=store)
     elif not all(isinstance(v, Mapping) for v in features.values()):
         if len(names) != 1:

@@ -105,6 +105,17 @@ class NForgeModel:
         return save_encoder(self.encoder, path, metadata=self.metadata, overwrite=overwrite)
 
     @property
+    def extract_config(self):
+        """The extraction recipe this model's features come from (an ``ExtractConfig``), or None when the
+        checkpoint does not record one. ``predict(events)`` and ``nforge extract --checkpoint`` use it."""
+        recipe = self.metadata.get("extract_recipe")
+        if recipe is None:
+            return None
+        from nforge_jax.extract.recipe import ExtractConfig  # light: no torch
+
+        return ExtractConfig.from_dict(recipe, source="checkpoint metadata.extract_recipe")
+
+    @property
     def encoder(self) -> FmriEncoder:
         return nnx.merge(self._graphdef, self._state)
 
