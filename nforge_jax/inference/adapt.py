@@ -563,23 +563,24 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
     if name is not None:
         check_subject_name(model, name)  # before the fit, not after it
     runs = []
-    for name in timelines:
-        if name not in store:
-            raise ValueError(f"timelines: {name!r} is not in the store ({len(store)} timelines)")
-        fmri = store.fmri(name)
+    for timeline in timelines:
+        if timeline not in store:
+            raise ValueError(f"timelines: {timeline!r} is not in the store ({len(store)} timelines)")
+        fmri = store.fmri(timeline)
         if fmri is None:
-            raise ValueError(f"timelines: {name!r} has no fMRI to calibrate on")
-        meta = store.meta(name)
-        feats = {m: np.asarray(store.features(name, m), np.float32) for m in store.modalities(name)
+            raise ValueError(f"timelines: {timeline!r} has no fMRI to calibrate on")
+        meta = store.meta(timeline)
+        feats = {m: np.asarray(store.features(timeline, m), np.float32) for m in store.modalities(timeline)
                  if m in model.config.modalities}
         if not feats:
-            raise ValueError(f"timelines: {name!r} has none of the model's modalities {list(model.config.modalities)}")
+            raise ValueError(f"timelines: {timeline!r} has none of the model's modalities "
+                             f"{list(model.config.modalities)}")
         n_steps = next(iter(feats.values())).shape[0]
         n_rows = -(-n_steps * model.config.n_output_timesteps // model.config.window_steps)
         targets, mask = align_fmri(np.asarray(fmri, np.float32), n_rows, offset_s=meta.get("offset_s", 5.0),
                                    fmri_hz=meta.get("fmri_hz", 1.0), fmri_start_s=meta.get("fmri_start_s", 0.0))
         runs.append({"features": feats, "fmri": targets, "mask": mask})
-        log(f"calibration run {name}: {int(mask.sum())} of {n_rows} rows with fMRI")
+        log(f"calibration run {timeline}: {int(mask.sum())} of {n_rows} rows with fMRI")
     if method == "ridge":
         adapter = SubjectAdapter.from_ridge(model, runs, regularization=regularization, alphas=alphas, cv=cv)
     else:
