@@ -53,24 +53,55 @@ def load_config(spec: str, overrides: list[str]):
 
     if not Path(spec.split(":")[0]).is_file():
         raise UserError(f"--config {spec}: no such config file")
-    argv, saved = ["nforge"] + list(overrides), sys.argv
-    sys.argv = argv  # config_flags consults the process command line while defining and loading
-    try:
-        fv = flags.FlagValues()
-        config_flags.DEFINE_config_file("config", default=spec, flag_values=fv, lock_config=True)
-        fv(argv)
-        config = fv.config
-    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-        raise UserError(f"config {spec}: {e}") from None
-    finally:
-        sys.argv = saved
-    return config
+
+    def parse(argv):
+        saved = sys.argv
+        sys.argv = argv  # config_flags consults the process command line while defining and loading
+        try:
+            fv = flags.FlagValues()
+            config_flags.DEFINE_config_file("config", default=spec, flag_values=fv, lock_config=True)
+            fv(argv)
+            return fv.config
+        except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+            text = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() is a repr
+            raise UserError(f"config {spec}: {text}") from None
+        finally:
+            sys.argv = saved
+
+    base = parse(["nforge"])
+    for override in overrides:
+        check_override_field(base, override.removeprefix("--config.").split("=", 1)[0], spec)
+    return parse(["nforge"] + list(overrides)) if overrides else base
+
+
+def check_override_field(config, path: str, spec: str) -> None:
+    """`a.b.c` must name a field of the config: otherwise a sentence naming it and the closest fields."""
+    import difflib
+
+    node, walked = config, []
+    for part in path.split("."):
+        fields = list(node.keys()) if hasattr(node, "keys") else []
+        if part not in fields:
+            where = f"there is no field {'.'.join(walked + [part])}"
+            if not fields:
+                raise UserError(f"config {spec}: {where}: {'.'.join(walked)} is a value, not a section")
+            close = difflib.get_close_matches(part, fields, n=1)
+            hint = (f"did you mean {'.'.join(walked + close)}?" if close
+                    else f"the fields of {'.'.join(walked) or 'the config'} are {', '.join(sorted(fields))}")
+            raise UserError(f"config {spec}: {where}; {hint}")
+        node, walked = node[part], walked + [part]
 
 
 def cmd_store(args) -> int:
-    from nforge_jax.data.store import run_info, run_verify
+    from nforge_jax.data.store import FeatureStore, format_info, format_verify
 
-    return (run_info if args.store_cmd == "info" else run_verify)(args.path)
+    store = FeatureStore.open(args.path)  # not a store: StoreError, printed by main on stderr
+    if args.store_cmd == "info":
+        print(format_info(store))
+        return 0
+    problems = store.verify()
+    print(format_verify(problems, store))
+    return 1 if problems else 0
 
 
 def cmd_study(args) -> int:
@@ -100,8 +131,8 @@ def cmd_adapt(args) -> int:
 
     reg = args.regularization if args.regularization == "cv" else float(args.regularization)
     summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, reg, method=args.method,
-                        cv=args.cv, overwrite=args.overwrite)
-    print(f"nforge adapt: new subject id {summary['id']}; adapted model written to {args.out}")
+                        cv=args.cv, overwrite=args.overwrite, name=args.name)
+    print(f"nforge adapt: new subject {summary['name']!r} (id {summary['id']}); adapted model written to {args.out}")
     return 0
 
 
@@ -156,21 +187,74 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--method", choices=["ridge", "nearest_neighbor"], default="ridge")
     adapt.add_argument("--regularization", default="cv", help='"cv" (per-vertex alpha by K-fold CV) or a number')
     adapt.add_argument("--cv", type=int, default=5)
+    adapt.add_argument("--name", help="the new subject's name (default: adapted/N, N its id); must be new")
     adapt.add_argument("--overwrite", action="store_true")
     adapt.set_defaults(func=cmd_adapt)
 
-    from nforge_jax.extract import run as extract_run  # light: torch is imported only when extracting
-
     extract = sub.add_parser("extract", help="features of an events table into a FeatureStore (resumable)")
-    extract_run.add_arguments(extract)
+    add_extract_arguments(extract)
     extract.set_defaults(func=cmd_extract)
 
-    from nforge_jax.inference import batch as predict_batch
-
     predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore (resumable)")
-    predict_batch.add_arguments(predict)
+    add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
+
+    for p in [parser, *sub.choices.values(), *store_sub.choices.values(), *study_sub.choices.values()]:
+        # accepted before or after the subcommand; SUPPRESS keeps a subparser from resetting the global value
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if p is not parser else False,
+                       help="show the full traceback of an error (for bug reports; also NFORGE_DEBUG=1)")
     return parser
+
+
+# `nforge extract` / `nforge predict` options live here rather than beside their code so that building the
+# parser (`nforge --help`) imports neither jax nor torch. Defaults equal ExtractConfig()'s (tested).
+EXTRACT_DEFAULTS = {
+    "text": ("meta-llama/Llama-3.2-3B", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "cat"),
+    "audio": ("facebook/w2v-bert-2.0", (0.75, 1.0), "cat"),
+    "video": ("facebook/vjepa2-vitg-fpc64-256", (0.75, 1.0), "cat"),
+}
+EXTRACT_BATCH_SIZES = {"text": 8, "video": 4}
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.75,1.0") from None
+
+
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", required=True, help="events table (.tsv/.csv/.parquet)")
+    parser.add_argument("--store", required=True, help="FeatureStore directory (created if absent)")
+    parser.add_argument("--modalities", default=",".join(EXTRACT_DEFAULTS), help="subset of text,audio,video")
+    for m, (model_id, layers, aggregation) in EXTRACT_DEFAULTS.items():
+        parser.add_argument(f"--{m}-model", default=model_id, help=f"{m} model: hub id (cached) or directory")
+        parser.add_argument(f"--{m}-layers", type=_fractions, default=layers,
+                            help=f"layer fractions (default {','.join(map(str, layers))})")
+        parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean"], default=aggregation)
+    parser.add_argument("--text-batch-size", type=int, default=EXTRACT_BATCH_SIZES["text"])
+    parser.add_argument("--video-batch-size", type=int, default=EXTRACT_BATCH_SIZES["video"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
+    parser.add_argument("--overwrite", action="store_true", help="redo finished timelines")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, help="FeatureStore directory")
+    parser.add_argument("--checkpoint", required=True, help="nforge_jax checkpoint, TRIBE v2 release dir or hub id")
+    parser.add_argument("--out", required=True, help="output directory (resumable)")
+    parser.add_argument("--subject", default=None,
+                        help="training-subject name or index (default: the average subject)")
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the model's)")
+    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
+    parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
+    parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="this process's share: every N-th timeline from the I-th (default: from "
+                             "SLURM_PROCID/SLURM_NTASKS, else all)")
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def main(argv=None) -> int:
@@ -179,21 +263,44 @@ def main(argv=None) -> int:
     overrides = [a for a in argv if a.startswith("--config.")]
     args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
     args.overrides = overrides
+    debug = args.debug or os.environ.get("NFORGE_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except Exception as e:
+        if debug or not _is_user_error(e):
+            raise
+        print(f"nforge {args.command}: error: {user_message(e)}", file=sys.stderr)
+        print("(run again with --debug for the full traceback)", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Bad input, a bad file or directory, a full or read-only disk: the user can fix it; a bug cannot be."""
     from nforge_jax.data.store import StoreError
     from nforge_jax.model.checkpoint import CheckpointError
     from nforge_jax.model.config import ConfigError
-    from nforge_jax.train.checkpoint import CheckpointWriteError
-    from nforge_jax.train.loop import TrainError
 
-    user_errors = (UserError, CheckpointError, ConfigError, StoreError, CheckpointWriteError, FileExistsError,
-                   FileNotFoundError, ValueError, TrainError)
-    try:
-        return args.func(args)
-    except user_errors as e:
-        if os.environ.get("NFORGE_DEBUG"):
-            raise
-        print(f"nforge {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    user_errors = (UserError, CheckpointError, ConfigError, StoreError, OSError, ValueError)
+    if isinstance(e, user_errors):
+        return True
+    if "nforge_jax.train.loop" in sys.modules:  # only loaded (and only raised) when training ran
+        from nforge_jax.train.checkpoint import CheckpointWriteError
+        from nforge_jax.train.loop import TrainError
+
+        return isinstance(e, (TrainError, CheckpointWriteError))
+    return False
+
+
+def user_message(e: BaseException) -> str:
+    """One line: an OS error names its path; library wording for keyword arguments becomes the CLI's flags."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+        if e.filename2 is not None:
+            text += f" (-> {e.filename2})"
+    else:
+        text = str(e)
+    text = text.replace("overwrite=True", "--overwrite")
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

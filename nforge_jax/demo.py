@@ -97,7 +97,8 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     cfg.data.store = str(store_dir)
     if epochs:
         cfg.train.epochs = epochs
-    log(f"[2/6] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'}")
+    log(f"[2/6] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
+        f"(pip install \"nforge_jax[tensorboard]\")")
     summary_train = train(cfg, train_dir, log=log)
 
     log("[3/6] reloading the best model with NForgeModel.from_pretrained and predicting held-out stimuli")

@@ -4,6 +4,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 
 def run(*args, cwd):
@@ -49,8 +52,200 @@ def test_import_does_not_import_torch(tmp_path):
     assert proc.stdout.strip() == "False"
 
 
+def assert_user_error(proc, *expected):
+    """A user error: non-zero exit, at most two lines on stderr (the error and the --debug hint), no traceback."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, proc.stderr[-3000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
 def test_user_error_is_one_line(tmp_path):
     proc = run("convert", "tribev2", str(tmp_path / "missing"), str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert "missing" in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert_user_error(proc, "missing")
+    debug = run("--debug", "convert", "tribev2", str(tmp_path / "missing"), str(tmp_path / "out"), cwd=tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    debug = run("convert", "tribev2", str(tmp_path / "missing"), str(tmp_path / "out"), "--debug", cwd=tmp_path)
+    assert "Traceback" in debug.stderr
+
+
+TEST_RUN = str(Path(__file__).parents[1] / "configs" / "test_run.py")
+
+
+def bad_inputs(tmp):
+    """(argv, text the error line must hold) per subcommand: a representative mistake each."""
+    (tmp / "a_file").write_text("not a directory")
+    missing = str(tmp / "missing")
+    return {
+        "demo": (["demo", "--out", str(tmp / "a_file" / "demo"), "--epochs", "1"], "a_file"),
+        "convert": (["convert", "tribev2", missing, str(tmp / "out")], "missing"),
+        "train typo": (["train", "--config", TEST_RUN, "--config.data.stroe=x", "--workdir", str(tmp / "w")],
+                       "there is no field data.stroe; did you mean data.store?"),
+        "train unknown": (["train", "--config", TEST_RUN, "--config.nope=1", "--workdir", str(tmp / "w")],
+                          "there is no field nope; the fields of the config are"),
+        "train epochs": (["train", "--config", TEST_RUN, "--config.train.epochs=0", "--config.data.store=" + missing,
+                          "--workdir", str(tmp / "w")], "train.epochs = 0: expected an integer >= 1"),
+        "store info": (["store", "info", missing], "missing"),
+        "store verify": (["store", "verify", missing], "missing"),
+        "study": (["study", "build", "Nope", "--root", missing, "--store", str(tmp / "s")], "Nope"),
+        "adapt": (["adapt", missing, "--store", missing, "--timelines", "t", "--out", str(tmp / "o")], "missing"),
+        "extract": (["extract", "--events", missing + ".tsv", "--store", str(tmp / "s")], "missing.tsv"),
+        "predict": (["predict", "--store", missing, "--checkpoint", missing, "--out", str(tmp / "o")], "missing"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_inputs(Path("/tmp"))))
+def test_every_subcommand_reports_a_user_error_in_one_line(tmp_path, case):
+    argv, expected = bad_inputs(tmp_path)[case]
+    line = assert_user_error(run(*argv, cwd=tmp_path), expected)
+    assert "\\" not in line and "overwrite=True" not in line
+
+
+# Runs the CLI with every write below TARGET failing as a read-only, full or forbidden file system would
+# (tests run as root, which permissions do not stop): mkdir, open or os.open for writing, rename into it.
+FAULTY_DISK = """
+import builtins, errno, io, os, sys
+target, code = os.path.abspath(sys.argv[1]), getattr(errno, sys.argv[2])
+def under(p):
+    try:
+        return os.path.abspath(os.fsdecode(p)).startswith(target)
+    except TypeError:
+        return False
+def fail(p):
+    raise OSError(code, os.strerror(code), os.fsdecode(p))
+real_mkdir, real_open, real_os_open, real_replace = os.mkdir, io.open, os.open, os.replace
+def mkdir(p, *a, **k):
+    if under(p): fail(p)
+    return real_mkdir(p, *a, **k)
+def replace(a, b, *args, **k):
+    if under(b): fail(b)
+    return real_replace(a, b, *args, **k)
+def open_(p, mode="r", *a, **k):
+    if not isinstance(p, int) and under(p) and any(c in mode for c in "wax+"): fail(p)
+    return real_open(p, mode, *a, **k)
+def os_open(p, flags, *a, **k):
+    if under(p) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT): fail(p)
+    return real_os_open(p, flags, *a, **k)
+os.mkdir, io.open, builtins.open, os.open, os.replace, os.rename = mkdir, open_, open_, os_open, replace, replace
+from nforge_jax.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def run_on_faulty_disk(target, errno_name, *args, cwd):
+    return subprocess.run([sys.executable, "-c", FAULTY_DISK, str(target), errno_name, *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_store(tmp_path_factory):
+    """A small saved model and a store with one timeline it can read (features + fMRI)."""
+    import numpy as np
+    from flax import nnx
+
+    from nforge_jax.data.store import FeatureStore
+    from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.model import EncoderConfig, FmriEncoder
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    config = EncoderConfig(feature_dims=(("text", 1, 8),), n_outputs=30, n_output_timesteps=5, hidden=64, depth=1,
+                           heads=2, low_rank_head=8, n_subjects=2)
+    model = NForgeModel(FmriEncoder(config, rngs=nnx.Rngs(0)), device="cpu", metadata={"subjects": ["p0", "p1"]})
+    model.save(tmp / "ckpt")
+    rng = np.random.default_rng(0)
+    store = FeatureStore.create(tmp / "store")
+    store.write_timeline("New:run=0", features={"text": rng.standard_normal((80, 1, 8)).astype(np.float32)},
+                         fmri=rng.standard_normal((45, 30)).astype(np.float32),
+                         meta={"study": "New", "subject": "s1", "tr_s": 1.0})
+    return tmp / "ckpt", tmp / "store"
+
+
+@pytest.mark.parametrize("errno_name, command", [("EACCES", "train"), ("EROFS", "adapt"), ("ENOSPC", "predict")])
+def test_os_errors_are_one_line_naming_the_path(tmp_path, tiny_model_and_store, errno_name, command):
+    ckpt, store = tiny_model_and_store
+    faulty = tmp_path / "faulty"  # the disk that fails; the command writes into a new directory on it
+    faulty.mkdir()
+    target = faulty / "target"
+    argv = {"train": ["train", "--config", TEST_RUN, f"--config.data.store={store}", "--workdir", str(target)],
+            "adapt": ["adapt", str(ckpt), "--store", str(store), "--timelines", "New:run=0", "--out", str(target),
+                      "--regularization", "1.0"],
+            "predict": ["predict", "--store", str(store), "--checkpoint", str(ckpt), "--out", str(target),
+                        "--no-progress"]}[command]
+    proc = run_on_faulty_disk(faulty, errno_name, *argv, cwd=tmp_path)
+    import errno
+
+    line = assert_user_error(proc, str(faulty), os.strerror(getattr(errno, errno_name)))
+    assert line.startswith(f"nforge {command}: error: ")
+    assert list(faulty.iterdir()) == []  # nothing partial, no temporary leftovers
+
+
+def test_adapt_name(tmp_path, tiny_model_and_store):
+    ckpt, store = tiny_model_and_store
+    argv = ["adapt", str(ckpt), "--store", str(store), "--timelines", "New:run=0", "--regularization", "1.0"]
+    for bad, why in (("p1", "already has a subject named 'p1'"), ("", "expected a non-empty subject name"),
+                     ("7", "is a number")):
+        assert_user_error(run(*argv, "--out", str(tmp_path / "bad"), "--name", bad, cwd=tmp_path), why)
+        assert not (tmp_path / "bad").exists()
+    proc = run(*argv, "--out", str(tmp_path / "out"), "--name", "sub-07", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "new subject 'sub-07' (id 2)" in proc.stdout
+    doc = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert doc["metadata"]["subjects"] == ["p0", "p1", "sub-07"]
+    assert doc["metadata"]["adapted_subjects"][-1]["name"] == "sub-07"
+    # The new name is a name the model now has: adapting again under it is refused.
+    again = run("adapt", str(tmp_path / "out"), *argv[2:], "--out", str(tmp_path / "again"), "--name", "sub-07",
+                cwd=tmp_path)
+    assert_user_error(again, "already has a subject named 'sub-07'")
+
+
+def test_messages_name_the_cli_flag_not_the_keyword(tmp_path, tiny_model_and_store):
+    ckpt, store = tiny_model_and_store
+    (tmp_path / "out").mkdir()
+    proc = run("adapt", str(ckpt), "--store", str(store), "--timelines", "New:run=0", "--out", str(tmp_path / "out"),
+               cwd=tmp_path)
+    assert_user_error(proc, "pass --overwrite to replace it")
+
+
+HELP_IMPORTS = """
+import runpy, sys
+sys.argv = ["nforge"] + sys.argv[1:]
+try:
+    runpy.run_module("nforge_jax.cli", run_name="__main__")
+except SystemExit:
+    pass
+heavy = sorted(m for m in ("jax", "torch", "numpy", "flax", "orbax", "transformers") if m in sys.modules)
+print("HEAVY:", ",".join(heavy), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["extract"], ["predict"], ["adapt"], ["store", "info"]])
+def test_help_imports_nothing_heavy(tmp_path, command):
+    proc = subprocess.run([sys.executable, "-c", HELP_IMPORTS, *command, "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert "usage: nforge" in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == "HEAVY:", proc.stderr[-2000:]
+
+
+def test_extract_and_predict_option_defaults_match_the_library():
+    import argparse
+
+    from nforge_jax.cli import add_extract_arguments, add_predict_arguments
+    from nforge_jax.extract.run import ExtractConfig, add_arguments as library_extract
+    from nforge_jax.inference.batch import add_arguments as library_predict
+
+    for ours, theirs in ((add_extract_arguments, library_extract), (add_predict_arguments, library_predict)):
+        a, b = argparse.ArgumentParser(), argparse.ArgumentParser()
+        ours(a)
+        theirs(b)
+        assert {x.dest: (x.option_strings, x.default, x.choices, x.required) for x in a._actions} == \
+               {x.dest: (x.option_strings, x.default, x.choices, x.required) for x in b._actions}
+    d = ExtractConfig()
+    from nforge_jax.cli import EXTRACT_BATCH_SIZES, EXTRACT_DEFAULTS
+
+    assert EXTRACT_DEFAULTS == {m: (getattr(d, m).model_id, getattr(d, m).layers, getattr(d, m).aggregation)
+                                for m in d.modalities}
+    assert EXTRACT_BATCH_SIZES == {"text": d.text.batch_size, "video": d.video.batch_size}

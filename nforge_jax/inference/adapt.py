@@ -451,9 +451,10 @@ class SubjectAdapter:
                              f"vertices, this head is {self.weights.shape}")
 
     # Injection -------------------------------------------------------------------------------------
-    def inject_into_model(self, model) -> int:
+    def inject_into_model(self, model, name: str | None = None) -> int:
         """Adds this head to ``model`` (an `NForgeModel` or `FmriEncoder`, changed in place) as a new subject;
-        returns its id, the old ``config.n_subjects``.
+        returns its id, the old ``config.n_subjects``. ``name`` (default ``adapted/<id>``) is recorded in an
+        `NForgeModel`'s metadata; it must differ from the model's subject names.
 
         The read-out rows become ``[subject 0, ..., subject n-1, new subject, average row]`` and
         ``config.n_subjects`` becomes n + 1: the shared average row stays last (the row the model's
@@ -472,8 +473,9 @@ class SubjectAdapter:
             raise ValueError(f"model: expected an NForgeModel or an FmriEncoder, got {type(model).__name__}")
         config = encoder.config
         self._check_model(config)
-        arrays = encoder_arrays(encoder)
         n = config.n_subjects
+        name = check_subject_name(model, f"adapted/{n}" if name is None else name)
+        arrays = encoder_arrays(encoder)
         w = arrays["predictor/weights"]
         b = arrays.get("predictor/bias")
         if b is None:
@@ -484,9 +486,10 @@ class SubjectAdapter:
         new_encoder = encoder_from_arrays(new_config, arrays, source="inject_into_model")
         if isinstance(model, NForgeModel):
             metadata = dict(model.metadata)
-            metadata["adapted_subjects"] = list(metadata.get("adapted_subjects", [])) + [self.summary(n)]
+            metadata["adapted_subjects"] = (list(metadata.get("adapted_subjects", []))
+                                            + [{**self.summary(n), "name": name}])
             if isinstance(metadata.get("subjects"), list) and len(metadata["subjects"]) == n:
-                metadata["subjects"] = list(metadata["subjects"]) + [f"adapted/{n}"]
+                metadata["subjects"] = list(metadata["subjects"]) + [name]
             NForgeModel.__init__(model, new_encoder, metadata=metadata, device=model.device,
                                  batch_size=model.batch_size)
         else:
@@ -509,6 +512,20 @@ class SubjectAdapter:
         return out
 
 
+def check_subject_name(model, name) -> str:
+    """A new subject's name: non-empty, not only digits (those are ids), not a name ``model`` already has."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name: expected a non-empty subject name, got {name!r}")
+    if name.strip().isdigit():
+        raise ValueError(f"name: {name!r} is a number, which would read as a subject id; choose a name")
+    metadata = getattr(model, "metadata", None) or {}
+    taken = [str(s) for s in metadata.get("subjects") or []]
+    taken += [str(a["name"]) for a in metadata.get("adapted_subjects", []) if isinstance(a, dict) and "name" in a]
+    if name in taken:
+        raise ValueError(f"name: the model already has a subject named {name!r}; choose another")
+    return name
+
+
 def _head_arrays(model) -> tuple[jax.Array, jax.Array]:
     head = model.encoder.predictor
     w = head.weights[...]
@@ -518,15 +535,16 @@ def _head_arrays(model) -> tuple[jax.Array, jax.Array]:
 
 # ------------------------------------------------------------------------------------------------------------
 def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method: str = "ridge",
-              alphas=DEFAULT_ALPHAS, cv: int = 5, overwrite: bool = False, log=print) -> dict:
+              alphas=DEFAULT_ALPHAS, cv: int = 5, overwrite: bool = False, name: str | None = None,
+              log=print) -> dict:
     """`nforge adapt`: fit a head for a new subject from calibration runs in a FeatureStore and save the
     model with that subject added.
 
     checkpoint: anything `NForgeModel.from_pretrained` reads. store: a FeatureStore or its path.
     timelines: the calibration timelines (one subject's runs: features + fMRI, aligned with the store's
     ``offset_s`` / ``fmri_hz`` / ``fmri_start_s`` meta by `align_fmri`). method: "ridge" (``regularization`` a
-    number or "cv") or "nearest_neighbor". Writes an nforge_jax checkpoint at ``out``; returns a summary
-    with the new subject id.
+    number or "cv") or "nearest_neighbor". name: the new subject's name (default ``adapted/<id>``). Writes an
+    nforge_jax checkpoint at ``out``; returns a summary with the new subject's id and name.
     """
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.inference.model import NForgeModel
@@ -542,30 +560,34 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
         raise FileExistsError(f"out: {out} already exists (pass overwrite=True to replace it)")
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     model = NForgeModel.from_pretrained(checkpoint)
+    if name is not None:
+        check_subject_name(model, name)  # before the fit, not after it
     runs = []
-    for name in timelines:
-        if name not in store:
-            raise ValueError(f"timelines: {name!r} is not in the store ({len(store)} timelines)")
-        fmri = store.fmri(name)
+    for timeline in timelines:
+        if timeline not in store:
+            raise ValueError(f"timelines: {timeline!r} is not in the store ({len(store)} timelines)")
+        fmri = store.fmri(timeline)
         if fmri is None:
-            raise ValueError(f"timelines: {name!r} has no fMRI to calibrate on")
-        meta = store.meta(name)
-        feats = {m: np.asarray(store.features(name, m), np.float32) for m in store.modalities(name)
+            raise ValueError(f"timelines: {timeline!r} has no fMRI to calibrate on")
+        meta = store.meta(timeline)
+        feats = {m: np.asarray(store.features(timeline, m), np.float32) for m in store.modalities(timeline)
                  if m in model.config.modalities}
         if not feats:
-            raise ValueError(f"timelines: {name!r} has none of the model's modalities {list(model.config.modalities)}")
+            raise ValueError(f"timelines: {timeline!r} has none of the model's modalities "
+                             f"{list(model.config.modalities)}")
         n_steps = next(iter(feats.values())).shape[0]
         n_rows = -(-n_steps * model.config.n_output_timesteps // model.config.window_steps)
         targets, mask = align_fmri(np.asarray(fmri, np.float32), n_rows, offset_s=meta.get("offset_s", 5.0),
                                    fmri_hz=meta.get("fmri_hz", 1.0), fmri_start_s=meta.get("fmri_start_s", 0.0))
         runs.append({"features": feats, "fmri": targets, "mask": mask})
-        log(f"calibration run {name}: {int(mask.sum())} of {n_rows} rows with fMRI")
+        log(f"calibration run {timeline}: {int(mask.sum())} of {n_rows} rows with fMRI")
     if method == "ridge":
         adapter = SubjectAdapter.from_ridge(model, runs, regularization=regularization, alphas=alphas, cv=cv)
     else:
         adapter = SubjectAdapter.from_nearest_neighbor(model, runs)
-    subject_id = adapter.inject_into_model(model)
+    subject_id = adapter.inject_into_model(model, name=name)
+    name = model.metadata["adapted_subjects"][-1]["name"]
     path = model.save(out, overwrite=overwrite)
-    summary = {**adapter.summary(subject_id), "checkpoint": str(path), "timelines": list(timelines)}
-    log(f"new subject id {subject_id} ({method}); saved {path}")
+    summary = {**adapter.summary(subject_id), "name": name, "checkpoint": str(path), "timelines": list(timelines)}
+    log(f"new subject {name!r}, id {subject_id} ({method}); saved {path}")
     return summary

@@ -72,5 +72,9 @@ def check_config(c) -> None:
             raise ValueError(f"config {path} = {value!r}: expected one of {allowed}")
     if not isinstance(c.optim.accumulate_steps, int) or c.optim.accumulate_steps < 1:
         raise ValueError(f"config optim.accumulate_steps = {c.optim.accumulate_steps!r}: expected an integer >= 1")
+    if not isinstance(c.train.epochs, int) or c.train.epochs < 1:
+        raise ValueError(f"config train.epochs = {c.train.epochs!r}: expected an integer >= 1")
+    if not isinstance(c.train.max_steps, int) or c.train.max_steps < 0:
+        raise ValueError(f"config train.max_steps = {c.train.max_steps!r}: expected an integer >= 0 (0 = epochs x steps per epoch)")
     if not c.data.store:
         raise ValueError("config data.store: a FeatureStore directory is required (--config.data.store=PATH)")

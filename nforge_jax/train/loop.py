@@ -24,7 +24,8 @@ from nforge_jax.data.store import FeatureStore
 from nforge_jax.model.checkpoint import save_encoder
 from nforge_jax.model.config import EncoderConfig
 from nforge_jax.train import metrics
-from nforge_jax.train.checkpoint import TrainCheckpoints
+from nforge_jax.train.checkpoint import CheckpointDamagedError, TrainCheckpoints
+from nforge_jax.train.config import check_config
 from nforge_jax.train.mesh import batch_sharding, make_mesh
 from nforge_jax.train.step import (global_batch, init_state, make_eval_step, make_optimizer, make_train_step,
                                    peak_flops_per_device, train_flops_per_window, tree_shardings)
@@ -131,6 +132,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     from tqdm import tqdm
 
     t_start = time.time()
+    check_config(cfg)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     if cfg.train.compilation_cache:
@@ -183,23 +185,32 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     key = jax.random.key(cfg.seed)
 
     # Resume -------------------------------------------------------------------------------------------
-    ckpts = TrainCheckpoints(workdir, keep=cfg.train.keep_checkpoints)
+    try:
+        ckpts = TrainCheckpoints(workdir, keep=cfg.train.keep_checkpoints)
+    except CheckpointDamagedError as e:
+        raise TrainError(str(e)) from None
+    for bad, why, moved_to in ckpts.damaged:
+        log(f"nforge train: warning: checkpoint step {bad} is damaged ({why}); moved it to {moved_to}")
     train_iter = iter(train_ds)
     meta = {"epoch": 0, "best_val_pearson": -math.inf, "best_step": None, "skipped_batches": 0,
             "model_config": model_config.to_dict(), "history": []}
+    shapes = state_shapes(state)
     latest = ckpts.latest_step()
     if latest is not None:
-        state, saved = ckpts.restore(latest, state, train_iter)
         try:
-            same = EncoderConfig.from_dict(saved.get("model_config", {})) == model_config
-        except Exception:  # an unreadable or foreign config is "different"
-            same = False
-        if not same:
-            raise TrainError(f"{ckpts.directory}: the checkpoint was made for a different model or store layout "
-                             f"({saved.get('model_config', {}).get('feature_dims')} vs {model_config.to_dict()['feature_dims']}); "
-                             "use a new workdir")
+            saved = ckpts.saved_meta(latest)
+        except CheckpointDamagedError as e:
+            raise TrainError(str(e)) from None
+        difference = _config_difference(saved, model_config, shapes)
+        if difference:
+            raise TrainError(f"{workdir}: this workdir holds a run with another configuration ({difference}): "
+                             "use a new --workdir")
+        state, saved = ckpts.restore(latest, state, train_iter)
         meta = saved
         log(f"nforge train: resumed from step {latest} in {ckpts.directory}")
+    meta["state_shapes"] = shapes
+    best_missing = bool(val_tl) and not (workdir / BEST_MODEL).exists()  # decided before this run exports
+    exported_best = False
     step = int(jax.device_get(state["step"]))
 
     writer = None
@@ -237,6 +248,8 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
                                    "subjects": list(subjects_index)})
 
     def export_best(val):
+        nonlocal exported_best
+        exported_best = True
         export_model(workdir / BEST_MODEL, val)
         if is_main:
             np.save(workdir / "best_val_r.npy", val["r_vertex"])
@@ -309,6 +322,15 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     export_model(workdir / FINAL_MODEL, {"pearson": float("nan")})  # every process: may gather shards
     if not val_tl:  # nothing to select on: the final weights are the best we have
         export_model(workdir / BEST_MODEL, {"pearson": float("nan")})
+    elif best_missing and not exported_best:
+        # best_model was deleted, or never written (a resumed run that had finished, a non-finite score):
+        # the checkpoints hold only the latest weights, so those become best_model, and the summary says so.
+        val = last_val or evaluate()
+        if meta["best_step"] not in (None, step):
+            log(f"nforge train: warning: {workdir / BEST_MODEL} was missing and the weights of step "
+                f"{meta['best_step']} are no longer kept; it now holds the final weights (step {step})")
+        meta["best_val_pearson"], meta["best_step"] = val["pearson"], step
+        export_best(val)
     summary = {"steps": step, "epochs": meta["epoch"], "best_val_pearson": meta["best_val_pearson"],
                "best_step": meta["best_step"], "skipped_batches": meta["skipped_batches"],
                "seconds": time.time() - t_start, "workdir": str(workdir),
@@ -328,6 +350,33 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
 
         multihost_utils.sync_global_devices("nforge train finished")
     return summary
+
+
+def state_shapes(state) -> dict:
+    """{leaf path: [shape, dtype]} of the train state: what a restore must find."""
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {jax.tree_util.keystr(path): [list(np.shape(x)), str(x.dtype)] for path, x in leaves}
+
+
+def _config_difference(saved: dict, model_config: EncoderConfig, shapes: dict) -> str | None:
+    """The first thing a checkpoint's metadata says differently from this run (None: it can be restored)."""
+    old = saved.get("model_config")
+    try:
+        same = EncoderConfig.from_dict(old) == model_config
+    except Exception:  # an unreadable or foreign config is "different"
+        same = False
+    if not same:
+        if not isinstance(old, dict):
+            return "its metadata names no model configuration"
+        new = json.loads(json.dumps(model_config.to_dict(), default=str))
+        old = json.loads(json.dumps(old, default=str))
+        key = next((k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)), None)
+        return f"model {key}: {old.get(key)} there, {new.get(key)} here" if key else "another model configuration"
+    old_shapes = saved.get("state_shapes")
+    if old_shapes is not None and old_shapes != shapes:  # e.g. another optimizer; absent in older runs
+        changed = sorted(set(old_shapes) ^ set(shapes)) or [k for k in shapes if old_shapes[k] != shapes[k]]
+        return f"train state {changed[0]} differs (optimizer or model settings)"
+    return None
 
 
 def _gather(x):
