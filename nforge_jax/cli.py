@@ -224,19 +224,30 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    """Settings left unset (None) come from --checkpoint's recipe, else from ExtractConfig's defaults."""
     parser.add_argument("--events", required=True, help="events table (.tsv/.csv/.parquet)")
     parser.add_argument("--store", required=True, help="FeatureStore directory (created if absent)")
-    parser.add_argument("--modalities", default=",".join(EXTRACT_DEFAULTS), help="subset of text,audio,video")
+    parser.add_argument("--checkpoint", default=None,
+                        help="extract with the recipe this model was trained with (an nforge_jax checkpoint or a "
+                             "TRIBE v2 release directory); --MODALITY-model may still point to a local copy")
+    parser.add_argument("--modalities", default=None,
+                        help="subset of text,audio,video (default: all, or the checkpoint's)")
     for m, (model_id, layers, aggregation) in EXTRACT_DEFAULTS.items():
-        parser.add_argument(f"--{m}-model", default=model_id, help=f"{m} model: hub id (cached) or directory")
-        parser.add_argument(f"--{m}-layers", type=_fractions, default=layers,
+        parser.add_argument(f"--{m}-model", default=None,
+                            help=f"{m} model: hub id (cached) or directory (default {model_id})")
+        parser.add_argument(f"--{m}-layers", type=_fractions, default=None,
                             help=f"layer fractions (default {','.join(map(str, layers))})")
-        parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean"], default=aggregation)
-    parser.add_argument("--text-batch-size", type=int, default=EXTRACT_BATCH_SIZES["text"])
-    parser.add_argument("--video-batch-size", type=int, default=EXTRACT_BATCH_SIZES["video"])
+        parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean", "mean", "sum"], default=None,
+                            help=f"(default {aggregation})")
+    parser.add_argument("--text-batch-size", type=int, default=None, help=f"(default {EXTRACT_BATCH_SIZES['text']})")
+    parser.add_argument("--video-batch-size", type=int, default=None,
+                        help=f"(default {EXTRACT_BATCH_SIZES['video']})")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="this process's share: every N-th timeline from the I-th (default: from "
+                             "SLURM_PROCID/SLURM_NTASKS, else all)")
     parser.add_argument("--overwrite", action="store_true", help="redo finished timelines")
     parser.add_argument("--no-progress", action="store_true")
 

@@ -18,12 +18,10 @@ timeline's fMRI and other modalities are kept. Models load once, on first use; f
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -42,8 +40,8 @@ from nforge_jax.extract.text import TextExtractor
 from nforge_jax.extract.video import VideoExtractor
 
 __all__ = ["ExtractConfig", "build_extractors", "timeline_grid", "extract_timeline", "extract_events",
-           "read_events_file", "check_sources", "open_store", "recipe_of_checkpoint", "add_arguments",
-           "config_from_args", "run_cli", "main"]
+           "read_events_file", "check_sources", "open_store", "recipe_of_checkpoint", "config_from_args",
+           "run_cli"]
 
 FEATURE_HZ = 2.0
 
@@ -218,43 +216,6 @@ def read_events_file(path) -> pd.DataFrame:
     return validate_events(df, source=str(path))
 
 
-def _fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.75,1.0") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``nforge extract`` options."""
-    d = ExtractConfig()
-    parser.add_argument("--events", required=True, help="events table (.tsv/.csv/.parquet)")
-    parser.add_argument("--store", required=True, help="FeatureStore directory (created if absent)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="extract with the recipe this model was trained with (an nforge_jax checkpoint or a "
-                             "TRIBE v2 release directory); --MODALITY-model may still point to a local copy")
-    parser.add_argument("--modalities", default=None, help=f"subset of text,audio,video (default: all, or the "
-                                                            "checkpoint's)")
-    for m in MODALITIES:
-        c = getattr(d, m)
-        parser.add_argument(f"--{m}-model", default=None, help=f"{m} model: hub id (cached) or directory "
-                                                               f"(default {c.model_id})")
-        parser.add_argument(f"--{m}-layers", type=_fractions, default=None,
-                            help=f"layer fractions (default {','.join(map(str, c.layers))})")
-        parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean", "mean", "sum"], default=None,
-                            help=f"(default {c.aggregation})")
-    parser.add_argument("--text-batch-size", type=int, default=None, help=f"(default {d.text.batch_size})")
-    parser.add_argument("--video-batch-size", type=int, default=None, help=f"(default {d.video.batch_size})")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="this process's share: every N-th timeline from the I-th (default: from "
-                             "SLURM_PROCID/SLURM_NTASKS, else all)")
-    parser.add_argument("--overwrite", action="store_true", help="redo finished timelines")
-    parser.add_argument("--no-progress", action="store_true")
-
-
 def config_from_args(args) -> ExtractConfig:
     """The recipe: the checkpoint's (``--checkpoint``) or the defaults, with the options given on top. With
     a checkpoint only model ids may be changed: any other setting would make features it was not trained on."""
@@ -311,13 +272,3 @@ def run_cli(args) -> int:
     print(f"nforge extract: {len(report['written'])} timelines written, {len(report['skipped'])} already done, "
           f"{len(report['empty'])} without text/audio/video events, into {args.store} in {time.time() - t0:.1f} s")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nforge extract", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

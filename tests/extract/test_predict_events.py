@@ -12,7 +12,7 @@ from helpers import make_release, rel_err
 from nforge_jax.convert.tribev2 import convert_tribev2
 from nforge_jax.extract.asr import transcribe_words, words_from_chunks
 from nforge_jax.extract.audio import AudioConfig
-from nforge_jax.extract.run import ExtractConfig
+from nforge_jax.extract.recipe import ExtractConfig
 from nforge_jax.extract.text import TextConfig
 from nforge_jax.extract.video import VideoConfig
 from nforge_jax.inference.events import (AsrUnavailableWarning, add_context, get_events_dataframe, predict_events,

@@ -8,7 +8,9 @@ import pytest
 from nforge_jax.data.events import make_events
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.extract.audio import AudioConfig
-from nforge_jax.extract.run import ExtractConfig, build_extractors, extract_events, main
+from nforge_jax.cli import main as nforge
+from nforge_jax.extract.recipe import ExtractConfig
+from nforge_jax.extract.run import build_extractors, extract_events
 from nforge_jax.extract.text import TextConfig
 from nforge_jax.extract.video import VideoConfig
 
@@ -102,12 +104,12 @@ def test_cli(tiny_models, media, tmp_path, capsys):
     events = two_timelines(media)
     tsv = tmp_path / "events.tsv"
     events.to_csv(tsv, sep="\t", index=False)
-    args = ["--events", str(tsv), "--store", str(tmp_path / "store"), "--modalities", "text,audio",
+    args = ["extract", "--events", str(tsv), "--store", str(tmp_path / "store"), "--modalities", "text,audio",
             "--text-model", str(tiny_models["text"]), "--audio-model", str(tiny_models["audio"]),
             "--text-layers", "0,1", "--no-progress"]
-    assert main(args) == 0
+    assert nforge(args) == 0
     assert "2 timelines written" in capsys.readouterr().out
     store = FeatureStore.open(tmp_path / "store")
     assert store.features("movie", "text").shape == (4, 2, 32) and "video" not in store.modalities("movie")
-    assert main(args) == 0
+    assert nforge(args) == 0
     assert "0 timelines written, 2 already done" in capsys.readouterr().out
