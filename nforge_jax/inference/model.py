@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nforge_jax.inference.checks import check_batch_size, check_finite, resolve_subject
 from nforge_jax.model.checkpoint import CheckpointError, is_encoder_checkpoint, load_encoder, save_encoder
 from nforge_jax.model.encoder import FmriEncoder
 
@@ -67,7 +68,9 @@ class NForgeModel:
     def __init__(self, encoder: FmriEncoder, *, metadata: dict | None = None, device="auto", batch_size: int = 8):
         self.device = resolve_device(device)
         self.metadata = metadata or {}
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size)
+        if self.batch_size is None:
+            raise ValueError("batch_size: expected a positive integer, got None")
         self.config = encoder.config
         graphdef, state = nnx.split(encoder)
         self._graphdef = graphdef
@@ -126,7 +129,7 @@ class NForgeModel:
         return nnx.merge(self._graphdef, state)(features, subject_ids)
 
     def check_inputs(self, features: Mapping[str, np.ndarray], subject) -> int:
-        """Validates a {modality: (T, n_layers, dim)} dict and the subject; returns T."""
+        """Validates a {modality: (T, n_layers, dim)} dict of finite features and the subject; returns T."""
         config = self.config
         if not isinstance(features, Mapping) or not features:
             raise ValueError(f"features: expected a dict {{modality: (T, n_layers, dim)}} with some of "
@@ -145,16 +148,12 @@ class NForgeModel:
                 raise ValueError(f"features[{m!r}]: {shape[0]} time steps, other modalities have {n_steps}")
         if n_steps == 0:
             raise ValueError("features: zero time steps")
-        if subject is not None:
-            if not isinstance(subject, (int, np.integer)) or not 0 <= subject < config.n_subjects:
-                raise ValueError(f"subject: expected None (average subject) or an integer in [0, {config.n_subjects}), "
-                                 f"got {subject!r}")
-        elif not config.has_average_subject:
-            raise ValueError("subject=None needs the shared average-subject row, which this model lacks; "
-                             f"pass a training-subject index in [0, {config.n_subjects})")
+        for m, x in features.items():
+            check_finite(x, f"features[{m!r}]")
+        resolve_subject(self, subject)
         return n_steps
 
-    def predict_features(self, features: Mapping[str, np.ndarray], subject: int | None = None,
+    def predict_features(self, features: Mapping[str, np.ndarray], subject: int | str | None = None,
                          batch_size: int | None = None) -> np.ndarray:
         """{modality: (T, n_layers, dim)} at 2 Hz -> (n_TR, n_vertices) at 1 Hz.
 
@@ -163,6 +162,8 @@ class NForgeModel:
         concatenated and trimmed to the ceil(T / 2) TRs the input covers.
         """
         n_steps = self.check_inputs(features, subject)
+        subject = resolve_subject(self, subject)
+        batch_size = check_batch_size(batch_size)
         config = self.config
         window, per_window = config.window_steps, config.n_output_timesteps
         n_windows = -(-n_steps // window)
