@@ -17,6 +17,10 @@ see a complete timeline, and overwriting or adding a modality never exposes a ha
 Files no manifest refers to (left by an interrupted write) are ignored and removed by the next write
 of the same timeline.
 
+Manifests are checked when read: each array's ``file`` is a bare name inside its timeline directory (absolute
+paths, ``..`` and symbolic links leading out of the store are refused), entries carry shape, dtype and
+sha256, and ``meta.study`` / ``meta.subject`` are present. ``verify`` also reports non-finite values.
+
 Arrays are raw ``.npy`` files read with ``np.load(..., mmap_mode="r", allow_pickle=False)``: nothing is
 unpickled and nothing loads a whole timeline into memory. Writes go in row chunks and the checksum
 (sha256 of the array's data bytes, C order) is computed while writing.
