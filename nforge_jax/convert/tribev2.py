@@ -8,16 +8,18 @@ before anything is written, and output directories appear atomically.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
-import tempfile
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from nforge_jax.model.checkpoint import CheckpointError, encoder_arrays, encoder_from_arrays, load_encoder, save_encoder
+from nforge_jax.model.checkpoint import (CheckpointError, encoder_arrays, encoder_from_arrays, load_encoder,
+                                         make_sibling_dir, remove_stale_siblings, save_encoder, write_failed)
 from nforge_jax.model.config import ConfigError, EncoderConfig, MlpSpec
 
 CONFIG_FILE = "config.yaml"
@@ -40,7 +42,42 @@ def _plain(loader, suffix, node):
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)
+    value = loader.construct_scalar(node)
+    # !!python/int 96, !!python/float 0.1, !!python/bool true, !!python/none '': the plain value under the tag
+    # (anything else stays a string, and the typed field checks below refuse it by name).
+    try:
+        if suffix in ("int", "long"):
+            return int(value)
+        if suffix == "float":
+            return float(value)
+    except ValueError:
+        return value
+    if suffix == "bool" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if suffix == "none":
+        return None
+    return value
+
+
+_REQUIRED = object()
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _typed(section: dict, field: str, kind: str, where: str, default=_REQUIRED, nullable: bool = False):
+    """section[field] checked to be of `kind` ("int", "float", "bool"); CheckpointError naming the field."""
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{where} is {section!r}, expected a mapping")
+    if field not in section and default is _REQUIRED:
+        raise CheckpointError(f"{where}.{field}: missing, expected {_KINDS[kind]}")
+    value = section.get(field, default)
+    if value is None and nullable:
+        return None
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v),
+          "bool": lambda v: isinstance(v, bool)}[kind](value)
+    if not ok:
+        raise CheckpointError(f"{where}.{field} is {value!r}, expected {_KINDS[kind]}{' or null' if nullable else ''}")
+    return float(value) if kind == "float" else value
 
 
 _PlainLoader.add_multi_constructor("tag:yaml.org,2002:python/", _plain)
@@ -69,23 +106,33 @@ def read_release_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         import torch
     except ImportError:
         raise CheckpointError("reading a TRIBE v2 checkpoint needs PyTorch: pip install 'nforge_jax[extract]'") from None
+    expected = "a PyTorch checkpoint written by torch.save holding 'state_dict' and 'model_build_args'"
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes); expected {expected}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        # Memory-mapped when it is the zip format; files of the legacy (pre-1.6) format cannot be mapped.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as e:  # truncated zip, pickle with code, not a torch file...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             reason = "it contains pickled Python objects other than tensors and plain containers; refusing to load"
-        raise CheckpointError(f"{path}: cannot be read safely ({reason})") from None
+        raise CheckpointError(f"{path}: cannot be read safely ({reason}); expected {expected}") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict at the top level, got {type(ckpt).__name__}")
     for key in ("state_dict", "model_build_args"):
         if key not in ckpt:
-            raise CheckpointError(f"{path}: missing top-level key {key!r} (found {sorted(ckpt)})")
+            raise CheckpointError(f"{path}: missing top-level key {key!r} (found {sorted(map(str, ckpt))})")
+    if not isinstance(ckpt["state_dict"], dict):
+        raise CheckpointError(f"{path}: field 'state_dict' is a {type(ckpt['state_dict']).__name__}, expected a "
+                              "mapping of parameter names to tensors")
+    if not isinstance(ckpt["model_build_args"], dict):
+        raise CheckpointError(f"{path}: field 'model_build_args' is a {type(ckpt['model_build_args']).__name__}, "
+                              "expected a mapping with feature_dims, n_outputs and n_output_timesteps")
     state = {}
     for key, value in ckpt["state_dict"].items():
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{path}: state_dict[{key!r}] is a {type(value).__name__}, expected a tensor")
-        state[key.removeprefix("model.")] = value.detach().to(torch.float32).numpy()
+        state[str(key).removeprefix("model.")] = value.detach().to(torch.float32).numpy()
     return state, ckpt["model_build_args"]
 
 
@@ -97,8 +144,11 @@ def _mlp_spec(section: dict | None, where: str) -> MlpSpec | None:
     if norm not in ("layer", None) or act not in ("gelu", "relu", None):
         raise ConfigError(f"{where}: norm_layer {norm!r} / activation_layer {act!r} are not supported "
                           "(supported: norm 'layer' or null; activation 'gelu', 'relu' or null)")
-    return MlpSpec(hidden_sizes=tuple(section.get("hidden_sizes") or ()), norm=norm, activation=act,
-                   bias=bool(section.get("bias", True)))
+    sizes = section.get("hidden_sizes") or []
+    if not isinstance(sizes, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in sizes):
+        raise CheckpointError(f"{where}.hidden_sizes is {sizes!r}, expected a list of integers or null")
+    return MlpSpec(hidden_sizes=tuple(sizes), norm=norm, activation=act,
+                   bias=_typed(section, "bias", "bool", where, default=True))
 
 
 def encoder_config_from_release(brain: dict, build_args: dict, predictor_rows: int, source: str) -> EncoderConfig:
@@ -109,26 +159,26 @@ def encoder_config_from_release(brain: dict, build_args: dict, predictor_rows: i
         raise CheckpointError(f"{where}.{field} = {value!r} is not supported (expected {expected})")
 
     for field, expected in (("subject_embedding", False), ("linear_baseline", False)):
-        if bool(brain.get(field, expected)) != expected:
+        if _typed(brain, field, "bool", where, default=expected) != expected:
             unsupported(field, brain.get(field), expected)
     if brain.get("temporal_smoothing") is not None:
         unsupported("temporal_smoothing", brain["temporal_smoothing"], None)
-    if float(brain.get("temporal_dropout") or 0.0) != 0.0:
+    if (_typed(brain, "temporal_dropout", "float", where, default=0.0, nullable=True) or 0.0) != 0.0:
         unsupported("temporal_dropout", brain["temporal_dropout"], 0.0)
     enc = brain.get("encoder")
     if not isinstance(enc, dict):
         unsupported("encoder", enc, "a TransformerEncoder section")
     for flag, expected in ENCODER_FLAGS_REQUIRED.items():
-        if flag in enc and bool(enc[flag]) != expected:
+        if flag in enc and _typed(enc, flag, "bool", f"{where}.encoder") != expected:
             unsupported(f"encoder.{flag}", enc[flag], expected)
-    if float(enc.get("layer_dropout") or 0.0) != 0.0:
+    if (_typed(enc, "layer_dropout", "float", f"{where}.encoder", default=0.0, nullable=True) or 0.0) != 0.0:
         unsupported("encoder.layer_dropout", enc["layer_dropout"], 0.0)
     aggregation = {"cat": "concatenate", "sum": "sum", "stack": "stack"}.get(brain.get("extractor_aggregation", "cat"))
     if aggregation is None:
         unsupported("extractor_aggregation", brain.get("extractor_aggregation"), "'cat', 'sum' or 'stack'")
     sl = brain.get("subject_layers") or {}
-    subject_dropout = sl.get("subject_dropout")
-    n_subjects = int(sl.get("n_subjects", 0))
+    subject_dropout = _typed(sl, "subject_dropout", "float", f"{where}.subject_layers", default=None, nullable=True)
+    n_subjects = _typed(sl, "n_subjects", "int", f"{where}.subject_layers", default=0)
     if subject_dropout:
         if predictor_rows == 1:
             n_subjects = 0  # the released head keeps only the shared average-subject row
@@ -149,15 +199,19 @@ def encoder_config_from_release(brain: dict, build_args: dict, predictor_rows: i
     try:
         return EncoderConfig(
             feature_dims=feature_dims, n_outputs=n_outputs, n_output_timesteps=n_output_timesteps,
-            hidden=int(brain["hidden"]), depth=int(enc["depth"]), heads=int(enc["heads"]),
-            ff_mult=int(enc.get("ff_mult", 4)), max_seq_len=int(brain.get("max_seq_len", 1024)),
+            hidden=_typed(brain, "hidden", "int", where), depth=_typed(enc, "depth", "int", f"{where}.encoder"),
+            heads=_typed(enc, "heads", "int", f"{where}.encoder"),
+            ff_mult=_typed(enc, "ff_mult", "int", f"{where}.encoder", default=4),
+            max_seq_len=_typed(brain, "max_seq_len", "int", where, default=1024),
             combination=aggregation, layer_aggregation=brain.get("layer_aggregation", "cat"),
             projector=_mlp_spec(brain.get("projector") or {}, f"{where}.projector") or MlpSpec(),
             combiner=_mlp_spec(brain.get("combiner"), f"{where}.combiner"),
-            time_pos_embedding=bool(brain.get("time_pos_embedding", True)),
-            low_rank_head=None if brain.get("low_rank_head") is None else int(brain["low_rank_head"]),
-            n_subjects=n_subjects, subject_dropout=subject_dropout, subject_bias=bool(sl.get("bias", True)),
-            modality_dropout=float(brain.get("modality_dropout") or 0.0), dropout=float(brain.get("dropout") or 0.0),
+            time_pos_embedding=_typed(brain, "time_pos_embedding", "bool", where, default=True),
+            low_rank_head=_typed(brain, "low_rank_head", "int", where, default=None, nullable=True),
+            n_subjects=n_subjects, subject_dropout=subject_dropout,
+            subject_bias=_typed(sl, "bias", "bool", f"{where}.subject_layers", default=True),
+            modality_dropout=_typed(brain, "modality_dropout", "float", where, default=0.0, nullable=True) or 0.0,
+            dropout=_typed(brain, "dropout", "float", where, default=0.0, nullable=True) or 0.0,
         )
     except KeyError as e:
         raise CheckpointError(f"{where}: missing field {e}") from None
@@ -315,15 +369,28 @@ def export_tribev2(src, dst, *, overwrite: bool = False) -> Path:
     else:
         config_text = yaml.safe_dump({"brain_model_config": release_brain_config(config), "average_subjects": False},
                                      indent=4, default_flow_style=False, sort_keys=False)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    tmp = None
     try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(dst)
+        need = sum(v.numel() * v.element_size() for v in state.values())
+        free = shutil.disk_usage(dst.parent).free
+        if free < need:
+            raise OSError(errno.ENOSPC, f"{need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free")
+        tmp = make_sibling_dir(dst)
         (tmp / CONFIG_FILE).write_text(config_text)
         torch.save({"state_dict": state, "model_build_args": build_args}, tmp / CKPT_FILE)
         if dst.exists():
             shutil.rmtree(dst)
         os.replace(tmp, dst)
+    except Exception as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, FileExistsError):
+            raise write_failed(dst, e, "TRIBE v2 release") from None
+        raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst

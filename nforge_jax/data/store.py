@@ -17,6 +17,10 @@ see a complete timeline, and overwriting or adding a modality never exposes a ha
 Files no manifest refers to (left by an interrupted write) are ignored and removed by the next write
 of the same timeline.
 
+Manifests are checked when read: each array's ``file`` is a bare name inside its timeline directory (absolute
+paths, ``..`` and symbolic links leading out of the store are refused), entries carry shape, dtype and
+sha256, and ``meta.study`` / ``meta.subject`` are present. ``verify`` also reports non-finite values.
+
 Arrays are raw ``.npy`` files read with ``np.load(..., mmap_mode="r", allow_pickle=False)``: nothing is
 unpickled and nothing loads a whole timeline into memory. Writes go in row chunks and the checksum
 (sha256 of the array's data bytes, C order) is computed while writing.
@@ -158,6 +162,50 @@ def _check_array(array: Any, ndim: int, what: str, layout: str) -> None:
         raise StoreError(f"{what}: expected a real numeric array, got dtype {dtype}")
 
 
+def _check_manifest(mpath: Path, manifest: dict) -> None:
+    """The fields every reader relies on: meta.study/subject, and per array a file name inside the timeline's
+    directory, a shape, a dtype and a checksum. StoreError naming the file and the field."""
+    for field in ("study", "subject"):
+        value = manifest["meta"].get(field)
+        if not isinstance(value, str) or not value:
+            raise StoreError(f"{mpath}: field 'meta.{field}' is {value!r}, expected a non-empty string")
+    for key, entry in manifest["arrays"].items():
+        where = f"{mpath}: field 'arrays.{key}'"
+        if key != "fmri" and not (key.startswith("features/") and _MODALITY_RE.match(key[9:])):
+            raise StoreError(f"{mpath}: field 'arrays' has key {key!r}, expected 'fmri' or 'features/<modality>'")
+        if not isinstance(entry, Mapping):
+            raise StoreError(f"{where} is a {type(entry).__name__}, expected a mapping with file, shape, dtype "
+                             "and sha256")
+        shape = entry.get("shape")
+        if not (isinstance(shape, list) and shape and all(type(n) is int and n >= 0 for n in shape)):
+            raise StoreError(f"{where}.shape is {shape!r}, expected a list of non-negative integers")
+        if entry.get("dtype") not in ("float16", "float32"):
+            raise StoreError(f"{where}.dtype is {entry.get('dtype')!r}, expected 'float16' or 'float32'")
+        if not isinstance(entry.get("sha256"), str):
+            raise StoreError(f"{where}.sha256 is {entry.get('sha256')!r}, expected a hex string")
+        _check_file_name(entry.get("file"), f"{where}.file")
+
+
+def _check_file_name(name: Any, where: str) -> None:
+    """A manifest names its arrays by bare file name: nothing that leads outside the timeline directory."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
+            or "\0" in name or os.path.isabs(name)):
+        raise StoreError(f"{where} is {name!r}, expected a bare file name inside the timeline's directory "
+                         "(no absolute path, no '..', no '/')")
+
+
+def _array_path(tdir: Path, entry: Mapping, where: str) -> Path:
+    """The array file of a (checked) manifest entry; StoreError if it is a link leading out of the store."""
+    fpath = tdir / entry["file"]
+    if fpath.is_symlink():
+        target = fpath.resolve()
+        root = tdir.resolve().parent.parent
+        if root not in target.parents:
+            raise StoreError(f"{where}: {fpath} is a symbolic link to {target}, outside the store {root}; "
+                             "expected the array file itself")
+    return fpath
+
+
 def timeline_dirname(name: str) -> str:
     """A filesystem-safe, collision-free directory name for a timeline name."""
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
@@ -257,6 +305,7 @@ class FeatureStore:
         for field, kind in (("name", str), ("meta", dict), ("arrays", dict)):
             if not isinstance(manifest, dict) or not isinstance(manifest.get(field), kind):
                 raise StoreError(f"{mpath}: field {field!r} missing or not a {kind.__name__}")
+        _check_manifest(mpath, manifest)
         self._manifest_cache[key] = (stamp, manifest)
         return manifest
 
@@ -295,7 +344,7 @@ class FeatureStore:
     def _load(self, name: str, key: str) -> np.ndarray:
         manifest = self.manifest(name)
         entry = manifest["arrays"][key]
-        fpath = self._dir(name) / entry["file"]
+        fpath = _array_path(self._dir(name), entry, f"timeline {name!r} {key}")
         try:
             arr = np.load(fpath, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
@@ -318,7 +367,7 @@ class FeatureStore:
         if akey not in manifest["arrays"]:
             raise StoreError(f"timeline {name!r} has no {key!r} array; it has {sorted(manifest['arrays'])}")
         entry = manifest["arrays"][akey]
-        fpath = self._dir(name) / entry["file"]
+        fpath = _array_path(self._dir(name), entry, f"timeline {name!r} {akey}")
         try:
             with open(fpath, "rb") as f:
                 version = np.lib.format.read_magic(f)
@@ -495,7 +544,10 @@ class FeatureStore:
     # -- checking ------------------------------------------------------------------------------------
 
     def _verify_array(self, name: str, key: str, entry: Mapping, tdir: Path) -> list[str]:
-        fpath = tdir / str(entry.get("file", ""))
+        try:
+            fpath = _array_path(tdir, entry, f"timeline {name!r} {key}")
+        except StoreError as e:
+            return [str(e)]
         where = f"{fpath} (timeline {name!r}, {key})"
         if not fpath.is_file():
             return [f"{where}: file missing"]
@@ -520,15 +572,26 @@ class FeatureStore:
         if size > expected:
             problems.append(f"{where}: {size - expected} unexpected trailing bytes")
         digest = hashlib.sha256()
+        row_items = math.prod(shape[1:])
+        first_bad = None
         with open(fpath, "rb") as f:
             f.seek(data_offset)
             remaining = expected - data_offset
+            done_items = 0
             while remaining:
-                block = f.read(min(CHUNK_BYTES, remaining))
+                block = f.read(min(CHUNK_BYTES - CHUNK_BYTES % dtype.itemsize, remaining))
                 if not block:
                     break
                 digest.update(block)
                 remaining -= len(block)
+                values = np.frombuffer(block, dtype)
+                if first_bad is None and np.issubdtype(dtype, np.floating) and not np.isfinite(values).all():
+                    first_bad = done_items + int(np.flatnonzero(~np.isfinite(values))[0])
+                    bad_value = values[first_bad - done_items]
+                done_items += len(values)
+        if first_bad is not None:
+            problems.append(f"{where}: value {bad_value} at row {first_bad // max(row_items, 1)} is not finite; "
+                            "expected finite values (predictions from it would be NaN)")
         if digest.hexdigest() != entry.get("sha256"):
             problems.append(f"{where}: checksum mismatch (sha256 {digest.hexdigest()[:16]}..., "
                             f"manifest {str(entry.get('sha256'))[:16]}...)")

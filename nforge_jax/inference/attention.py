@@ -27,7 +27,8 @@ import numpy as np
 from flax import nnx
 
 from nforge_jax.inference.attribution import check_roi_indices, prepare_inputs, split_model
-from nforge_jax.inference.streaming import check_subject, readout_rows
+from nforge_jax.inference.checks import resolve_subject
+from nforge_jax.inference.streaming import readout_rows
 from nforge_jax.model.encoder import adaptive_pool_matrix
 
 
@@ -105,8 +106,7 @@ class AttentionExtractor:
 
     def __init__(self, model, subject=None):
         self._graphdef, self._state, self.config = split_model(model)
-        check_subject(self.config, subject)
-        self.subject = subject
+        self.subject = resolve_subject(model, subject)
         self._maps = jax.jit(self._maps_impl)
         self._weights = jax.jit(self._weights_impl)
 

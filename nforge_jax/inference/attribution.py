@@ -27,6 +27,7 @@ with the "zeros" baseline) through `jax.grad` of the set's mean prediction, batc
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Mapping
 
 import jax
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nforge_jax.inference.checks import resolve_subject
 from nforge_jax.inference.streaming import check_subject, readout_rows
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
 
@@ -158,8 +160,8 @@ class ModalityAttributor:
         self._graphdef, self._state, self.config = split_model(model)
         self.method, self.baseline, self.n_steps = method, baseline, int(n_steps)
         self.roi_indices = check_roi_indices(roi_indices, self.config.n_outputs)
-        self.subject = subject
-        check_subject(self.config, subject)
+        self._subject_names = SimpleNamespace(config=self.config, metadata=getattr(model, "metadata", None))
+        self.subject = resolve_subject(self._subject_names, subject)
         self._gradient = jax.jit(self._gradient_impl)
         self._ablation = jax.jit(self._ablation_impl)
         self._timesteps = jax.jit(self._timesteps_impl)
@@ -243,7 +245,7 @@ class ModalityAttributor:
         "prediction": F(x) (V,)}; with method="gradient" also "baseline_prediction": F(baseline) and
         "completeness_gap": Σ_m score_m − (F(x) − F(baseline)) (V,).
         """
-        subject = self.subject if subject is None else subject
+        subject = self.subject if subject is None else resolve_subject(self._subject_names, subject)
         feats, ids, _ = prepare_inputs(self.config, inputs, subject)
         names = self._names(feats)
         out = {}

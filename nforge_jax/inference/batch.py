@@ -19,12 +19,17 @@ Inside an already initialised jax.distributed program the default shard is (proc
 
 Output directory::
 
-    OUT/nforge_predictions.json         marker: format, checkpoint info, n_outputs, tr_s
+    OUT/nforge_predictions.json         marker: format, n_outputs, tr_s, model_sha256, subject
     OUT/<timeline dir>.npy              (n_rows, n_vertices) float32
-    OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "subject", "sha256"}
+    OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "sha256", "model_sha256",
+                                         "subject", "inputs": {start_s, features_sha256, extractors, ...}}
 
 A timeline is finished when its .json exists (written atomically after its .npy). A re-run skips
-finished timelines and recomputes the others (a killed run continues where it stopped).
+finished timelines and recomputes the others (a killed run continues where it stopped), but only when they
+were made the same way: ``model_sha256`` (sha256 of the model's config, subject names and parameter
+bytes), the subject and the timeline's store inputs must match this run, else the run is refused
+(``PredictionsMismatch``, naming the field) unless ``overwrite``. The marker is written only after every
+input check has passed, so a refused run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -45,10 +50,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
-from nforge_jax.inference.events import resolve_subject
+from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
 from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
 
-__all__ = ["predict_store", "read_predictions", "finished_timelines", "add_arguments", "run_cli", "main"]
+__all__ = ["predict_store", "read_predictions", "finished_timelines", "read_marker", "model_fingerprint",
+           "timeline_inputs", "PredictionsMismatch", "add_arguments", "run_cli", "main"]
 
 FORMAT_NAME = "nforge_jax.Predictions"
 MARKER = "nforge_predictions.json"
@@ -69,6 +75,83 @@ def _atomic_npy(path: Path, array: np.ndarray) -> str:
 
 def _json(obj) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True).encode()
+
+
+class PredictionsMismatch(ValueError):
+    """An output directory holds predictions made differently (another model, subject or inputs)."""
+
+
+def _subject_label(subject_id: int | None):
+    return "average" if subject_id is None else int(subject_id)
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of the model's configuration, training-subject names and parameter bytes (cached)."""
+    cached = getattr(model, "_fingerprint", None)
+    if cached is None:
+        from flax import nnx
+
+        h = hashlib.sha256()
+        meta = getattr(model, "metadata", None) or {}
+        h.update(_json({"config": model.config.to_dict(), "subjects": meta.get("subjects")}))
+        # One array on the host at a time (measured ~1.2 s per GB on one CPU core: ~0.6 s for the released model).
+        flat = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(model._state)}
+        for key in sorted(flat):
+            value = np.ascontiguousarray(np.asarray(flat[key][...]))
+            h.update(f"{key}|{value.dtype.str}|{value.shape}".encode())
+            h.update(memoryview(value).cast("B"))
+        cached = h.hexdigest()
+        try:
+            model._fingerprint = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def timeline_inputs(store: FeatureStore, name: str, config) -> dict:
+    """What a timeline's predictions are made from: its start, the checksums of the features the model reads,
+    and the extractor settings the store records for them."""
+    manifest = store.manifest(name)
+    mods = sorted(m for m in store.modalities(name) if m in config.modalities)
+    extractors = manifest["meta"].get("extractors") or {}
+    return {"start_s": manifest["meta"].get("start_s", 0.0),
+            "features_sha256": {m: manifest["arrays"][f"features/{m}"]["sha256"] for m in mods},
+            "extractors": {m: extractors.get(m) for m in mods},
+            "extract_signature": manifest["meta"].get("extract_signature")}
+
+
+def _refuse_if_different(path: Path, old: dict, new: dict) -> None:
+    """PredictionsMismatch naming the first field of ``new`` that ``old`` (a marker or record) has otherwise."""
+    for field, value in new.items():
+        was = old.get(field)
+        if _json(was) == _json(value):
+            continue
+        if field == "inputs" and isinstance(was, dict):
+            sub = next((k for k in value if _json(was.get(k)) != _json(value[k])), None)
+            if sub is not None:
+                field, was, value = f"inputs.{sub}", was.get(sub), value[sub]
+        what = {"model_sha256": "a different checkpoint (weights or metadata)", "subject": "another subject",
+                "n_outputs": "another number of outputs"}.get(field, f"other store inputs ({field})")
+        shown = (lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v))
+        raise PredictionsMismatch(
+            f"{path}: these predictions were made by {what}: {field} is {shown(was)} there, {shown(value)} in this "
+            f"run; use another --out directory, or --overwrite (overwrite=True) to recompute them")
+
+
+def read_marker(out) -> dict | None:
+    """The directory's nforge_predictions.json, or None; ValueError naming the file if it is damaged."""
+    path = Path(out) / MARKER
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable or not JSON ({type(e).__name__}: {e}); expected the marker "
+                         "nforge predict writes (remove the file, or rerun with --overwrite)") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: field 'format' is {doc.get('format') if isinstance(doc, dict) else doc!r}, "
+                         f"expected {FORMAT_NAME!r} (remove the file, or rerun with --overwrite)")
+    return doc
 
 
 def finished_timelines(out) -> dict[str, dict]:
@@ -116,8 +199,9 @@ class _Plan:
                 if tuple(a.shape[1:]) != dims[m]:
                     raise ValueError(f"timeline {name!r} features[{m!r}]: (layers, dim) {tuple(a.shape[1:])}, "
                                      f"the model takes {dims[m]}")
-            start_s = float(meta.get("start_s", 0.0))
-            r0 = int(round(start_s * FEATURE_HZ))
+            start_s = meta.get("start_s", 0.0)
+            r0 = feature_start_row(start_s, f"timeline {name!r} (meta start_s)")
+            start_s = float(start_s)
             n_steps = max(a.shape[0] for a in arrays.values()) - r0
             if n_steps <= 0:
                 raise ValueError(f"timeline {name!r}: start_s {start_s} is past the end of its features")
@@ -148,6 +232,7 @@ class _Plan:
             for m in mods:
                 a = t["arrays"][m]
                 part = a[lo: min(lo + self.window, a.shape[0])]
+                check_finite(part, f"timeline {t['name']!r} features[{m!r}]", row_offset=lo)
                 out[m][row, : len(part)] = part
         return out
 
@@ -167,39 +252,42 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     index, count = shard if shard is not None else (jax.process_index(), jax.process_count())
     if not (isinstance(index, (int, np.integer)) and isinstance(count, (int, np.integer)) and 0 <= index < count):
         raise ValueError(f"shard: expected (i, n) with 0 <= i < n, got {shard!r}")
+    subject_id = resolve_subject(model, subject)
+    bs = check_batch_size(batch_size) or check_batch_size(getattr(model, "batch_size", 8), "model.batch_size")
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     config = model.config
-    marker = {"format": FORMAT_NAME, "version": 1, "n_outputs": int(config.n_outputs), "tr_s": 1.0,
-              "n_output_timesteps": int(config.n_output_timesteps), "store": str(store.path),
-              "subject": subject if subject is None or isinstance(subject, str) else int(subject)}
-    if (out / MARKER).is_file() and not overwrite:
-        old = json.loads((out / MARKER).read_text())
-        if old.get("n_outputs") != marker["n_outputs"] or old.get("subject") != marker["subject"]:
-            raise ValueError(f"{out / MARKER}: holds predictions with n_outputs={old.get('n_outputs')}, "
-                             f"subject={old.get('subject')!r}; this run has {marker['n_outputs']}, "
-                             f"{marker['subject']!r}. Use another directory or overwrite=True")
+    made_by = {"model_sha256": model_fingerprint(model), "subject": _subject_label(subject_id)}
+    marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": int(config.n_outputs), "tr_s": 1.0,
+              "n_output_timesteps": int(config.n_output_timesteps), "store": str(store.path), **made_by}
+    if not overwrite:
+        old = read_marker(out)
+        if old is not None:
+            _refuse_if_different(out / MARKER, old, {**made_by, "n_outputs": marker["n_outputs"]})
+    names = list(store.timelines if timelines is None else timelines)
+    names = names[index::count]
+    done = {} if overwrite else finished_timelines(out)
+    for name in [n for n in names if n in done]:
+        rec = done[name]
+        _refuse_if_different(out / f"{timeline_dirname(name)}.json", rec,
+                             {**made_by, "inputs": timeline_inputs(store, name, config)})
+    skipped = [n for n in names if n in done]
+    todo = [n for n in names if n not in done]
+    plan = _Plan(store, todo, config)  # checks shapes and start times before anything is written
+    # Only a run that passed every check marks the directory (a refused run leaves nothing behind).
+    out.mkdir(parents=True, exist_ok=True)
     if index == 0:
         _atomic_bytes(out / MARKER, _json(marker))
     for p in out.glob(".*.tmp-*"):  # leftovers of a killed write
         p.unlink(missing_ok=True)
-    subject_id = resolve_subject(model, subject)
-    names = list(store.timelines if timelines is None else timelines)
-    names = names[index::count]
-    done = {} if overwrite else finished_timelines(out)
-    skipped = [n for n in names if n in done]
-    todo = [n for n in names if n not in done]
     report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
     if not todo:
         report["seconds"] = time.time() - t_start
         return report
-    plan = _Plan(store, todo, config)
 
     devices = list(devices if devices is not None else jax.local_devices())
     mesh = make_mesh(data=len(devices), model=1, devices=devices)
     n_dev = len(devices)
-    bs = int(batch_size or getattr(model, "batch_size", 8))
     bs = -(-bs // n_dev) * n_dev
     state = shard_state(model._state, mesh)
     feat_sharding = batch_sharding(mesh, 4)
@@ -209,13 +297,15 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     # per-timeline accumulation
     pending = {i: t["n_win"] for i, t in enumerate(plan.timelines)}
     results: dict[int, np.ndarray] = {}
-    total_h = sum(t["n_rows"] for t in plan.timelines) / 3600.0
+    total_rows = sum(t["n_rows"] for t in plan.timelines)
     bar = None
     if progress:
         try:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total_h, unit="h", desc="predict", bar_format=(
+            # Counted in whole output rows (1 s each; integers, so the count ends exactly at the total) and
+            # shown in hours.
+            bar = tqdm(total=total_rows, unit="h", unit_scale=1 / 3600.0, desc="predict", bar_format=(
                 "{l_bar}{bar}| {n:.3f}/{total:.3f} h of stimulus [{elapsed}<{remaining}{postfix}]"))
         except ImportError:
             bar = None
@@ -226,12 +316,12 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
         stem = timeline_dirname(t["name"])
         sha = _atomic_npy(out / f"{stem}.npy", preds)
         rec = {"name": t["name"], "file": f"{stem}.npy", "shape": list(preds.shape), "start_s": t["start_s"],
-               "tr_s": 1.0, "subject": marker["subject"], "sha256": sha}
+               "tr_s": 1.0, "sha256": sha, **made_by, "inputs": timeline_inputs(store, t["name"], config)}
         _atomic_bytes(out / f"{stem}.json", _json(rec))
         report["written"].append(t["name"])
         report["hours"] += t["n_rows"] / 3600.0
         if bar is not None:
-            bar.update(t["n_rows"] / 3600.0)
+            bar.update(t["n_rows"])
             minutes = (time.time() - t_start) / 60.0
             bar.set_postfix_str(f"{report['hours'] / max(minutes, 1e-9):.2f} h/min")
         if on_timeline_done is not None:
@@ -297,6 +387,16 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     return report
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``nforge predict`` options."""
     parser.add_argument("--store", required=True, help="FeatureStore directory")
@@ -304,7 +404,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (resumable)")
     parser.add_argument("--subject", default=None,
                         help="training-subject name or index (default: the average subject)")
-    parser.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the model's)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="windows per step (default: the model's)")
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
     parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
@@ -334,10 +435,8 @@ def run_cli(args) -> int:
     from nforge_jax.inference.model import NForgeModel
 
     model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
-    subject = args.subject
-    if subject is not None and subject.isdigit():
-        subject = int(subject)
-    report = predict_store(model, args.store, args.out, subject=subject, batch_size=args.batch_size,
+    # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
+    report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
                            timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
                            shard=parse_shard(args.shard))
     rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from nforge_jax.data.events import make_events, validate_events
+from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
 from nforge_jax.data.studies.media import probe_audio, probe_video
 from nforge_jax.data.studies.textgrid import read_textgrid
 
@@ -328,17 +329,6 @@ def default_extract_config(model_config):
     return dataclasses.replace(cfg, modalities=tuple(mods), **parts)
 
 
-def resolve_subject(model, subject) -> int | None:
-    """None (average subject), a training-subject index, or a name listed in the checkpoint metadata."""
-    if subject is None or isinstance(subject, (int, np.integer)):
-        return None if subject is None else int(subject)
-    names = list((getattr(model, "metadata", None) or {}).get("subjects") or [])
-    if subject in names:
-        return names.index(subject)
-    raise ValueError(f"subject={subject!r}: not a training subject of this model "
-                     f"(known: {names[:10]}{'...' if len(names) > 10 else ''}); pass None for the average subject")
-
-
 def timeline_features(events: pd.DataFrame, *, extract_config=None, model_config=None, store=None,
                       extractors=None) -> dict[str, dict[str, np.ndarray]]:
     """{timeline: {modality: (T, L, D)}} extracted from the events (PyTorch extractors, loaded once).
@@ -376,6 +366,11 @@ def predict_events(model, events: pd.DataFrame, *, subject=None, features: Mappi
         raise ValueError("predict: the events table is empty")
     config = model.config
     names = list(pd.unique(events["timeline"]))
+    # Checked before any (slow) feature extraction.
+    subject_id = resolve_subject(model, subject)
+    batch_size = check_batch_size(batch_size)
+    for name in names:
+        feature_start_row(_span(events[events["timeline"] == name])[0], f"timeline {name!r}")
     if features is None:
         # the recipe the checkpoint records (a converted release: the release's) unless one is given
         extract_config = extract_config or model.extract_config
@@ -384,7 +379,6 @@ def predict_events(model, events: pd.DataFrame, *, subject=None, features: Mappi
         if len(names) != 1:
             raise ValueError(f"features: a {{modality: array}} dict needs a single timeline; the events have {names}")
         features = {names[0]: features}
-    subject_id = resolve_subject(model, subject)
     per_window = int(config.n_output_timesteps)
     window = 2 * per_window
     all_preds, all_segments = [], []
@@ -393,7 +387,7 @@ def predict_events(model, events: pd.DataFrame, *, subject=None, features: Mappi
         s0, end = _span(tl)
         feats = features.get(name) or {}
         n_win = max(1, math.ceil((end - s0) / per_window - 1e-9))
-        r0 = int(round(FEATURE_HZ * s0))
+        r0 = feature_start_row(s0, f"timeline {name!r}")
         dims = {m: (n, d) for m, n, d in config.feature_dims}
         batch = {}
         for m, arr in feats.items():
@@ -405,6 +399,7 @@ def predict_events(model, events: pd.DataFrame, *, subject=None, features: Mappi
                                  f"{dims[m][1]}); extract with matching layer fractions (extract_config=)")
             buf = np.zeros((n_win * window, *dims[m]), np.float32)
             part = arr[r0: r0 + n_win * window]
+            check_finite(part, f"timeline {name!r} features[{m!r}]", row_offset=r0)
             buf[: len(part)] = part
             batch[m] = buf
         if not batch:

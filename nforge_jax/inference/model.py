@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nforge_jax.inference.checks import check_batch_size, check_finite, resolve_subject
 from nforge_jax.model.checkpoint import CheckpointError, is_encoder_checkpoint, load_encoder, save_encoder
 from nforge_jax.model.encoder import FmriEncoder
 
@@ -39,25 +41,56 @@ def _release_cache_name(src: Path) -> str:
     return f"tribev2-{src.name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def _download_release(repo_id: str) -> Path:
-    """Fetch config.yaml + best.ckpt through the standard Hugging Face cache (only when asked)."""
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """None when a TCP connection to the hub endpoint opens within ``timeout`` s, else the reason it did not."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        from huggingface_hub import hf_hub_download
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"cannot reach {url.hostname}:{port}: {e.strerror or type(e).__name__}"
+    return None
+
+
+def _download_release(repo_id: str) -> Path:
+    """config.yaml + best.ckpt from the local Hugging Face cache, else downloaded into it when the hub is
+    reachable. Offline (HF_HUB_OFFLINE=1, or no connection to the hub) it fails at once, instead of
+    huggingface_hub retrying each file for ~20 s, and says which files to place where."""
+    try:
+        from huggingface_hub import constants, hf_hub_download
     except ImportError:
         raise CheckpointError(f"{repo_id!r} is not a local path, and huggingface_hub is not installed to fetch it") from None
+    short = repo_id.split("/")[-1]
+
+    def unavailable(why: str) -> CheckpointError:
+        return CheckpointError(
+            f"{repo_id!r} is not in the local Hugging Face cache and cannot be downloaded ({why}). Download "
+            f"{' and '.join(RELEASE_FILES)} from https://huggingface.co/{repo_id} on a machine with network access "
+            f"and put them in one directory (e.g. ./{short}/config.yaml and ./{short}/best.ckpt), then call "
+            f"NForgeModel.from_pretrained('./{short}') (nforge: --checkpoint ./{short}); or fill the cache "
+            f"({constants.HF_HUB_CACHE}) with `hf download {repo_id} {' '.join(RELEASE_FILES)}`.")
+
+    try:
+        paths = [Path(hf_hub_download(repo_id, name, local_files_only=True)) for name in RELEASE_FILES]
+        return paths[0].parent
+    except Exception:  # not (fully) cached
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise unavailable("HF_HUB_OFFLINE is set")
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                              "all_proxy"))
+    why = None if proxied else _hub_reachable(constants.ENDPOINT)  # through a proxy only a request can tell
+    if why is not None:
+        raise unavailable(f"offline: {why}")
     paths = []
     for name in RELEASE_FILES:
         try:
             paths.append(Path(hf_hub_download(repo_id, name)))
-        except Exception as e:  # offline, not cached, unknown repo, no access...
-            raise CheckpointError(
-                f"could not get {name!r} of {repo_id!r} from the Hugging Face hub or its local cache "
-                f"({type(e).__name__}). Either download {' and '.join(RELEASE_FILES)} from "
-                f"https://huggingface.co/{repo_id} on a machine with network access and put them in one directory "
-                f"(e.g. ./{repo_id.split('/')[-1]}/config.yaml and ./{repo_id.split('/')[-1]}/best.ckpt), then call "
-                f"NForgeModel.from_pretrained('./{repo_id.split('/')[-1]}'); or fill the cache with "
-                f"`hf download {repo_id} {' '.join(RELEASE_FILES)}`."
-            ) from None
+        except Exception as e:  # unknown repo, no access, connection lost...
+            raise unavailable(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
     return paths[0].parent
 
 
@@ -67,7 +100,9 @@ class NForgeModel:
     def __init__(self, encoder: FmriEncoder, *, metadata: dict | None = None, device="auto", batch_size: int = 8):
         self.device = resolve_device(device)
         self.metadata = metadata or {}
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size)
+        if self.batch_size is None:
+            raise ValueError("batch_size: expected a positive integer, got None")
         self.config = encoder.config
         graphdef, state = nnx.split(encoder)
         self._graphdef = graphdef
@@ -137,7 +172,7 @@ class NForgeModel:
         return nnx.merge(self._graphdef, state)(features, subject_ids)
 
     def check_inputs(self, features: Mapping[str, np.ndarray], subject) -> int:
-        """Validates a {modality: (T, n_layers, dim)} dict and the subject; returns T."""
+        """Validates a {modality: (T, n_layers, dim)} dict of finite features and the subject; returns T."""
         config = self.config
         if not isinstance(features, Mapping) or not features:
             raise ValueError(f"features: expected a dict {{modality: (T, n_layers, dim)}} with some of "
@@ -156,16 +191,12 @@ class NForgeModel:
                 raise ValueError(f"features[{m!r}]: {shape[0]} time steps, other modalities have {n_steps}")
         if n_steps == 0:
             raise ValueError("features: zero time steps")
-        if subject is not None:
-            if not isinstance(subject, (int, np.integer)) or not 0 <= subject < config.n_subjects:
-                raise ValueError(f"subject: expected None (average subject) or an integer in [0, {config.n_subjects}), "
-                                 f"got {subject!r}")
-        elif not config.has_average_subject:
-            raise ValueError("subject=None needs the shared average-subject row, which this model lacks; "
-                             f"pass a training-subject index in [0, {config.n_subjects})")
+        for m, x in features.items():
+            check_finite(x, f"features[{m!r}]")
+        resolve_subject(self, subject)
         return n_steps
 
-    def predict_features(self, features: Mapping[str, np.ndarray], subject: int | None = None,
+    def predict_features(self, features: Mapping[str, np.ndarray], subject: int | str | None = None,
                          batch_size: int | None = None) -> np.ndarray:
         """{modality: (T, n_layers, dim)} at 2 Hz -> (n_TR, n_vertices) at 1 Hz.
 
@@ -174,6 +205,8 @@ class NForgeModel:
         concatenated and trimmed to the ceil(T / 2) TRs the input covers.
         """
         n_steps = self.check_inputs(features, subject)
+        subject = resolve_subject(self, subject)
+        batch_size = check_batch_size(batch_size)
         config = self.config
         window, per_window = config.window_steps, config.n_output_timesteps
         n_windows = -(-n_steps // window)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from nforge_jax.inference.checks import readout_row, resolve_subject
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
 
 
@@ -46,17 +47,9 @@ def readout_rows(encoder: FmriEncoder, subject_ids):
     return w[rows], bias
 
 
-def check_subject(config, subject):
-    """None (average subject) or an int training-subject index; returns the read-out row."""
-    if subject is None:
-        if not config.has_average_subject:
-            raise ValueError("subject=None needs the shared average-subject row, which this model lacks; "
-                             f"pass a training-subject index in [0, {config.n_subjects})")
-        return config.n_subjects
-    if isinstance(subject, bool) or not isinstance(subject, (int, np.integer)) or not 0 <= subject < config.n_subjects:
-        raise ValueError(f"subject: expected None (average subject) or an integer in [0, {config.n_subjects}), "
-                         f"got {subject!r}")
-    return int(subject)
+def check_subject(model, subject):
+    """The read-out row of ``subject`` (see ``inference.checks.resolve_subject``; the average row for None)."""
+    return readout_row(getattr(model, "config", model), resolve_subject(model, subject))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -82,8 +75,8 @@ class StreamingPredictor:
         self.step_trs = int(step_trs)
         # Features are at 2 Hz, two steps per TR whatever its length; tr_seconds only times the outputs.
         self.tr_seconds = float(tr_seconds)
-        self.subject = subject
         self._row = check_subject(config, subject)
+        self.subject = subject
         steps = 2 * self.window_trs
         seq = steps * (len(config.modalities) if config.combination == "stack" else 1)
         if config.time_pos_embedding and seq > config.max_seq_len:
@@ -113,7 +106,8 @@ class StreamingPredictor:
     def from_nforge_model(cls, model, window_trs=40, step_trs=1, tr_seconds=1.0, device=None, subject=None):
         """Streams with an `NForgeModel`'s weights (on `device`, default the model's own device)."""
         return cls(model._graphdef, model._state, model.config, window_trs=window_trs, step_trs=step_trs,
-                   tr_seconds=tr_seconds, device=device if device is not None else model.device, subject=subject)
+                   tr_seconds=tr_seconds, device=device if device is not None else model.device,
+                   subject=resolve_subject(model, subject))  # names resolved with the model's metadata
 
     # State -----------------------------------------------------------------------------------------------
     def reset(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 COMBINATIONS = ("concatenate", "sum", "stack")
@@ -68,6 +69,7 @@ class EncoderConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        self._check_types()
         dims = tuple((str(m), int(n), int(d)) for m, n, d in self.feature_dims)
         object.__setattr__(self, "feature_dims", dims)
         if isinstance(self.projector, dict):
@@ -113,6 +115,41 @@ class EncoderConfig:
         window = self.window_steps * (len(dims) if self.combination == "stack" else 1)
         if self.time_pos_embedding and window > self.max_seq_len:
             raise ConfigError(f"a window of {window} steps exceeds max_seq_len ({self.max_seq_len})")
+
+    def _check_types(self):
+        """Each field's type, before any arithmetic uses it (so "two" is named, not a TypeError from deep inside)."""
+        def is_int(v):
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        def is_num(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+        dims = self.feature_dims
+        if not isinstance(dims, (list, tuple)) or not all(
+                isinstance(t, (list, tuple)) and len(t) == 3 and isinstance(t[0], str) and is_int(t[1]) and is_int(t[2])
+                for t in dims):
+            raise ConfigError(f"feature_dims: expected a list of [modality, n_layers, dim] with integer sizes, "
+                              f"got {dims!r}")
+        for field in ("n_outputs", "n_output_timesteps", "hidden", "depth", "heads", "ff_mult", "max_seq_len"):
+            value = getattr(self, field)
+            if not is_int(value) or value < 1:
+                raise ConfigError(f"{field}: expected a positive integer, got {value!r}")
+        if not is_int(self.n_subjects):
+            raise ConfigError(f"n_subjects: expected an integer >= 0, got {self.n_subjects!r}")
+        if self.low_rank_head is not None and (not is_int(self.low_rank_head) or self.low_rank_head < 1):
+            raise ConfigError(f"low_rank_head: expected a positive integer or null, got {self.low_rank_head!r}")
+        if self.subject_dropout is not None and not is_num(self.subject_dropout):
+            raise ConfigError(f"subject_dropout: expected a number or null, got {self.subject_dropout!r}")
+        for field in ("modality_dropout", "dropout", "rotary_base"):
+            if not is_num(getattr(self, field)):
+                raise ConfigError(f"{field}: expected a number, got {getattr(self, field)!r}")
+        for field in ("time_pos_embedding", "subject_bias"):
+            if not isinstance(getattr(self, field), bool):
+                raise ConfigError(f"{field}: expected true or false, got {getattr(self, field)!r}")
+        for field in ("projector", "combiner"):
+            value = getattr(self, field)
+            if not (value is None and field == "combiner") and not isinstance(value, (MlpSpec, dict)):
+                raise ConfigError(f"{field}: expected an MLP spec (hidden_sizes, norm, activation, bias), got {value!r}")
 
     # Derived sizes -------------------------------------------------------------------------------
     @property

@@ -1,0 +1,89 @@
+"""Manifests that point outside the store, or lack fields readers rely on, are refused naming the file and the
+field; `verify` reports them, and non-finite values, instead of saying OK."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from nforge_jax.data.store import FeatureStore, StoreError, run_verify
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = FeatureStore.create(tmp_path / "store")
+    s.write_timeline("t", features={"text": np.ones((4, 2, 3), np.float32)}, meta={"study": "S", "subject": "x"})
+    return s
+
+
+def _edit(store, fn):
+    mpath = store._dir("t") / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    fn(manifest)
+    mpath.write_text(json.dumps(manifest))
+    return mpath
+
+
+def _entry_file(store):
+    return store._dir("t") / store.manifest("t")["arrays"]["features/text"]["file"]
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute"])
+def test_manifest_paths_stay_inside_the_store(store, tmp_path, capsys, how):
+    outside = tmp_path / "outside.npy"
+    shutil.copy(_entry_file(store), outside)  # same bytes: the checksum matches, so only the path can tell
+    name = "../../../outside.npy" if how == "dotdot" else str(outside)
+    assert (store._dir("t") / name).resolve() == outside.resolve()
+
+    def point_outside(m):
+        m["arrays"]["features/text"]["file"] = name
+
+    _edit(store, point_outside)
+    with pytest.raises(StoreError, match=r"manifest.json: field 'arrays.features/text'.file is .*expected a bare"):
+        FeatureStore.open(store.path).features("t", "text")
+    assert run_verify(store.path) == 1
+    assert "expected a bare file name" in capsys.readouterr().out
+
+
+def test_symlink_out_of_the_store_is_refused(store, tmp_path, capsys):
+    src = _entry_file(store)
+    outside = tmp_path / "elsewhere.npy"
+    shutil.move(src, outside)
+    os.symlink(outside, src)
+    with pytest.raises(StoreError, match="symbolic link .* outside the store"):
+        FeatureStore.open(store.path).features("t", "text")
+    assert run_verify(store.path) == 1
+    assert "outside the store" in capsys.readouterr().out
+
+
+def test_array_entry_not_a_mapping(store, capsys):
+    mpath = _edit(store, lambda m: m["arrays"].__setitem__("features/text", ["a.npy", [4, 2, 3]]))
+    with pytest.raises(StoreError, match=r"manifest.json: field 'arrays.features/text' is a list, expected a mapping"):
+        FeatureStore.open(store.path).features("t", "text")
+    assert run_verify(store.path) == 1
+    out = capsys.readouterr().out
+    assert str(mpath) in out and "arrays.features/text" in out
+
+
+def test_missing_meta_study_fails_verify(store, capsys):
+    mpath = _edit(store, lambda m: m["meta"].pop("study"))
+    assert run_verify(store.path) == 1
+    assert f"{mpath}: field 'meta.study' is None, expected a non-empty string" in capsys.readouterr().out
+    with pytest.raises(StoreError, match="meta.study"):
+        FeatureStore.open(store.path).info()
+
+
+def test_verify_reports_non_finite_values(store, capsys):
+    import hashlib
+
+    path = _entry_file(store)
+    arr = np.load(path, mmap_mode="r+")
+    arr[2, 1, 0] = np.nan
+    arr.flush()
+    sha = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+    del arr
+    _edit(store, lambda m: m["arrays"]["features/text"].__setitem__("sha256", sha))
+    assert run_verify(store.path) == 1
+    assert "value nan at row 2 is not finite" in capsys.readouterr().out
