@@ -223,6 +223,16 @@ def _fractions(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.75,1.0") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     """Settings left unset (None) come from --checkpoint's recipe, else from ExtractConfig's defaults."""
     parser.add_argument("--events", required=True, help="events table (.tsv/.csv/.parquet)")
@@ -239,8 +249,8 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"layer fractions (default {','.join(map(str, layers))})")
         parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean", "mean", "sum"], default=None,
                             help=f"(default {aggregation})")
-    parser.add_argument("--text-batch-size", type=int, default=None, help=f"(default {EXTRACT_BATCH_SIZES['text']})")
-    parser.add_argument("--video-batch-size", type=int, default=None,
+    parser.add_argument("--text-batch-size", type=_positive_int, default=None, help=f"(default {EXTRACT_BATCH_SIZES['text']})")
+    parser.add_argument("--video-batch-size", type=_positive_int, default=None,
                         help=f"(default {EXTRACT_BATCH_SIZES['video']})")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
@@ -258,7 +268,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (resumable)")
     parser.add_argument("--subject", default=None,
                         help="training-subject name or index (default: the average subject)")
-    parser.add_argument("--batch-size", type=int, default=None, help="windows per step (default: the model's)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, help="windows per step (default: the model's)")
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
     parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")

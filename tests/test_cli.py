@@ -230,18 +230,10 @@ def test_help_imports_nothing_heavy(tmp_path, command):
     assert proc.stderr.strip().splitlines()[-1] == "HEAVY:", proc.stderr[-2000:]
 
 
-def test_extract_and_predict_option_defaults_match_the_library():
-    import argparse
-
-    from nforge_jax.cli import EXTRACT_BATCH_SIZES, EXTRACT_DEFAULTS, add_predict_arguments
+def test_extract_option_defaults_match_the_library():
+    from nforge_jax.cli import EXTRACT_BATCH_SIZES, EXTRACT_DEFAULTS
     from nforge_jax.extract.recipe import ExtractConfig
-    from nforge_jax.inference.batch import add_arguments as library_predict
 
-    a, b = argparse.ArgumentParser(), argparse.ArgumentParser()
-    add_predict_arguments(a)
-    library_predict(b)
-    assert {x.dest: (x.option_strings, x.default, x.choices, x.required) for x in a._actions} == \
-           {x.dest: (x.option_strings, x.default, x.choices, x.required) for x in b._actions}
     d = ExtractConfig()
     assert EXTRACT_DEFAULTS == {m: (getattr(d, m).model_id, getattr(d, m).layers, getattr(d, m).aggregation)
                                 for m in d.modalities}

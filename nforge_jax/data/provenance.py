@@ -46,6 +46,8 @@ def check_store_recipe(store, names: Sequence[str], recipe: Mapping | None) -> N
     if not recipe:
         return
     for name in names:
+        if name not in store:
+            continue
         diff = recipe_differences(recipe, timeline_recipe(store.meta(name)), store.modalities(name))
         if diff:
             raise ValueError(f"timeline {name!r} of {store.path}: its features were extracted with another recipe "

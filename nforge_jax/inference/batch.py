@@ -34,12 +34,9 @@ input check has passed, so a refused run leaves nothing behind.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import queue
-import sys
 import threading
 import time
 from pathlib import Path
@@ -49,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nforge_jax.data.provenance import check_store_recipe
+from nforge_jax.data.shards import check_shard, shard_names
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
 from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
 from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
@@ -249,9 +248,7 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     Returns {"written": [...], "skipped": [...], "hours": stimulus hours predicted, "seconds": wall time}.
     """
     t_start = time.time()
-    index, count = shard if shard is not None else (jax.process_index(), jax.process_count())
-    if not (isinstance(index, (int, np.integer)) and isinstance(count, (int, np.integer)) and 0 <= index < count):
-        raise ValueError(f"shard: expected (i, n) with 0 <= i < n, got {shard!r}")
+    index, count = check_shard(shard) or (jax.process_index(), jax.process_count())
     subject_id = resolve_subject(model, subject)
     bs = check_batch_size(batch_size) or check_batch_size(getattr(model, "batch_size", 8), "model.batch_size")
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
@@ -264,8 +261,9 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
         old = read_marker(out)
         if old is not None:
             _refuse_if_different(out / MARKER, old, {**made_by, "n_outputs": marker["n_outputs"]})
-    names = list(store.timelines if timelines is None else timelines)
-    names = names[index::count]
+    names = shard_names(store.timelines if timelines is None else timelines, (index, count))
+    # features made by another recipe than the model's would give plausible but wrong maps
+    check_store_recipe(store, names, model.metadata.get("extract_recipe"))
     done = {} if overwrite else finished_timelines(out)
     for name in [n for n in names if n in done]:
         rec = done[name]
@@ -278,8 +276,12 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     out.mkdir(parents=True, exist_ok=True)
     if index == 0:
         _atomic_bytes(out / MARKER, _json(marker))
-    for p in out.glob(".*.tmp-*"):  # leftovers of a killed write
-        p.unlink(missing_ok=True)
+    for p in out.glob(".*.tmp-*"):  # leftovers of a killed write; a recent one may be another shard's, in flight
+        try:
+            if time.time() - p.stat().st_mtime > 3600:
+                p.unlink()
+        except FileNotFoundError:
+            pass
     report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
     if not todo:
         report["seconds"] = time.time() - t_start
@@ -387,52 +389,10 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     return report
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``nforge predict`` options."""
-    parser.add_argument("--store", required=True, help="FeatureStore directory")
-    parser.add_argument("--checkpoint", required=True, help="nforge_jax checkpoint, TRIBE v2 release dir or hub id")
-    parser.add_argument("--out", required=True, help="output directory (resumable)")
-    parser.add_argument("--subject", default=None,
-                        help="training-subject name or index (default: the average subject)")
-    parser.add_argument("--batch-size", type=_positive_int, default=None,
-                        help="windows per step (default: the model's)")
-    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
-    parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
-    parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
-    parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="this process's share: every N-th timeline from the I-th (default: from "
-                             "SLURM_PROCID/SLURM_NTASKS, else all)")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def parse_shard(text: str | None, environ=None) -> tuple[int, int] | None:
-    """"I/N" -> (I, N); None -> SLURM_PROCID/SLURM_NTASKS when SLURM runs several tasks, else None."""
-    environ = os.environ if environ is None else environ
-    if text is None:
-        if int(environ.get("SLURM_NTASKS", "1")) > 1:
-            return int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"])
-        return None
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard: expected I/N such as 0/4, got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard: expected 0 <= I < N, got {text!r}")
-    return i, n
-
-
 def run_cli(args) -> int:
     from nforge_jax.inference.model import NForgeModel
+
+    from nforge_jax.data.shards import parse_shard
 
     model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
     # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
@@ -443,13 +403,3 @@ def run_cli(args) -> int:
     print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
           f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nforge predict", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

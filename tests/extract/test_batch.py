@@ -14,7 +14,9 @@ import pytest
 from flax import nnx
 
 from nforge_jax.data.store import FeatureStore
-from nforge_jax.inference.batch import finished_timelines, main, parse_shard, predict_store, read_predictions
+from nforge_jax.cli import main as nforge
+from nforge_jax.data.shards import parse_shard
+from nforge_jax.inference.batch import finished_timelines, predict_store, read_predictions
 from nforge_jax.inference.model import NForgeModel
 from nforge_jax.model import EncoderConfig, FmriEncoder
 from nforge_jax.model.checkpoint import save_encoder
@@ -77,7 +79,7 @@ def test_named_subject_and_cli(setup, tmp_path, capsys):
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="subject"):
         predict_store(model, store, tmp_path / "s1", subject=None, timelines=["b"], progress=False)
-    assert main(["--store", str(setup / "store"), "--checkpoint", str(setup / "ckpt"), "--out",
+    assert nforge(["predict", "--store", str(setup / "store"), "--checkpoint", str(setup / "ckpt"), "--out",
                  str(tmp_path / "cli"), "--no-progress", "--timeline", "b"]) == 0
     assert "1 timelines written" in capsys.readouterr().out
 
