@@ -8,14 +8,15 @@ from reference.tribev2_reference import ReferenceFmriEncoder, brain_config, writ
 SMALL_DIMS = {"text": (2, 24), "audio": (2, 16), "video": (1, 20)}
 
 
-def make_release(directory, *, feature_dims=SMALL_DIMS, n_outputs=40, n_output_timesteps=10, seed=0, **brain_kw):
+def make_release(directory, *, feature_dims=SMALL_DIMS, n_outputs=40, n_output_timesteps=10, seed=0, data=None,
+                 **brain_kw):
     """A random-init reference model saved in the release format; returns the torch model (eval mode)."""
     torch.manual_seed(seed)
     kw = dict(hidden=96, depth=2, heads=3, low_rank_head=32, n_subjects=3)
     kw.update(brain_kw)
     brain = brain_config(**kw)
     ref = ReferenceFmriEncoder(brain, feature_dims, n_outputs, n_output_timesteps).eval()
-    write_release(directory, ref, brain, n_outputs, n_output_timesteps)
+    write_release(directory, ref, brain, n_outputs, n_output_timesteps, data=data)
     return ref
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-__all__ = ["recipe_differences", "timeline_recipe", "check_store_recipe"]
+__all__ = ["recipe_differences", "timeline_recipe", "check_store_recipe", "store_recipe"]
 
 
 def _norm(value):
@@ -53,3 +53,23 @@ def check_store_recipe(store, names: Sequence[str], recipe: Mapping | None) -> N
             raise ValueError(f"timeline {name!r} of {store.path}: its features were extracted with another recipe "
                              f"than the model's ({'; '.join(diff[:3])}); extract again with "
                              "`nforge extract --checkpoint CHECKPOINT` into a new store")
+
+
+def store_recipe(store, names: Sequence[str]) -> dict | None:
+    """The recipe the features of ``names`` share, in the form a checkpoint records
+    ({"format": 1, "modalities": [...], modality: settings}); None when no timeline records one. Timelines
+    extracted with different settings are an error naming both: a model trained on them has no recipe."""
+    merged: dict = {}
+    first: dict = {}
+    for name in names:
+        for m, settings in timeline_recipe(store.meta(name)).items():
+            if m not in merged:
+                merged[m], first[m] = settings, name
+                continue
+            diff = recipe_differences({m: merged[m]}, {m: settings})
+            if diff:
+                raise ValueError(f"timelines {first[m]!r} and {name!r} of {store.path} were extracted with different "
+                                 f"{m} settings ({diff[0]}); train on features of one recipe")
+    if not merged:
+        return None
+    return {"format": 1, "modalities": sorted(merged), **merged}

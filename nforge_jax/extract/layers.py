@@ -36,8 +36,9 @@ __all__ = ["AGGREGATIONS", "TOKEN_AGGREGATIONS", "aggregate_tokens", "kept_state
 AGGREGATIONS = ("cat", "group_mean", "mean", "sum")
 
 
-class ModelNotAvailable(RuntimeError):
-    """A model id is neither a local directory nor in the local Hugging Face cache."""
+class ModelNotAvailable(FileNotFoundError):
+    """A model id is neither a local directory nor in the local Hugging Face cache (a user's error to fix:
+    the message says how)."""
 
 
 def _check(fractions: Sequence[float], aggregation: str) -> tuple[float, ...]:

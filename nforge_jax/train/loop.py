@@ -20,6 +20,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nforge_jax.data import pipeline
+from nforge_jax.data.provenance import store_recipe
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.model.checkpoint import save_encoder
 from nforge_jax.model.config import EncoderConfig
@@ -145,6 +146,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     if not train_tl:
         raise TrainError(f"store {store.path}: no training timelines after the split (val_ratio {cfg.data.val_ratio})")
     subjects_index = pipeline.make_subjects_index(store)
+    recipe = store_recipe(store, list(train_tl) + list(val_tl))  # travels with the exported model
     feature_dims, n_vertices = store_layout(store, train_tl + val_tl)
     model_config = _model_config(cfg, feature_dims, n_vertices, len(subjects_index))
     n_proc = jax.process_count()
@@ -245,7 +247,8 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         if is_main:
             save_encoder(model, path, overwrite=True,
                          metadata={"source": "nforge train", "step": step, "val_pearson": val["pearson"],
-                                   "subjects": list(subjects_index)})
+                                   "subjects": list(subjects_index),
+                                   **({"extract_recipe": recipe} if recipe else {})})
 
     def export_best(val):
         nonlocal exported_best

@@ -81,3 +81,22 @@ def relative_error(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
     return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def release_data_section(text="meta-llama/Llama-3.2-3B", audio="facebook/w2v-bert-2.0",
+                         video="facebook/vjepa2-vitg-fpc64-256") -> dict:
+    """The ``data`` extractor sections of TRIBE v2's config.yaml, dumped by neuralset's own classes configured
+    as the release (TRIBEV2_SPEC D.2), so the replica has every field the real file has."""
+    from neuralset.extractors.audio import Wav2VecBert
+    from neuralset.extractors.image import HuggingFaceImage
+    from neuralset.extractors.text import HuggingFaceText
+    from neuralset.extractors.video import HuggingFaceVideo
+
+    common = dict(layers=[0.5, 0.75, 1.0], layer_aggregation="group_mean", cache_n_layers=20)
+    with offline_hub():
+        t = HuggingFaceText(model_name=text, aggregation="sum", frequency=2.0, batch_size=4, **common)
+        a = Wav2VecBert(model_name=audio, aggregation="sum", frequency=2.0, **common)
+        v = HuggingFaceVideo(image=HuggingFaceImage(model_name=video, infra={"keep_in_ram": False}, **common),
+                             clip_duration=4, frequency=2.0, aggregation="sum")
+    return {"text_feature": t.model_dump(), "audio_feature": a.model_dump(), "video_feature": v.model_dump(),
+            "features_to_use": ["text", "audio", "video"]}

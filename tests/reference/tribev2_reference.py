@@ -141,13 +141,13 @@ def brain_config(hidden=1152, depth=8, heads=8, low_rank_head=2048, n_subjects=2
 
 
 def write_release(directory, model: ReferenceFmriEncoder, brain: dict, n_outputs: int, n_output_timesteps: int,
-                  extra_ckpt: dict | None = None):
+                  extra_ckpt: dict | None = None, data: dict | None = None):
     """Writes config.yaml + best.ckpt as the release does (Lightning-style keys, `model.` prefix)."""
     os.makedirs(directory, exist_ok=True)
     experiment = {
         "infra": {"workdir": None, "folder": str(directory)},
         "data": {"features_to_use": list(model.feature_dims), "layers_to_use": (0.5, 0.75, 1.0),
-                 "layer_aggregation": "group_mean", "frequency": 2, "duration_trs": 100},
+                 "layer_aggregation": "group_mean", "frequency": 2, "duration_trs": 100, **(data or {})},
         "seed": 33,
         "brain_model_config": brain,
         "average_subjects": False,
