@@ -9,6 +9,7 @@ plausible but wrong maps on another.
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping, Sequence
 
 __all__ = ["recipe_differences", "timeline_recipe", "check_store_recipe", "store_recipe"]
@@ -45,14 +46,22 @@ def check_store_recipe(store, names: Sequence[str], recipe: Mapping | None) -> N
     ``recipe=None`` (a model that does not record one) checks nothing."""
     if not recipe:
         return
+    unchecked = []
     for name in names:
         if name not in store:
             continue
-        diff = recipe_differences(recipe, timeline_recipe(store.meta(name)), store.modalities(name))
+        stored = timeline_recipe(store.meta(name))
+        if not stored and store.modalities(name):
+            unchecked.append(name)
+        diff = recipe_differences(recipe, stored, store.modalities(name))
         if diff:
             raise ValueError(f"timeline {name!r} of {store.path}: its features were extracted with another recipe "
                              f"than the model's ({'; '.join(diff[:3])}); extract again with "
                              "`nforge extract --checkpoint CHECKPOINT` into a new store")
+    if unchecked:
+        warnings.warn(f"{len(unchecked)} timelines of {store.path} (e.g. {unchecked[0]!r}) record no extraction recipe "
+                      "(extracted before recipes were recorded): their features cannot be checked against the "
+                      "model's", stacklevel=2)
 
 
 def store_recipe(store, names: Sequence[str]) -> dict | None:
