@@ -29,6 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from nforge_jax.data.timebase import WINDOW_S  # TRIBE v2's segments: 100 TRs of 1 s
+
 __all__ = ["AGGREGATIONS", "TOKEN_AGGREGATIONS", "aggregate_tokens", "kept_states", "layer_indices", "select_layers", "n_output_layers", "WINDOW_S", "place", "place_rows",
            "chunk_spans",
            "resolve_model", "ModelNotAvailable", "torch_device", "torch_dtype"]
@@ -120,7 +122,6 @@ def aggregate_tokens(states, how: str = "mean"):
     return states.mean(1) if how == "mean" else states.sum(1)
 
 
-WINDOW_S = 100.0  # TRIBE v2's segments: 100 TRs of 1 s
 
 
 def _overlap(a_start: float, a_rows: int | None, a_dur: float, b_start: float, b_dur: float, hz: float):

@@ -34,7 +34,8 @@ from nforge_jax.data.provenance import timeline_recipe
 from nforge_jax.data.shards import shard_names
 from nforge_jax.data.store import MARKER_FILE, FeatureStore, StoreError
 from nforge_jax.extract.audio import AudioExtractor
-from nforge_jax.extract.layers import WINDOW_S, resolve_model
+from nforge_jax.data.timebase import FEATURE_HZ, WINDOW_S
+from nforge_jax.extract.layers import resolve_model
 from nforge_jax.extract.recipe import MODALITIES, ExtractConfig
 from nforge_jax.extract.text import TextExtractor
 from nforge_jax.extract.video import VideoExtractor
@@ -42,9 +43,6 @@ from nforge_jax.extract.video import VideoExtractor
 __all__ = ["ExtractConfig", "build_extractors", "timeline_grid", "extract_timeline", "extract_events",
            "read_events_file", "check_sources", "open_store", "recipe_of_checkpoint", "config_from_args",
            "run_cli"]
-
-FEATURE_HZ = 2.0
-
 
 def build_extractors(config: ExtractConfig) -> dict:
     """Extractor objects (models load lazily on first use)."""

@@ -1,0 +1,328 @@
+"""`nforge` command line. Each subcommand is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A mistake in the user's input: printed as one line, no traceback."""
+
+
+def cmd_convert(args) -> int:
+    from nforge_jax.convert.tribev2 import convert_tribev2, export_tribev2
+
+    t0 = time.time()
+    if args.direction == "tribev2":
+        out = convert_tribev2(args.src, args.dst, overwrite=args.overwrite)
+    else:
+        out = export_tribev2(args.src, args.dst, overwrite=args.overwrite)
+    print(f"nforge convert: wrote {out} in {time.time() - t0:.1f} s")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from nforge_jax.demo import run_demo
+
+    summary = run_demo(Path(args.out), seed=args.seed, epochs=args.epochs)
+    print(f"nforge demo: done in {summary['seconds']:.1f} s; everything is under {Path(args.out).absolute()} "
+          f"(summary: {summary['paths']['summary']})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from nforge_jax.train.config import check_config
+    from nforge_jax.train.distributed import maybe_initialize_distributed
+    from nforge_jax.train.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    check_config(cfg)
+    maybe_initialize_distributed()
+    train(cfg, args.workdir)
+    return 0
+
+
+def load_config(spec: str, overrides: list[str]):
+    """`path.py[:arg]` + `--config.a.b=value` overrides, parsed by ml_collections' config_flags."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    if not Path(spec.split(":")[0]).is_file():
+        raise UserError(f"--config {spec}: no such config file")
+
+    def parse(argv):
+        saved = sys.argv
+        sys.argv = argv  # config_flags consults the process command line while defining and loading
+        try:
+            fv = flags.FlagValues()
+            config_flags.DEFINE_config_file("config", default=spec, flag_values=fv, lock_config=True)
+            fv(argv)
+            return fv.config
+        except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+            text = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() is a repr
+            raise UserError(f"config {spec}: {text}") from None
+        finally:
+            sys.argv = saved
+
+    base = parse(["nforge"])
+    for override in overrides:
+        check_override_field(base, override.removeprefix("--config.").split("=", 1)[0], spec)
+    return parse(["nforge"] + list(overrides)) if overrides else base
+
+
+def check_override_field(config, path: str, spec: str) -> None:
+    """`a.b.c` must name a field of the config: otherwise a sentence naming it and the closest fields."""
+    import difflib
+
+    node, walked = config, []
+    for part in path.split("."):
+        fields = list(node.keys()) if hasattr(node, "keys") else []
+        if part not in fields:
+            where = f"there is no field {'.'.join(walked + [part])}"
+            if not fields:
+                raise UserError(f"config {spec}: {where}: {'.'.join(walked)} is a value, not a section")
+            close = difflib.get_close_matches(part, fields, n=1)
+            hint = (f"did you mean {'.'.join(walked + close)}?" if close
+                    else f"the fields of {'.'.join(walked) or 'the config'} are {', '.join(sorted(fields))}")
+            raise UserError(f"config {spec}: {where}; {hint}")
+        node, walked = node[part], walked + [part]
+
+
+def cmd_store(args) -> int:
+    from nforge_jax.data.store import FeatureStore, format_info, format_verify
+
+    store = FeatureStore.open(args.path)  # not a store: StoreError, printed by main on stderr
+    if args.store_cmd == "info":
+        print(format_info(store))
+        return 0
+    problems = store.verify()
+    print(format_verify(problems, store))
+    return 1 if problems else 0
+
+
+def cmd_study(args) -> int:
+    from nforge_jax.data.studies import build_study_store
+
+    summary = build_study_store(args.study, args.root, args.store, subjects=args.subjects or None,
+                                strict=args.strict, overwrite=args.overwrite, limit=args.limit)
+    print(f"nforge study build: {summary.get('count_check', '')}")
+    print(f"nforge study build: wrote {len(summary.get('written', []))} timelines to {args.store}")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from nforge_jax.extract.run import run_cli
+
+    return run_cli(args)
+
+
+def cmd_predict(args) -> int:
+    from nforge_jax.inference.batch import run_cli
+
+    return run_cli(args)
+
+
+def cmd_adapt(args) -> int:
+    from nforge_jax.inference.adapt import run_adapt
+
+    reg = args.regularization if args.regularization == "cv" else float(args.regularization)
+    summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, reg, method=args.method,
+                        cv=args.cv, overwrite=args.overwrite, name=args.name)
+    print(f"nforge adapt: new subject {summary['name']!r} (id {summary['id']}); adapted model written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nforge", description="Predict cortical fMRI from text, audio and video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the offline end-to-end demo")
+    demo.add_argument("--out", default="nforge_out/demo", help="output directory (default: nforge_out/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=int, help="training epochs (default: configs/demo.py)")
+    demo.set_defaults(func=cmd_demo)
+
+    convert = sub.add_parser("convert", help="convert checkpoints between TRIBE v2 and nforge_jax")
+    convert.add_argument("direction", choices=["tribev2", "to-tribev2"],
+                         help="tribev2: release dir -> nforge_jax checkpoint; to-tribev2: the reverse")
+    convert.add_argument("src")
+    convert.add_argument("dst")
+    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.set_defaults(func=cmd_convert)
+
+    train = sub.add_parser("train", help="train an encoder (resumes automatically from --workdir)")
+    train.add_argument("--config", required=True, help="configs/X.py or configs/X.py:variant")
+    train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs and the best model go here")
+    train.set_defaults(func=cmd_train)
+
+    store = sub.add_parser("store", help="inspect a FeatureStore")
+    store_sub = store.add_subparsers(dest="store_cmd", required=True)
+    for name, text in (("info", "summary: timelines, studies, subjects, hours, modalities"),
+                       ("verify", "check every array against its manifest (size, sha256)")):
+        p = store_sub.add_parser(name, help=text)
+        p.add_argument("path")
+    store.set_defaults(func=cmd_store)
+
+    study = sub.add_parser("study", help="read a study dataset into a FeatureStore (fMRI targets + events)")
+    study_sub = study.add_subparsers(dest="study_cmd", required=True)
+    build = study_sub.add_parser("build")
+    build.add_argument("study", help="Algonauts2025Bold | Wen2017 | Lahner2024Bold | Lebel2023Bold")
+    build.add_argument("--root", required=True, help="the study directory or $DATAPATH holding it")
+    build.add_argument("--store", required=True)
+    build.add_argument("--subjects", nargs="*")
+    build.add_argument("--strict", action="store_true", help="fail when the timeline count differs from the release")
+    build.add_argument("--overwrite", action="store_true")
+    build.add_argument("--limit", type=int)
+    study.set_defaults(func=cmd_study)
+
+    adapt = sub.add_parser("adapt", help="fit a head for a new subject from calibration runs; save the adapted model")
+    adapt.add_argument("checkpoint", help="model to adapt (anything NForgeModel.from_pretrained reads)")
+    adapt.add_argument("--store", required=True, help="FeatureStore holding the new subject's calibration runs")
+    adapt.add_argument("--timelines", nargs="+", required=True, help="calibration timelines (features + fMRI)")
+    adapt.add_argument("--out", required=True, help="directory for the adapted checkpoint")
+    adapt.add_argument("--method", choices=["ridge", "nearest_neighbor"], default="ridge")
+    adapt.add_argument("--regularization", default="cv", help='"cv" (per-vertex alpha by K-fold CV) or a number')
+    adapt.add_argument("--cv", type=int, default=5)
+    adapt.add_argument("--name", help="the new subject's name (default: adapted/N, N its id); must be new")
+    adapt.add_argument("--overwrite", action="store_true")
+    adapt.set_defaults(func=cmd_adapt)
+
+    extract = sub.add_parser("extract", help="features of an events table into a FeatureStore (resumable)")
+    add_extract_arguments(extract)
+    extract.set_defaults(func=cmd_extract)
+
+    predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore (resumable)")
+    add_predict_arguments(predict)
+    predict.set_defaults(func=cmd_predict)
+
+    for p in [parser, *sub.choices.values(), *store_sub.choices.values(), *study_sub.choices.values()]:
+        # accepted before or after the subcommand; SUPPRESS keeps a subparser from resetting the global value
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if p is not parser else False,
+                       help="show the full traceback of an error (for bug reports; also NFORGE_DEBUG=1)")
+    return parser
+
+
+# `nforge extract` / `nforge predict` options live here rather than beside their code so that building the
+# parser (`nforge --help`) imports neither jax nor torch. Defaults equal ExtractConfig()'s (tested).
+EXTRACT_DEFAULTS = {
+    "text": ("meta-llama/Llama-3.2-3B", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), "cat"),
+    "audio": ("facebook/w2v-bert-2.0", (0.75, 1.0), "cat"),
+    "video": ("facebook/vjepa2-vitg-fpc64-256", (0.75, 1.0), "cat"),
+}
+EXTRACT_BATCH_SIZES = {"text": 8, "video": 4}
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.75,1.0") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
+    """Settings left unset (None) come from --checkpoint's recipe, else from ExtractConfig's defaults."""
+    parser.add_argument("--events", required=True, help="events table (.tsv/.csv/.parquet)")
+    parser.add_argument("--store", required=True, help="FeatureStore directory (created if absent)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="extract with the recipe this model was trained with (an nforge_jax checkpoint or a "
+                             "TRIBE v2 release directory); --MODALITY-model may still point to a local copy")
+    parser.add_argument("--modalities", default=None,
+                        help="subset of text,audio,video (default: all, or the checkpoint's)")
+    for m, (model_id, layers, aggregation) in EXTRACT_DEFAULTS.items():
+        parser.add_argument(f"--{m}-model", default=None,
+                            help=f"{m} model: hub id (cached) or directory (default {model_id})")
+        parser.add_argument(f"--{m}-layers", type=_fractions, default=None,
+                            help=f"layer fractions (default {','.join(map(str, layers))})")
+        parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean", "mean", "sum"], default=None,
+                            help=f"(default {aggregation})")
+    parser.add_argument("--text-batch-size", type=_positive_int, default=None, help=f"(default {EXTRACT_BATCH_SIZES['text']})")
+    parser.add_argument("--video-batch-size", type=_positive_int, default=None,
+                        help=f"(default {EXTRACT_BATCH_SIZES['video']})")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="this process's share: every N-th timeline from the I-th (default: from "
+                             "SLURM_PROCID/SLURM_NTASKS, else all)")
+    parser.add_argument("--overwrite", action="store_true", help="redo finished timelines")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", required=True, help="FeatureStore directory")
+    parser.add_argument("--checkpoint", required=True, help="nforge_jax checkpoint, TRIBE v2 release dir or hub id")
+    parser.add_argument("--out", required=True, help="output directory (resumable)")
+    parser.add_argument("--subject", default=None,
+                        help="training-subject name or index (default: the average subject)")
+    parser.add_argument("--batch-size", type=_positive_int, default=None, help="windows per step (default: the model's)")
+    parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
+    parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
+    parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="this process's share: every N-th timeline from the I-th (default: from "
+                             "SLURM_PROCID/SLURM_NTASKS, else all)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--config.x=y` overrides belong to ml_collections, not argparse.
+    overrides = [a for a in argv if a.startswith("--config.")]
+    args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])
+    args.overrides = overrides
+    debug = args.debug or os.environ.get("NFORGE_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except Exception as e:
+        if debug or not _is_user_error(e):
+            raise
+        print(f"nforge {args.command}: error: {user_message(e)}", file=sys.stderr)
+        print("(run again with --debug for the full traceback)", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Bad input, a bad file or directory, a full or read-only disk: the user can fix it; a bug cannot be."""
+    from nforge_jax.data.store import StoreError
+    from nforge_jax.model.checkpoint import CheckpointError
+    from nforge_jax.model.config import ConfigError
+
+    user_errors = (UserError, CheckpointError, ConfigError, StoreError, OSError, ValueError)
+    if isinstance(e, user_errors):
+        return True
+    if "nforge_jax.train.loop" in sys.modules:  # only loaded (and only raised) when training ran
+        from nforge_jax.train.checkpoint import CheckpointWriteError
+        from nforge_jax.train.loop import TrainError
+
+        return isinstance(e, (TrainError, CheckpointWriteError))
+    return False
+
+
+def user_message(e: BaseException) -> str:
+    """One line: an OS error names its path; library wording for keyword arguments becomes the CLI's flags."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+        if e.filename2 is not None:
+            text += f" (-> {e.filename2})"
+    else:
+        text = str(e)
+    text = text.replace("overwrite=True", "--overwrite")
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

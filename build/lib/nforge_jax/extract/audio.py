@@ -1,0 +1,131 @@
+"""Audio features: Wav2Vec-BERT 2.0 hidden states at 2 Hz (TRIBE v2's audio extractor).
+
+The rule is the release's (neuralset 0.0.2 ``Wav2VecBert``; TRIBEV2_SPEC D.2). For each Audio event of a
+timeline, cut into chunks as TRIBE's ChunkEvents (60 s pieces, the last one 30-90 s; ``layers.chunk_spans``),
+each chunk:
+
+1. decoded with PyAV from ``filepath``: samples [round(rate * offset), + round(rate * duration)) at the
+   file's own rate (a video's sound track works too), every channel resampled to the feature extractor's
+   rate (16 kHz) with ``julius`` (the release's resampler), then averaged to mono;
+2. ``norm_audio``: ``(x - mean) / (1e-8 + std)`` with the unbiased std (torch's);
+3. the model's own feature extractor; the model is called with the input features only -- no attention
+   mask, as the release (it matters for chunks with an odd number of fbank frames);
+4. hidden states (N, frames, D) -> resized to ``round(2 * duration)`` rows with nearest interpolation
+   (``torch.nn.functional.interpolate``: row i takes frame ``floor(i * frames / n)``) -> layers grouped
+   over all N states (the release's ``cache_n_layers`` is a no-op for audio: its path never subselects);
+5. added to the 2 Hz grid by TRIBE's window overlap rule (``layers.place_rows``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from nforge_jax.extract.layers import ModelExtractor, chunk_spans, layer_indices, place_rows, select_layers
+from nforge_jax.extract.media import read_audio
+
+__all__ = ["AudioConfig", "AudioExtractor"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+    model_id: str = "facebook/w2v-bert-2.0"
+    layers: tuple[float, ...] = (0.75, 1.0)
+    aggregation: str = "cat"
+    norm_audio: bool = True  # z-score each chunk's waveform
+    chunk_s: float = 60.0
+    min_chunk_s: float = 30.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
+        layer_indices(101, self.layers, self.aggregation)
+
+
+def media_chunks(events: pd.DataFrame, kind: str, max_s: float, min_s: float) -> list[tuple[str, float, float, float]]:
+    """(filepath, timeline start, file offset, duration) of every chunk of the ``kind`` events."""
+    out = []
+    rows = events[events["type"] == kind]
+    if rows.empty:
+        return out
+    offsets = rows["offset"] if "offset" in rows.columns else pd.Series(0.0, index=rows.index)
+    for path, start, dur, off in zip(rows["filepath"], rows["start"], rows["duration"], offsets.fillna(0.0)):
+        if not dur > 0:
+            raise ValueError(f"{path}: {kind} event at {start} s has duration {dur}; expected > 0 "
+                             "(probe the file for its duration)")
+        for c_off, c_dur in chunk_spans(float(dur), max_s, min_s):
+            out.append((str(path), float(start) + c_off, float(off) + c_off, c_dur))
+    return out
+
+
+class AudioExtractor(ModelExtractor):
+    modality = "audio"
+    config_class = AudioConfig
+    event_types = ("Audio",)
+
+    def load(self):
+        if self._model is not None:
+            return
+        from transformers import AutoFeatureExtractor
+
+        path, model = self._load_model()
+        self.processor = AutoFeatureExtractor.from_pretrained(path)
+        self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
+        self.n_states = int(model.config.num_hidden_layers) + 1
+        self.dim = int(model.config.hidden_size)
+        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
+
+    def meta(self) -> dict:
+        self.load()
+        return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
+                "aggregation": self.config.aggregation,
+                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation),
+                "n_hidden_states": self.n_states, "sample_rate": self.sample_rate, "chunk_s": self.config.chunk_s}
+
+    def chunks(self, events: pd.DataFrame):
+        return media_chunks(events, "Audio", self.config.chunk_s, self.config.min_chunk_s)
+
+    def n_units(self, events: pd.DataFrame) -> int:
+        return len(self.chunks(events))
+
+    def embed_chunk(self, wav: np.ndarray, rate: float, n_out: int) -> np.ndarray:
+        """(channels, n) samples at ``rate`` Hz -> (n_out, L, D) float32."""
+        self.load()
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(wav, np.float32))
+        if int(rate) != self.sample_rate:
+            import julius
+
+            if not float(rate).is_integer():
+                raise ValueError(f"audio sample rate {rate} Hz: expected an integer rate")
+            x = julius.resample.ResampleFrac(old_sr=int(rate), new_sr=self.sample_rate)(x)
+        x = x.mean(0)
+        if self.config.norm_audio:
+            x = (x - x.mean()) / (1e-8 + x.std())
+        features = self.processor(x, return_tensors="pt", sampling_rate=self.sample_rate)["input_features"]
+        with torch.inference_mode():
+            hs = self._model(features.to(self.device, self.dtype), output_hidden_states=True).hidden_states
+        states = torch.stack(hs, 0)[:, 0].float().transpose(1, 2)  # (N, D, frames)
+        if states.shape[-1] != n_out:
+            states = torch.nn.functional.interpolate(states, size=n_out, mode="nearest")
+        sel = select_layers(states, self.config.layers, self.config.aggregation)  # (L, D, n)
+        return sel.permute(2, 0, 1).cpu().numpy()
+
+    def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
+                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
+        """(n_steps, L, D) float32 for one timeline's events; None when it has no Audio events. ``origin``:
+        where the timeline's 100 s windows start (its earliest event)."""
+        chunks = self.chunks(events)
+        if not chunks:
+            return None
+        self.load()
+        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
+        for path, start, offset, dur in chunks:
+            wav, rate = read_audio(path, None, start=offset, duration=dur, mono=False)
+            feats = self.embed_chunk(wav, rate, max(1, int(round(dur * hz))))
+            place_rows(grid, feats, start, hz, origin)
+            if progress is not None:
+                progress(1)
+        return grid

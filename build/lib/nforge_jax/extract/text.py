@@ -1,0 +1,155 @@
+"""Text features: contextual word embeddings from a causal language model (TRIBE v2: Llama-3.2-3B).
+
+The rule is the release's (neuralset 0.0.2 ``HuggingFaceText``, TRIBEV2_SPEC D.2), kept as it is on
+purpose so that a released head gets the features it was trained on. For each Word event of a timeline,
+in event order, ``batch_size`` words at a time:
+
+1. the text run is the word's ``context`` (what :func:`nforge_jax.inference.events.add_context` and
+   TRIBE's AddContextToWords write: the preceding text of the timeline ending with the word); without a
+   context column the up to ``context_words`` preceding words and the word, joined by spaces;
+2. the batch of contexts is tokenized without special tokens (no BOS), padded (pad := eos when the
+   tokenizer has none) on the tokenizer's padding side and truncated on the left to its maximum length,
+   and run through the model with ``output_hidden_states``;
+3. quirks kept: the pads of a row are *counted* as its tokens equal to ``eos_token_id`` and that many
+   tokens are cut from the end; the word's span is the last ``max(1, n_tokens - n_pads - n_prefix)``
+   tokens, ``n_prefix`` the token count of ``context[:-len(word)].rstrip()`` tokenized alone (so a separate
+   leading-space token stays in the span). With a pad token distinct from eos nothing is counted and the
+   span takes the pad positions of shorter rows: a word's vector then depends on which words share its
+   batch (the release has that too);
+4. states kept (``cache_n_layers``), tokens aggregated (``token_aggregation``), layers grouped -> (L, D),
+   added to the 2 Hz rows the word covers in each 100 s window (``layers.place``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nforge_jax.extract.layers import (ModelExtractor, aggregate_tokens, kept_states, layer_indices, place,
+                                       select_layers)
+
+__all__ = ["TextConfig", "TextExtractor", "word_contexts"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    model_id: str = "meta-llama/Llama-3.2-3B"
+    layers: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    aggregation: str = "cat"  # or "group_mean" (TRIBE v2's release: layers (0.5, 0.75, 1.0))
+    cache_n_layers: int | None = None  # keep K evenly spaced hidden states first (layers.kept_states)
+    token_aggregation: str = "mean"  # over a word's tokens: mean | sum | max | first | last
+    context_words: int = 1024  # preceding words of context per word, when the events carry no context
+    contextualized: bool = True  # False: each word is embedded alone
+    batch_size: int = 8
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
+        layer_indices(101, self.layers, self.aggregation, self.cache_n_layers)  # validates
+        aggregate_tokens(None, self.token_aggregation)
+        if int(self.batch_size) < 1:
+            raise ValueError(f"text batch_size: expected an integer >= 1, got {self.batch_size}")
+
+
+def word_contexts(words: Sequence[str], context_words: int = 1024) -> list[str]:
+    """For word i: words[max(0, i - context_words) : i + 1] joined by single spaces."""
+    out = []
+    for i in range(len(words)):
+        out.append(" ".join(w.strip() for w in words[max(0, i - context_words): i + 1]))
+    return out
+
+
+class TextExtractor(ModelExtractor):
+    modality = "text"
+    config_class = TextConfig
+    event_types = ("Word",)
+
+    def load(self):
+        if self._model is not None:
+            return
+        from transformers import AutoTokenizer
+
+        path, model = self._load_model()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, truncation_side="left")
+        if self.tokenizer.pad_token is None:
+            if self.tokenizer.eos_token is None:
+                raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; batching words needs one")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = self.tokenizer.eos_token_id  # the release counts eos tokens as pads
+        cfg = model.config
+        self.n_states = int(cfg.num_hidden_layers) + 1
+        self.dim = int(cfg.hidden_size)
+        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation,
+                                          self.config.cache_n_layers))
+
+    def meta(self) -> dict:
+        self.load()
+        return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
+                "aggregation": self.config.aggregation, "cache_n_layers": self.config.cache_n_layers,
+                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation,
+                                               self.config.cache_n_layers),
+                "n_hidden_states": self.n_states, "context_words": self.config.context_words}
+
+    def _pairs(self, words: pd.DataFrame) -> list[tuple[str, str]]:
+        """(word, text run) per word: the ``context`` column where it is a non-empty string, else built."""
+        texts = [str(t) for t in words["text"]]
+        if not self.config.contextualized:
+            return [(w, w) for w in texts]
+        built = word_contexts(texts, self.config.context_words)
+        given = words["context"].tolist() if "context" in words.columns else [None] * len(texts)
+        return [(w, c if isinstance(c, str) and c else b) for w, c, b in zip(texts, given, built)]
+
+    def embed(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """(len(pairs), L, D) float32 word vectors, ``batch_size`` pairs per forward in the given order."""
+        self.load()
+        torch = self._torch
+        kept = kept_states(self.n_states, self.config.cache_n_layers)
+        out = np.zeros((len(pairs), self.n_layers, self.dim), np.float32)
+        for lo in range(0, len(pairs), self.config.batch_size):
+            batch = pairs[lo: lo + self.config.batch_size]
+            inputs = self.tokenizer([c for _, c in batch], add_special_tokens=False, return_tensors="pt",
+                                    padding=True, truncation=True)
+            with torch.inference_mode():
+                hs = self._model(**{k: v.to(self.device) for k, v in inputs.items()},
+                                 output_hidden_states=True).hidden_states
+            states = torch.stack(hs)[kept]  # (K, B, S, D)
+            n_tokens = states.shape[2]
+            for r, (word, context) in enumerate(batch):
+                n_pads = 0 if self.pad_id is None else int((inputs["input_ids"][r] == self.pad_id).sum())
+                h = states[:, r, : n_tokens - n_pads] if n_pads else states[:, r]
+                if self.config.contextualized:
+                    prefix = context[: -len(word)].rstrip()
+                    n_prefix = len(self.tokenizer.encode(prefix, add_special_tokens=False)) if prefix else 0
+                    h = h[:, -max(1, n_tokens - n_pads - n_prefix):]
+                vec = aggregate_tokens(h, self.config.token_aggregation).float()  # (K, D)
+                # vec holds the kept states only: group them as they are (no second subselection)
+                out[lo + r] = select_layers(vec, self.config.layers, self.config.aggregation).cpu().numpy()
+        return out
+
+    def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
+                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
+        """(n_steps, L, D) float32 for one timeline's events; None when it has no Word events. ``origin``:
+        where the timeline's 100 s windows start (its earliest event)."""
+        words = events[events["type"] == "Word"]
+        if words.empty:
+            return None
+        self.load()
+        pairs = self._pairs(words)
+        for (word, context) in pairs:
+            if not word or not context:
+                raise ValueError(f"Word event with empty text or context ({word!r}, {context!r})")
+        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
+        starts, durs = words["start"].to_numpy(float), words["duration"].to_numpy(float)
+        step = max(1, self.config.batch_size * 4)
+        for lo in range(0, len(pairs), step):
+            vecs = self.embed(pairs[lo: lo + step])
+            for j, v in enumerate(vecs):
+                place(grid, starts[lo + j], durs[lo + j], v, hz, origin)
+            if progress is not None:
+                progress(len(vecs))
+        return grid
+
+    def n_units(self, events: pd.DataFrame) -> int:
+        return int((events["type"] == "Word").sum())

@@ -1,0 +1,405 @@
+"""Batched prediction over every timeline of a FeatureStore (``nforge predict``).
+
+Each timeline's features (row k = timeline time [k/2, (k+1)/2)) are read from row round(2 * start_s)
+and cut into consecutive windows of ``window_steps`` rows (the last zero-padded), exactly as
+``NForgeModel.predict_features`` does; output row i is the 1 s TR starting at start_s + i, and a timeline
+gives ceil(n_rows * n_output_timesteps / window_steps) rows. A modality a timeline lacks is absent
+(exact zeros); windows are batched with other timelines that have the same modalities.
+
+Throughput: windows of many timelines fill fixed-size batches (one compiled shape), sharded over the
+local devices along the batch axis (the parameters replicated by ``train.mesh`` rules); a reader thread
+reads and transfers the next batches to the devices while the current one computes, and the previous
+batch's output is copied back while the next one runs.
+
+Several machines or GPUs: run one independent process per device with ``shard=(i, n)`` (``nforge predict
+--shard i/n``, or read from SLURM_PROCID/SLURM_NTASKS); process i takes every n-th timeline. The processes
+share nothing but the output directory, so one that finishes early or dies never stops the others (a
+coordinated jax.distributed job would: its exit barrier times out when the others run minutes longer).
+Inside an already initialised jax.distributed program the default shard is (process_index, process_count).
+
+Output directory::
+
+    OUT/nforge_predictions.json         marker: format, n_outputs, tr_s, model_sha256, subject
+    OUT/<timeline dir>.npy              (n_rows, n_vertices) float32
+    OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "sha256", "model_sha256",
+                                         "subject", "inputs": {start_s, features_sha256, extractors, ...}}
+
+A timeline is finished when its .json exists (written atomically after its .npy). A re-run skips
+finished timelines and recomputes the others (a killed run continues where it stopped), but only when they
+were made the same way: ``model_sha256`` (sha256 of the model's config, subject names and parameter
+bytes), the subject and the timeline's store inputs must match this run, else the run is refused
+(``PredictionsMismatch``, naming the field) unless ``overwrite``. The marker is written only after every
+input check has passed, so a refused run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nforge_jax.data.provenance import check_store_recipe
+from nforge_jax.data.shards import check_shard, shard_names
+from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
+from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
+from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
+
+__all__ = ["predict_store", "read_predictions", "finished_timelines", "read_marker", "model_fingerprint",
+           "timeline_inputs", "PredictionsMismatch", "add_arguments", "run_cli", "main"]
+
+FORMAT_NAME = "nforge_jax.Predictions"
+MARKER = "nforge_predictions.json"
+FEATURE_HZ = 2.0
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array)
+    with atomic_open(path) as f:
+        np.lib.format.write_array(f, array, allow_pickle=False)
+    return hashlib.sha256(array.tobytes()).hexdigest()
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True).encode()
+
+
+class PredictionsMismatch(ValueError):
+    """An output directory holds predictions made differently (another model, subject or inputs)."""
+
+
+def _subject_label(subject_id: int | None):
+    return "average" if subject_id is None else int(subject_id)
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of the model's configuration, training-subject names and parameter bytes (cached)."""
+    cached = getattr(model, "_fingerprint", None)
+    if cached is None:
+        from flax import nnx
+
+        h = hashlib.sha256()
+        meta = getattr(model, "metadata", None) or {}
+        h.update(_json({"config": model.config.to_dict(), "subjects": meta.get("subjects")}))
+        # One array on the host at a time (measured ~1.2 s per GB on one CPU core: ~0.6 s for the released model).
+        flat = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(model._state)}
+        for key in sorted(flat):
+            value = np.ascontiguousarray(np.asarray(flat[key][...]))
+            h.update(f"{key}|{value.dtype.str}|{value.shape}".encode())
+            h.update(memoryview(value).cast("B"))
+        cached = h.hexdigest()
+        try:
+            model._fingerprint = cached
+        except AttributeError:
+            pass
+    return cached
+
+
+def timeline_inputs(store: FeatureStore, name: str, config) -> dict:
+    """What a timeline's predictions are made from: its start, the checksums of the features the model reads,
+    and the extractor settings the store records for them."""
+    manifest = store.manifest(name)
+    mods = sorted(m for m in store.modalities(name) if m in config.modalities)
+    extractors = manifest["meta"].get("extractors") or {}
+    return {"start_s": manifest["meta"].get("start_s", 0.0),
+            "features_sha256": {m: manifest["arrays"][f"features/{m}"]["sha256"] for m in mods},
+            "extractors": {m: extractors.get(m) for m in mods},
+            "extract_signature": manifest["meta"].get("extract_signature")}
+
+
+def _refuse_if_different(path: Path, old: dict, new: dict) -> None:
+    """PredictionsMismatch naming the first field of ``new`` that ``old`` (a marker or record) has otherwise."""
+    for field, value in new.items():
+        was = old.get(field)
+        if _json(was) == _json(value):
+            continue
+        if field == "inputs" and isinstance(was, dict):
+            sub = next((k for k in value if _json(was.get(k)) != _json(value[k])), None)
+            if sub is not None:
+                field, was, value = f"inputs.{sub}", was.get(sub), value[sub]
+        what = {"model_sha256": "a different checkpoint (weights or metadata)", "subject": "another subject",
+                "n_outputs": "another number of outputs"}.get(field, f"other store inputs ({field})")
+        shown = (lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v))
+        raise PredictionsMismatch(
+            f"{path}: these predictions were made by {what}: {field} is {shown(was)} there, {shown(value)} in this "
+            f"run; use another --out directory, or --overwrite (overwrite=True) to recompute them")
+
+
+def read_marker(out) -> dict | None:
+    """The directory's nforge_predictions.json, or None; ValueError naming the file if it is damaged."""
+    path = Path(out) / MARKER
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable or not JSON ({type(e).__name__}: {e}); expected the marker "
+                         "nforge predict writes (remove the file, or rerun with --overwrite)") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: field 'format' is {doc.get('format') if isinstance(doc, dict) else doc!r}, "
+                         f"expected {FORMAT_NAME!r} (remove the file, or rerun with --overwrite)")
+    return doc
+
+
+def finished_timelines(out) -> dict[str, dict]:
+    """{timeline name: its record} of the finished timelines in an output directory."""
+    out = Path(out)
+    done = {}
+    if not out.is_dir():
+        return done
+    for p in out.glob("*.json"):
+        if p.name == MARKER or p.name.startswith("."):
+            continue
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue  # unreadable record: recomputed
+        if isinstance(rec, dict) and "name" in rec and (out / str(rec.get("file"))).is_file():
+            done[rec["name"]] = rec
+    return done
+
+
+def read_predictions(out, name: str) -> np.ndarray:
+    """(n_rows, n_vertices) predictions of one timeline (memory-mapped)."""
+    rec = finished_timelines(out).get(name)
+    if rec is None:
+        raise KeyError(f"{out}: no finished predictions for timeline {name!r}")
+    return np.load(Path(out) / rec["file"], mmap_mode="r", allow_pickle=False)
+
+
+class _Plan:
+    """Window table of the timelines to do: per timeline its present modalities, first row and rows."""
+
+    def __init__(self, store: FeatureStore, names: Sequence[str], config):
+        self.window = int(config.window_steps)
+        self.per_window = int(config.n_output_timesteps)
+        dims = {m: (n, d) for m, n, d in config.feature_dims}
+        self.timelines = []
+        for name in names:
+            meta = store.meta(name)
+            mods = sorted(m for m in store.modalities(name) if m in dims)
+            if not mods:
+                raise ValueError(f"timeline {name!r}: none of the model's modalities {list(dims)} in the store "
+                                 f"(it has {store.modalities(name)})")
+            arrays = {m: store.features(name, m) for m in mods}
+            for m, a in arrays.items():
+                if tuple(a.shape[1:]) != dims[m]:
+                    raise ValueError(f"timeline {name!r} features[{m!r}]: (layers, dim) {tuple(a.shape[1:])}, "
+                                     f"the model takes {dims[m]}")
+            start_s = meta.get("start_s", 0.0)
+            r0 = feature_start_row(start_s, f"timeline {name!r} (meta start_s)")
+            start_s = float(start_s)
+            n_steps = max(a.shape[0] for a in arrays.values()) - r0
+            if n_steps <= 0:
+                raise ValueError(f"timeline {name!r}: start_s {start_s} is past the end of its features")
+            n_win = -(-n_steps // self.window)
+            n_rows = -(-n_steps * self.per_window // self.window)
+            self.timelines.append({"name": name, "mods": tuple(mods), "r0": r0, "n_win": n_win, "n_rows": n_rows,
+                                   "start_s": start_s, "arrays": arrays})
+        self.dims = dims
+
+    def batches(self, batch_size: int):
+        """Yields (modalities, [(timeline index, window index) or None for padding]) in timeline order,
+        each batch holding windows of one modality set."""
+        groups: dict[tuple, list] = {}
+        for i, t in enumerate(self.timelines):
+            groups.setdefault(t["mods"], []).extend((i, k) for k in range(t["n_win"]))
+        for mods, windows in groups.items():
+            for lo in range(0, len(windows), batch_size):
+                part = windows[lo: lo + batch_size]
+                yield mods, part + [None] * (batch_size - len(part))
+
+    def load(self, mods, slots) -> dict[str, np.ndarray]:
+        out = {m: np.zeros((len(slots), self.window, *self.dims[m]), np.float32) for m in mods}
+        for row, slot in enumerate(slots):
+            if slot is None:
+                continue
+            t = self.timelines[slot[0]]
+            lo = t["r0"] + slot[1] * self.window
+            for m in mods:
+                a = t["arrays"][m]
+                part = a[lo: min(lo + self.window, a.shape[0])]
+                check_finite(part, f"timeline {t['name']!r} features[{m!r}]", row_offset=lo)
+                out[m][row, : len(part)] = part
+        return out
+
+
+def predict_store(model, store, out, *, subject=None, batch_size: int | None = None,
+                  timelines: Sequence[str] | None = None, devices=None, overwrite: bool = False,
+                  progress: bool = True, prefetch: int = 2, shard: tuple[int, int] | None = None,
+                  on_timeline_done: Callable[[str, Path], None] | None = None) -> dict:
+    """Predict every (or the given) timeline of ``store`` into the directory ``out``; see the module docstring.
+
+    model: an ``NForgeModel``. subject: None (average subject), an index or a training-subject name.
+    batch_size: windows per step (default ``model.batch_size``), rounded up to a multiple of the devices.
+    shard: (i, n) -> only every n-th timeline from the i-th (default: this JAX process's index and count).
+    Returns {"written": [...], "skipped": [...], "hours": stimulus hours predicted, "seconds": wall time}.
+    """
+    t_start = time.time()
+    index, count = check_shard(shard) or (jax.process_index(), jax.process_count())
+    subject_id = resolve_subject(model, subject)
+    bs = check_batch_size(batch_size) or check_batch_size(getattr(model, "batch_size", 8), "model.batch_size")
+    store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+    out = Path(out)
+    config = model.config
+    made_by = {"model_sha256": model_fingerprint(model), "subject": _subject_label(subject_id)}
+    marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": int(config.n_outputs), "tr_s": 1.0,
+              "n_output_timesteps": int(config.n_output_timesteps), "store": str(store.path), **made_by}
+    if not overwrite:
+        old = read_marker(out)
+        if old is not None:
+            _refuse_if_different(out / MARKER, old, {**made_by, "n_outputs": marker["n_outputs"]})
+    names = shard_names(store.timelines if timelines is None else timelines, (index, count))
+    # features made by another recipe than the model's would give plausible but wrong maps
+    check_store_recipe(store, names, model.metadata.get("extract_recipe"))
+    done = {} if overwrite else finished_timelines(out)
+    for name in [n for n in names if n in done]:
+        rec = done[name]
+        _refuse_if_different(out / f"{timeline_dirname(name)}.json", rec,
+                             {**made_by, "inputs": timeline_inputs(store, name, config)})
+    skipped = [n for n in names if n in done]
+    todo = [n for n in names if n not in done]
+    plan = _Plan(store, todo, config)  # checks shapes and start times before anything is written
+    # Only a run that passed every check marks the directory (a refused run leaves nothing behind).
+    out.mkdir(parents=True, exist_ok=True)
+    if index == 0:
+        _atomic_bytes(out / MARKER, _json(marker))
+    for p in out.glob(".*.tmp-*"):  # leftovers of a killed write; a recent one may be another shard's, in flight
+        try:
+            if time.time() - p.stat().st_mtime > 3600:
+                p.unlink()
+        except FileNotFoundError:
+            pass
+    report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
+    if not todo:
+        report["seconds"] = time.time() - t_start
+        return report
+
+    devices = list(devices if devices is not None else jax.local_devices())
+    mesh = make_mesh(data=len(devices), model=1, devices=devices)
+    n_dev = len(devices)
+    bs = -(-bs // n_dev) * n_dev
+    state = shard_state(model._state, mesh)
+    feat_sharding = batch_sharding(mesh, 4)
+    ids = None if subject_id is None else jax.device_put(jnp.full((bs,), subject_id, jnp.int32),
+                                                         batch_sharding(mesh, 1))
+
+    # per-timeline accumulation
+    pending = {i: t["n_win"] for i, t in enumerate(plan.timelines)}
+    results: dict[int, np.ndarray] = {}
+    total_rows = sum(t["n_rows"] for t in plan.timelines)
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            # Counted in whole output rows (1 s each; integers, so the count ends exactly at the total) and
+            # shown in hours.
+            bar = tqdm(total=total_rows, unit="h", unit_scale=1 / 3600.0, desc="predict", bar_format=(
+                "{l_bar}{bar}| {n:.3f}/{total:.3f} h of stimulus [{elapsed}<{remaining}{postfix}]"))
+        except ImportError:
+            bar = None
+
+    def finish(i: int) -> None:
+        t = plan.timelines[i]
+        preds = results.pop(i)[: t["n_rows"]]
+        stem = timeline_dirname(t["name"])
+        sha = _atomic_npy(out / f"{stem}.npy", preds)
+        rec = {"name": t["name"], "file": f"{stem}.npy", "shape": list(preds.shape), "start_s": t["start_s"],
+               "tr_s": 1.0, "sha256": sha, **made_by, "inputs": timeline_inputs(store, t["name"], config)}
+        _atomic_bytes(out / f"{stem}.json", _json(rec))
+        report["written"].append(t["name"])
+        report["hours"] += t["n_rows"] / 3600.0
+        if bar is not None:
+            bar.update(t["n_rows"])
+            minutes = (time.time() - t_start) / 60.0
+            bar.set_postfix_str(f"{report['hours'] / max(minutes, 1e-9):.2f} h/min")
+        if on_timeline_done is not None:
+            on_timeline_done(t["name"], out / f"{stem}.npy")
+
+    def collect(slots, y) -> None:
+        y = np.asarray(y)  # waits for the device; (B, per_window, V)
+        for row, slot in enumerate(slots):
+            if slot is None:
+                continue
+            i, k = slot
+            if i not in results:
+                t = plan.timelines[i]
+                results[i] = np.empty((t["n_win"] * plan.per_window, y.shape[-1]), np.float32)
+            results[i][k * plan.per_window: (k + 1) * plan.per_window] = y[row]
+            pending[i] -= 1
+            if pending[i] == 0:
+                finish(i)
+
+    # reader thread: host reads + host->device transfer ahead of the compute
+    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    END = object()
+
+    def reader():
+        try:
+            for mods, slots in plan.batches(bs):
+                if stop.is_set():
+                    return
+                host = plan.load(mods, slots)
+                q.put((slots, {m: jax.device_put(v, feat_sharding) for m, v in host.items()}))
+            q.put(END)
+        except BaseException as exc:  # surfaced in the main thread
+            q.put(exc)
+
+    thread = threading.Thread(target=reader, name="nforge-predict-reader", daemon=True)
+    thread.start()
+    in_flight = None
+    try:
+        while True:
+            item = q.get()
+            if item is END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            slots, batch = item
+            y = model._forward(state, batch, ids)  # asynchronous dispatch
+            if in_flight is not None:
+                collect(*in_flight)  # previous output copied back while this batch runs
+            in_flight = (slots, y)
+        if in_flight is not None:
+            collect(*in_flight)
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        if bar is not None:
+            bar.close()
+    report["seconds"] = time.time() - t_start
+    return report
+
+
+def run_cli(args) -> int:
+    from nforge_jax.inference.model import NForgeModel
+
+    from nforge_jax.data.shards import parse_shard
+
+    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
+    # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
+    report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
+                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
+                           shard=parse_shard(args.shard))
+    rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
+    print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
+          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
+    return 0

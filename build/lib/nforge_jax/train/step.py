@@ -1,0 +1,171 @@
+"""The optimizer, the sharded train state and the pure, jitted train / eval steps.
+
+State is a plain dict {"params", "opt", "step"}; the model's graph definition and its non-trainable
+buffers stay outside, so the jitted step is a pure function of (state, batch, key) with the state donated.
+Randomness for step k is `fold_in(key, k)`, so a resumed run draws exactly what an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from nforge_jax.model.config import EncoderConfig
+from nforge_jax.model.encoder import FmriEncoder
+from nforge_jax.train import losses, metrics
+from nforge_jax.train.mesh import logical_to_spec
+
+
+def make_optimizer(total_steps: int, *, lr=1e-4, pct_start=0.1, div_factor=25.0, final_div_factor=1e4,
+                   weight_decay=0.0, cycle_momentum=True, b1_range=(0.85, 0.95), grad_clip=None, accumulate=1):
+    """Adam with TRIBE v2's one-cycle schedule (cosine, 4e-6 -> 1e-4 -> 4e-10; beta1 cycled 0.95 -> 0.85 -> 0.95).
+
+    `total_steps` counts train-step calls; with `accumulate` = k > 1 the gradients of k consecutive calls are
+    averaged and applied once (a k-times larger batch in the memory of one), and the schedule runs over the
+    total_steps / k updates."""
+    if accumulate > 1:
+        inner = make_optimizer(max(int(total_steps) // accumulate, 2), lr=lr, pct_start=pct_start,
+                               div_factor=div_factor, final_div_factor=final_div_factor, weight_decay=weight_decay,
+                               cycle_momentum=cycle_momentum, b1_range=b1_range, grad_clip=grad_clip)
+        return optax.MultiSteps(inner, every_k_schedule=accumulate)
+    total_steps = max(int(total_steps), 2)
+    lr_schedule = optax.cosine_onecycle_schedule(total_steps, lr, pct_start, div_factor, final_div_factor)
+    if cycle_momentum:
+        lo, hi = b1_range
+        warm = max(int(pct_start * total_steps), 1)
+        b1 = optax.join_schedules([optax.cosine_decay_schedule(hi, warm, alpha=lo / hi),
+                                   optax.cosine_decay_schedule(lo, total_steps - warm, alpha=hi / lo)], [warm])
+    else:
+        b1 = b1_range[1]
+    adam = optax.inject_hyperparams(optax.adamw if weight_decay else optax.adam)
+    kwargs = dict(learning_rate=lr_schedule, b1=b1, b2=0.999, eps=1e-8)
+    if weight_decay:
+        kwargs["weight_decay"] = weight_decay
+    tx = adam(**kwargs)
+    if grad_clip:
+        tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
+    return tx
+
+
+def tree_shardings(tree, mesh):
+    """NamedShardings for a pytree: Variables by their logical axes, plain arrays replicated."""
+
+    def one(x):
+        if isinstance(x, nnx.Variable):
+            value = x.get_raw_value()
+            return NamedSharding(mesh, logical_to_spec(x.get_metadata().get("logical_axes"), value.shape, mesh))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def init_state(config: EncoderConfig, tx, mesh, seed: int):
+    """Parameters and optimizer state born sharded on `mesh` (no full copy on one device first).
+
+    Returns (graphdef, state, buffers, state_shardings)."""
+
+    def create():
+        model = FmriEncoder(config, rngs=nnx.Rngs(seed))
+        graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
+        return {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}, buffers
+
+    abstract_state, abstract_buffers = jax.eval_shape(create)
+    shardings = tree_shardings(abstract_state, mesh)
+    buffer_shardings = tree_shardings(abstract_buffers, mesh)
+    with jax.set_mesh(mesh):
+        state, buffers = jax.jit(create, out_shardings=(shardings, buffer_shardings))()
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: FmriEncoder(config, rngs=nnx.Rngs(seed))))
+    return graphdef, state, buffers, shardings
+
+
+def model_features(batch, config: EncoderConfig):
+    return {m: batch[m] for m in config.modalities if m in batch}
+
+
+def make_train_step(graphdef, config: EncoderConfig, tx, loss_name: str, state_shardings, buffer_shardings,
+                    batch_shardings, mesh) -> Callable:
+    loss_fn_impl = losses.LOSSES[loss_name]
+
+    def step_fn(state, buffers, batch, key):
+        rng = jax.random.fold_in(key, state["step"])
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, buffers)
+            pred = model(model_features(batch, config), batch["subject_id"], rng=rng)
+            return loss_fn_impl(pred, batch["fmri"], batch["mask"], batch.get("vertex_weights"))
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        grad_norm = optax.tree.norm(grads)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, new_opt = tx.update(grads, state["opt"], state["params"])
+        new_params = optax.apply_updates(state["params"], updates)
+        # A non-finite loss or gradient never reaches the weights: keep the old state, count the skip.
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        new_state = {"params": jax.tree.map(keep, new_params, state["params"]),
+                     "opt": jax.tree.map(keep, new_opt, state["opt"]), "step": state["step"] + 1}
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "skipped": (~ok).astype(jnp.int32)}
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(step_fn, in_shardings=(state_shardings, buffer_shardings, batch_shardings, replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def make_eval_step(graphdef, config: EncoderConfig, loss_name: str, state_shardings, buffer_shardings,
+                   batch_shardings, stats_sharding, mesh) -> Callable:
+    loss_fn_impl = losses.LOSSES[loss_name]
+
+    def eval_fn(params, buffers, batch, stats):
+        model = nnx.merge(graphdef, params, buffers)
+        pred = model(model_features(batch, config), batch["subject_id"])
+        loss = loss_fn_impl(pred, batch["fmri"], batch["mask"], batch.get("vertex_weights"))
+        stats = metrics.update_pearson(stats, pred, batch["fmri"], batch["mask"], batch["subject_id"])
+        return stats, {"loss": loss, "retrieval_top1": metrics.retrieval_top1(pred, batch["fmri"], batch["mask"]),
+                       "n_rows": batch["mask"].sum()}
+
+    replicated = NamedSharding(mesh, P())
+    return jax.jit(eval_fn, in_shardings=(state_shardings["params"], buffer_shardings, batch_shardings,
+                                          stats_sharding),
+                   out_shardings=(stats_sharding, replicated), donate_argnums=(3,))
+
+
+# Dense bfloat16 tensor-core peak per device (vendor data sheets, SXM parts); MFU is quoted against these.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops_per_device() -> float | None:
+    """The accelerator's peak FLOP/s for MFU: NFORGE_PEAK_FLOPS if set, else the table; None if unknown (CPUs)."""
+    if os.environ.get("NFORGE_PEAK_FLOPS"):
+        return float(os.environ["NFORGE_PEAK_FLOPS"])
+    kind = jax.devices()[0].device_kind
+    return next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
+
+
+def train_flops_per_window(config: EncoderConfig, steps: int | None = None) -> float:
+    """Approximate FLOPs of one training window (forward + backward = 3 x forward matmul FLOPs)."""
+    t = steps or config.window_steps
+    h, f = config.hidden, config.hidden * config.ff_mult
+    per_token = 2 * sum(config.input_dim(m) * config.projector_out for m in config.modalities)
+    per_token += config.depth * 2 * (4 * h * h + 2 * h * f)
+    attention = config.depth * 2 * 2 * t * t * h
+    t_out = config.n_output_timesteps
+    head = t_out * 2 * (h * config.bottleneck * (config.low_rank_head is not None) + config.bottleneck * config.n_outputs)
+    return 3.0 * (per_token * t + attention + head)
+
+
+def global_batch(batch: dict, shardings: dict, mesh) -> dict:
+    """Host-local numpy batch -> global jax arrays sharded over the mesh (works across processes)."""
+    out = {}
+    for key, sharding in shardings.items():
+        value = np.asarray(batch[key])
+        if jax.process_count() > 1:
+            out[key] = jax.make_array_from_process_local_data(sharding, value)
+        else:
+            out[key] = jax.device_put(value, sharding)
+    return out
