@@ -138,6 +138,11 @@ def extract_events(events: pd.DataFrame, store, config: ExtractConfig = ExtractC
     configured extractor reads).
     """
     events = validate_events(events)
+    early = events[events["start"] < 0]
+    if not early.empty:  # the 2 Hz grid starts at 0 s: features before it would be dropped silently
+        row = early.iloc[0]
+        raise ValueError(f"timeline {row['timeline']!r}: a {row['type']} event starts at {row['start']} s; features "
+                         "begin at 0 s: shift the events so that every start is >= 0")
     extractors = extractors if extractors is not None else build_extractors(config)
     names = list(pd.unique(events["timeline"])) if timelines is None else list(timelines)
     missing = [n for n in names if n not in set(events["timeline"])]

@@ -143,6 +143,14 @@ def test_missing_model_is_one_line_and_creates_no_store(tmp_path, capsys):
     assert not (tmp_path / "store").exists()
 
 
+def test_negative_start_is_refused_before_anything_is_written(tmp_path):
+    events = story(3)
+    events.loc[events.index[0], "start"] = -0.5
+    with pytest.raises(ValueError, match="starts at -0.5 s"):
+        extract_events(events, tmp_path / "store", ExtractConfig(modalities=("text",), progress=False))
+    assert not (tmp_path / "store").exists()
+
+
 def test_training_records_the_store_recipe(release_models, tmp_path):
     from nforge_jax.data.provenance import store_recipe
 
