@@ -71,6 +71,10 @@ class StoreError(Exception):
     """A FeatureStore is missing, malformed, or was asked for something it does not hold."""
 
 
+class PipelineError(ValueError):
+    """The store or the arguments cannot make the requested dataset (windows, splits, targets)."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # Atomic files, chunked array writing, streaming checksums
 
