@@ -43,6 +43,8 @@ from typing import Any, Iterable, Mapping, TextIO
 
 import numpy as np
 
+from nforge_jax.data import timebase
+
 __all__ = [
     "FeatureStore",
     "StoreError",
@@ -62,7 +64,8 @@ MANIFEST_FILE = "manifest.json"
 CHUNK_BYTES = 64 * 1024 * 1024
 FEATURE_DTYPE = np.dtype("float16")
 FMRI_DTYPES = {"float32": np.dtype("float32"), "float16": np.dtype("float16")}
-META_DEFAULTS = {"feature_hz": 2.0, "fmri_hz": 1.0, "offset_s": 5.0}
+META_DEFAULTS = {"feature_hz": timebase.FEATURE_HZ, "fmri_hz": timebase.FMRI_HZ,
+                 "offset_s": timebase.HEMODYNAMIC_OFFSET_S}
 _MODALITY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _SAFE_CHARS_RE = re.compile(r"[^A-Za-z0-9._-]+")
 

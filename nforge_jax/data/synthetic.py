@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -72,6 +71,8 @@ import scipy.signal
 import scipy.stats
 
 from nforge_jax.data import fsaverage
+from nforge_jax.data.store import atomic_open
+from nforge_jax.data.timebase import FEATURE_HZ, FMRI_HZ, HEMODYNAMIC_OFFSET_S
 
 __all__ = [
     "MODALITIES",
@@ -92,9 +93,6 @@ __all__ = [
 MODALITIES = ("text", "audio", "video")
 DEFAULT_FEATURE_DIMS = {"text": (2, 64), "audio": (2, 32), "video": (2, 48)}
 DEFAULT_LATENT_DIMS = {"text": 4, "audio": 4, "video": 4}
-FEATURE_HZ = 2.0
-FMRI_HZ = 1.0
-OFFSET_S = 5.0
 HRF_DT = 1.0 / FEATURE_HZ
 HRF_LENGTH_S = 32.0
 TRUTH_FILE = "synthetic_truth.npz"
@@ -132,7 +130,9 @@ def glover_hrf(times: np.ndarray | None = None) -> np.ndarray:
     """Glover (1999) double-gamma HRF at ``times`` (s), normalised to sum 1 over those times.
 
     Default times: the 2 Hz feature grid over 32 s (64 taps, ``HRF_DT`` = 0.5 s), the kernel the
-    synthetic data are made with.
+    synthetic data are made with. Not nilearn's ``glover_hrf``: that one samples
+    ``linspace(0, time_length, n)`` (not a multiple of the step) one sample late, so on this grid it
+    differs by up to 3 % of the peak and peaks at 5.5 s; the tests check both are the same curve.
     """
     if times is None:
         times = np.arange(int(HRF_LENGTH_S / HRF_DT)) * HRF_DT
@@ -323,16 +323,8 @@ class SyntheticTruth:
             **{f"latent_weights.{m}": w for m, w in self.latent_weights.items()},
             "info": np.array(json.dumps({"timelines": list(self.timelines), "config": self.config})),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
         return path
 
     @classmethod
@@ -531,7 +523,7 @@ def generate_synthetic(
     config = dict(n_subjects=int(n_subjects), n_timelines=int(n_timelines), duration_s=duration_s,
                   feature_dims={k: list(x) for k, x in fdims.items()}, latent_dims=ldims, noise=float(noise),
                   subject_variability=float(subject_variability), seed=int(seed), mesh=mesh,
-                  modality_map=modality_map, feature_hz=FEATURE_HZ, fmri_hz=FMRI_HZ, offset_s=OFFSET_S,
+                  modality_map=modality_map, feature_hz=FEATURE_HZ, fmri_hz=FMRI_HZ, offset_s=HEMODYNAMIC_OFFSET_S,
                   hrf="glover1999 double gamma, 0.5 s taps, 32 s")
     timelines = tuple({"name": _timeline_name(s, i), "subject": _subject_name(s), "stimulus": i}
                       for i in range(n_timelines) for s in range(n_subjects))
@@ -551,7 +543,7 @@ def generate_synthetic(
                 fmri = _zscore(a * signal + b * eps).astype(np.float32)
                 meta = {
                     "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
-                    "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ, "offset_s": OFFSET_S,
+                    "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ, "offset_s": HEMODYNAMIC_OFFSET_S,
                     "mesh": mesh,
                     "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
                                          "aggregation": None, "n_layers": fdims[mod][0], "dim": fdims[mod][1]}
