@@ -119,6 +119,14 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
         f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
+def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, byte offset of the data) of an open .npy file (format 1.0 or 2.0)."""
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(f)
+    return shape, fortran, dtype, f.tell()
+
+
 def _rows_per_chunk(row_shape: tuple[int, ...], itemsize: int) -> int:
     row_bytes = max(1, math.prod(row_shape) * itemsize)
     return max(1, CHUNK_BYTES // row_bytes)
@@ -377,11 +385,7 @@ class FeatureStore:
         fpath = _array_path(self._dir(name), entry, f"timeline {name!r} {akey}")
         try:
             with open(fpath, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = reader(f)
-                offset = f.tell()
+                shape, fortran, dtype, offset = _read_npy_header(f)
                 size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             raise StoreError(f"{fpath}: missing (timeline {name!r}, array {akey!r})") from None
@@ -560,11 +564,7 @@ class FeatureStore:
             return [f"{where}: file missing"]
         try:
             with open(fpath, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = reader(f)
-                data_offset = f.tell()
+                shape, fortran, dtype, data_offset = _read_npy_header(f)
         except (OSError, ValueError) as e:
             return [f"{where}: not a readable .npy file ({e})"]
         problems = []
