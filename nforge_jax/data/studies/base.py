@@ -187,6 +187,12 @@ class Study:
         row.update(extra)
         return row
 
+    def require_folder(self, path: Path, what: str) -> Path:
+        """``path`` if it is a directory, else :class:`MissingStudyFile` naming the study and the folder."""
+        if not Path(path).is_dir():
+            raise MissingStudyFile(f"{self.name}: {what} folder not found: {path}")
+        return path
+
     def require(self, path: Path, what: str, timeline: Mapping[str, Any] | None = None) -> Path:
         """``path`` if it exists, else :class:`MissingStudyFile` naming it and what it is for."""
         if not Path(path).exists():
