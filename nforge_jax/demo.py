@@ -52,30 +52,32 @@ def demo_config():
 
 
 def heldout_predictions(model, store, timelines, subjects_index):
-    """Predictions and targets aligned as in training: row j (stimulus time j s) vs fMRI at j + offset."""
+    """Predictions and targets aligned as in training, by :func:`timebase.align_targets`: the timeline's
+    features from its ``start_s``, output row j (stimulus time ``start_s + j``) paired with the BOLD sample
+    recorded the hemodynamic offset later (relative to the recording's ``fmri_start_s``); rows that have no
+    sample are dropped."""
+    from nforge_jax.data import timebase
+    from nforge_jax.data.splits import subject_key
+
     preds, targets = [], []
     for name in timelines:
         meta = store.meta(name)
-        features = {m: np.asarray(store.features(name, m), np.float32) for m in store.modalities(name)}
-        subject = subjects_index[f"{meta['study']}/{meta['subject']}"]
-        pred = model.predict_features(features, subject=subject)
-        fmri = np.asarray(store.fmri(name), np.float32)
-        offset = int(round(meta.get("offset_s", 5.0) * meta.get("fmri_hz", 1.0)))
-        n = min(len(pred), len(fmri) - offset)
-        preds.append(pred[:n])
-        targets.append(fmri[offset : offset + n])
+        start_s = float(meta.get("start_s", 0.0))
+        row0 = timebase.feature_row(start_s, meta["feature_hz"])
+        features = {m: np.asarray(store.features(name, m)[row0:], np.float32) for m in store.modalities(name)}
+        pred = model.predict_features(features, subject=subjects_index[subject_key(meta)])
+        target, mask = timebase.align_targets(np.asarray(store.fmri(name), np.float32), len(pred), start_s=start_s,
+                                              offset_s=meta["offset_s"], fmri_hz=meta["fmri_hz"],
+                                              fmri_start_s=float(meta.get("fmri_start_s", 0.0)))
+        preds.append(pred[mask])
+        targets.append(target[mask])
     return np.concatenate(preds), np.concatenate(targets)
 
 
 def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> dict:
-    from nforge_jax.data import pipeline
-    from nforge_jax.data.store import FeatureStore
-    from nforge_jax.data.synthetic import MODALITIES, make_synthetic_store
-    from nforge_jax.inference.adapt import pearson_per_vertex
-    from nforge_jax.inference.attribution import ModalityAttributor
+    from nforge_jax.data.splits import make_subjects_index
     from nforge_jax.inference.model import NForgeModel
     from nforge_jax.train.loop import split_for, train
-    from nforge_jax.viz.surface import plot_cortex, save_figure
 
     t0 = time.time()
     out = Path(out).absolute()
@@ -84,13 +86,7 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
 
     log(f"[1/6] synthetic store: {STORE_SPEC['n_subjects']} subjects x {STORE_SPEC['n_timelines']} stimuli x "
         f"{STORE_SPEC['duration_s']:.0f} s on fsaverage5 -> {store_dir}")
-    from nforge_jax.data.synthetic import SyntheticTruth, TRUTH_FILE
-
-    if (store_dir / TRUTH_FILE).is_file():
-        truth = SyntheticTruth.load(store_dir / TRUTH_FILE)  # a rerun reuses the store
-    else:
-        truth = make_synthetic_store(store_dir, seed=seed, **STORE_SPEC)
-    store = FeatureStore.open(store_dir)
+    truth, store = _synthetic_store(store_dir, seed)
 
     cfg = demo_config()
     cfg.seed = seed
@@ -104,54 +100,22 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     log("[3/6] reloading the best model with NForgeModel.from_pretrained and predicting held-out stimuli")
     model = NForgeModel.from_pretrained(summary_train["best_model"])
     _, val_tl = split_for(cfg, store)
-    subjects_index = pipeline.make_subjects_index(store)
-    pred, target = heldout_predictions(model, store, val_tl, subjects_index)
+    pred, target = heldout_predictions(model, store, val_tl, make_subjects_index(store))
 
     log("[4/6] scoring every vertex against the known noise ceiling")
-    r = pearson_per_vertex(pred, target)
-    cortex = truth.cortex_mask & (truth.noise_ceiling > 0)
-    ratio = np.full_like(r, np.nan)
-    ratio[cortex] = r[cortex] / truth.noise_ceiling[cortex]
-    median_r = float(np.nanmedian(r[cortex]))
-    median_ratio = float(np.nanmedian(ratio[cortex]))
+    scores = _score(pred, target, truth)
 
     log("[5/6] integrated-gradients attribution of every vertex to text / audio / video")
-    # Mean |IG| over the windows of one held-out stimulus (per window: scores of the window's mean prediction).
-    name = val_tl[0]
-    window = 2 * model.config.n_output_timesteps
-    n_steps_total = store.features(name, store.modalities(name)[0]).shape[0]
-    attributor = ModalityAttributor(model, method="gradient", n_steps=8)
-    scores = np.zeros((len(MODALITIES), r.shape[0]))
-    starts = range(0, n_steps_total - window + 1, window)
-    for start in starts:
-        feats = {m: np.asarray(store.features(name, m)[start : start + window], np.float32)
-                 for m in store.modalities(name)}
-        attribution = attributor.attribute(feats)
-        scores += np.stack([np.abs(attribution[m]) for m in MODALITIES]) / len(starts)
-    dominant = scores.argmax(0)
-    planted = truth.modality_weights.argmax(0)
-    strong = cortex & (truth.modality_weights.max(0) > 0.6) & (truth.noise_ceiling > 0.6)
-    agreement = float((dominant[strong] == planted[strong]).mean()) if strong.any() else float("nan")
+    dominant, planted, agreement = _attribution(model, store, val_tl[0], truth, scores["cortex"])
 
     log("[6/6] rendering figures")
-    paths = {
-        "r_map": save_figure(plot_cortex(np.where(cortex, r, np.nan), title=f"held-out Pearson r (median {median_r:.2f})", cmap="hot",
-                                         vmin=0.0, vmax=1.0, colorbar_label="r"), fig_dir / "r_cortex.png"),
-        "r_over_ceiling_map": save_figure(plot_cortex(np.clip(ratio, 0, 1.2), title=f"r / noise ceiling "
-                                                      f"(median {median_ratio:.2f})", cmap="viridis", vmin=0.0,
-                                                      vmax=1.2, colorbar_label="r / ceiling"),
-                                          fig_dir / "r_over_ceiling_cortex.png"),
-        "attribution_map": save_figure(_modality_figure(dominant, cortex, "dominant modality by integrated gradients"),
-                                       fig_dir / "attribution.png"),
-        "planted_map": save_figure(_modality_figure(planted, cortex, "planted (true) dominant modality"),
-                                   fig_dir / "planted_modality.png"),
-        "timecourses": save_figure(_timecourse_figure(pred, target, r, truth), fig_dir / "timecourses.png"),
-    }
+    paths = _figures(fig_dir, pred, target, truth, scores, dominant, planted)
+    cortex, median_r, median_ratio = scores["cortex"], scores["median_r"], scores["median_ratio"]
     summary = {
         "median_r": median_r,
         "median_r_over_ceiling": median_ratio,
         "median_noise_ceiling": float(np.median(truth.noise_ceiling[cortex])),
-        "n_vertices": int(r.shape[0]),
+        "n_vertices": int(scores["r"].shape[0]),
         "n_cortical_vertices": int(cortex.sum()),
         "heldout_timelines": val_tl,
         "attribution_agreement": agreement,
@@ -165,6 +129,75 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     log(f"median r {median_r:.3f}, median r / noise ceiling {median_ratio:.3f} over {int(cortex.sum())} cortical "
         f"vertices; attribution matches the planted modality at {agreement:.0%} of strongly driven vertices")
     return summary
+
+
+def _synthetic_store(store_dir: Path, seed: int):
+    """(truth, FeatureStore) of the demo's synthetic data; a rerun reuses the store it already wrote."""
+    from nforge_jax.data.store import FeatureStore
+    from nforge_jax.data.synthetic import TRUTH_FILE, SyntheticTruth, make_synthetic_store
+
+    if (store_dir / TRUTH_FILE).is_file():
+        truth = SyntheticTruth.load(store_dir / TRUTH_FILE)
+    else:
+        truth = make_synthetic_store(store_dir, seed=seed, **STORE_SPEC)
+    return truth, FeatureStore.open(store_dir)
+
+
+def _score(pred, target, truth) -> dict:
+    """Per-vertex Pearson r, r over the known noise ceiling, and their medians over cortical vertices."""
+    from nforge_jax.inference.adapt import pearson_per_vertex
+
+    r = pearson_per_vertex(pred, target)
+    cortex = truth.cortex_mask & (truth.noise_ceiling > 0)
+    ratio = np.full_like(r, np.nan)
+    ratio[cortex] = r[cortex] / truth.noise_ceiling[cortex]
+    return {"r": r, "ratio": ratio, "cortex": cortex, "median_r": float(np.nanmedian(r[cortex])),
+            "median_ratio": float(np.nanmedian(ratio[cortex]))}
+
+
+def _attribution(model, store, name, truth, cortex):
+    """(dominant modality per vertex by integrated gradients, planted dominant modality, their agreement on
+    strongly driven vertices); |IG| is averaged over the whole windows of timeline ``name`` (per window: scores
+    of the window's mean prediction)."""
+    from nforge_jax.data.synthetic import MODALITIES
+    from nforge_jax.inference.attribution import ModalityAttributor
+
+    window = model.config.window_steps
+    n_steps_total = store.features(name, store.modalities(name)[0]).shape[0]
+    attributor = ModalityAttributor(model, method="gradient", n_steps=8)
+    scores = np.zeros((len(MODALITIES), truth.noise_ceiling.shape[0]))
+    starts = range(0, n_steps_total - window + 1, window)
+    for start in starts:
+        feats = {m: np.asarray(store.features(name, m)[start : start + window], np.float32)
+                 for m in store.modalities(name)}
+        attribution = attributor.attribute(feats)
+        scores += np.stack([np.abs(attribution[m]) for m in MODALITIES]) / len(starts)
+    dominant = scores.argmax(0)
+    planted = truth.modality_weights.argmax(0)
+    strong = cortex & (truth.modality_weights.max(0) > 0.6) & (truth.noise_ceiling > 0.6)
+    agreement = float((dominant[strong] == planted[strong]).mean()) if strong.any() else float("nan")
+    return dominant, planted, agreement
+
+
+def _figures(fig_dir: Path, pred, target, truth, scores: dict, dominant, planted) -> dict:
+    """Render the demo's PNGs; returns {name: path}."""
+    from nforge_jax.viz.surface import plot_cortex, save_figure
+
+    r, ratio, cortex = scores["r"], scores["ratio"], scores["cortex"]
+    median_r, median_ratio = scores["median_r"], scores["median_ratio"]
+    return {
+        "r_map": save_figure(plot_cortex(np.where(cortex, r, np.nan), title=f"held-out Pearson r (median {median_r:.2f})", cmap="hot",
+                                         vmin=0.0, vmax=1.0, colorbar_label="r"), fig_dir / "r_cortex.png"),
+        "r_over_ceiling_map": save_figure(plot_cortex(np.clip(ratio, 0, 1.2), title=f"r / noise ceiling "
+                                                      f"(median {median_ratio:.2f})", cmap="viridis", vmin=0.0,
+                                                      vmax=1.2, colorbar_label="r / ceiling"),
+                                          fig_dir / "r_over_ceiling_cortex.png"),
+        "attribution_map": save_figure(_modality_figure(dominant, cortex, "dominant modality by integrated gradients"),
+                                       fig_dir / "attribution.png"),
+        "planted_map": save_figure(_modality_figure(planted, cortex, "planted (true) dominant modality"),
+                                   fig_dir / "planted_modality.png"),
+        "timecourses": save_figure(_timecourse_figure(pred, target, r, truth), fig_dir / "timecourses.png"),
+    }
 
 
 def _modality_figure(codes, cortex, title):

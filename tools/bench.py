@@ -264,7 +264,7 @@ def bench_loader(batch: int, n_batches: int) -> dict:
     """grain pipeline at full feature dims (text 6x3072, audio 2x1024, video 2x1408), batch of 100 s windows."""
     import tempfile
 
-    from nforge_jax.data import pipeline
+    from nforge_jax.data import splits, windows
     from nforge_jax.data.store import FeatureStore
 
     dims = {"text": (6, 3072), "audio": (2, 1024), "video": (2, 1408)}
@@ -278,9 +278,9 @@ def bench_loader(batch: int, n_batches: int) -> dict:
                                  fmri=rng.standard_normal((600, 20484)).astype(np.float32),
                                  meta={"study": "Bench", "subject": "s1", "tr_s": 1.0, "feature_hz": 2.0,
                                        "fmri_hz": 1.0, "offset_s": 5.0})
-        idx = pipeline.make_subjects_index(store)
+        idx = splits.make_subjects_index(store)
         for dtype in ("float32", "float16"):
-            ds = pipeline.make_dataset(store, subjects_index=idx, batch_size=batch, seed=0, feature_dtype=dtype)
+            ds = windows.make_dataset(store, subjects_index=idx, batch_size=batch, seed=0, feature_dtype=dtype)
             it = iter(ds)
             first = next(it)
             nbytes = sum(v.nbytes for v in first.values() if isinstance(v, np.ndarray))

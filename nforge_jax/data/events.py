@@ -84,6 +84,19 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
 
     ``source`` names where the table came from (a file path, a study) in error messages.
     """
+    df = _standard_frame(df, source)
+    _check_common_columns(df, source)
+    t = df["type"].to_numpy()
+    is_fmri = t == "Fmri"
+    is_media = np.isin(t, ("Audio", "Video", "Image"))
+    _check_file_columns(df, is_fmri, is_media, source)
+    _check_text_columns(df, np.isin(t, TEXT_TYPES), source)
+    df["stop"] = df["start"] + df["duration"]
+    return _tribe_order(df)
+
+
+def _standard_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A copy of ``df`` with the required columns checked and the optional ones defaulted."""
     if not isinstance(df, pd.DataFrame):
         raise EventsError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
     if df.columns.duplicated().any():
@@ -93,7 +106,6 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
         if column not in df.columns:
             raise EventsError(f"{source}: missing required column {column!r} (columns: {list(df.columns)})")
     df = df.copy()
-    n = len(df)
     if "duration" not in df.columns:
         df["duration"] = 0.0
     for column in _STRING_DEFAULTS:
@@ -101,13 +113,15 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
             df[column] = ""
         else:
             df[column] = df[column].where(df[column].notna(), "")
+    return df
 
-    types = df["type"]
-    _fail(df, ~types.isin(EVENT_TYPES).to_numpy(), "type", f"one of {list(EVENT_TYPES)}", source)
+
+def _check_common_columns(df: pd.DataFrame, source: str) -> None:
+    """type, timeline, the string columns, and start / duration (made float seconds in place)."""
+    _fail(df, ~df["type"].isin(EVENT_TYPES).to_numpy(), "type", f"one of {list(EVENT_TYPES)}", source)
     _fail(df, ~_nonempty_str(df["timeline"]), "timeline", "a non-empty string", source)
     for column in _STRING_DEFAULTS:
         _fail(df, ~df[column].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool), column, "a string", source)
-
     start = _as_float(df, "start", source)
     _fail(df, ~np.isfinite(start), "start", "a finite number of seconds", source)
     dur = _as_float(df, "duration", source)
@@ -116,24 +130,23 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
     df["start"] = start
     df["duration"] = dur
 
-    t = types.to_numpy()
-    is_fmri = t == "Fmri"
-    is_media = np.isin(t, ("Audio", "Video", "Image"))
-    is_text = np.isin(t, TEXT_TYPES)
 
-    def need_column(column: str, rows: np.ndarray) -> None:
-        if rows.any() and column not in df.columns:
-            pos = int(np.flatnonzero(rows)[0])
-            raise EventsError(f"{source}: {_row_label(df, pos)}: column {column!r} is required for "
-                              f"{df['type'].iloc[pos]} events but the table has no such column")
+def _need_column(df: pd.DataFrame, column: str, rows: np.ndarray, source: str) -> None:
+    if rows.any() and column not in df.columns:
+        pos = int(np.flatnonzero(rows)[0])
+        raise EventsError(f"{source}: {_row_label(df, pos)}: column {column!r} is required for "
+                          f"{df['type'].iloc[pos]} events but the table has no such column")
 
-    need_column("filepath", is_fmri | is_media)
+
+def _check_file_columns(df: pd.DataFrame, is_fmri: np.ndarray, is_media: np.ndarray, source: str) -> None:
+    """filepath, frequency, subject, layout and offset of the Fmri and media rows (standardised in place)."""
+    _need_column(df, "filepath", is_fmri | is_media, source)
     if "filepath" in df.columns:
         ok = df["filepath"].map(lambda v: isinstance(v, str) and v != "" or hasattr(v, "__fspath__"))
         _fail(df, (is_fmri | is_media) & ~ok.to_numpy(dtype=bool), "filepath", "a non-empty file path", source)
         df["filepath"] = df["filepath"].map(lambda v: str(v) if hasattr(v, "__fspath__") else v)
 
-    need_column("frequency", is_fmri)
+    _need_column(df, "frequency", is_fmri, source)
     if "frequency" in df.columns:
         freq = _as_float(df, "frequency", source)
         _fail(df, is_fmri & ~(freq > 0), "frequency", "a sampling frequency in Hz > 0 (1 / TR)", source)
@@ -156,7 +169,9 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
     elif is_media.any():
         df["offset"] = 0.0
 
-    need_column("text", is_text)
+
+def _check_text_columns(df: pd.DataFrame, is_text: np.ndarray, source: str) -> None:
+    _need_column(df, "text", is_text, source)
     if "text" in df.columns:
         _fail(df, is_text & ~_nonempty_str(df["text"]), "text", "a non-empty string", source)
     for column in ("language", "context", "sentence"):
@@ -170,12 +185,14 @@ def validate_events(df: pd.DataFrame, *, source: str = "events") -> pd.DataFrame
         _fail(df, is_text & given & ~v.isin(TEXT_MODALITIES).to_numpy(), "modality",
               f"one of {list(TEXT_MODALITIES)}", source)
 
-    df["stop"] = df["start"] + df["duration"]
 
-    # TRIBE order: timelines in first-seen order, then start ascending, duration descending; ties stable.
+def _tribe_order(df: pd.DataFrame) -> pd.DataFrame:
+    """TRIBE order: timelines in first-seen order, then start ascending, duration descending; ties stable.
+    The schema's leading columns first."""
     first_seen = {name: i for i, name in enumerate(pd.unique(df["timeline"]))}
-    keys = pd.DataFrame({"tl": df["timeline"].map(first_seen).to_numpy(), "start": start, "neg": -dur})
-    order = keys.sort_values(["tl", "start", "neg"], kind="mergesort").index.to_numpy() if n else np.arange(0)
+    keys = pd.DataFrame({"tl": df["timeline"].map(first_seen).to_numpy(), "start": df["start"].to_numpy(),
+                         "neg": -df["duration"].to_numpy()})
+    order = keys.sort_values(["tl", "start", "neg"], kind="mergesort").index.to_numpy() if len(df) else np.arange(0)
     df = df.iloc[order].reset_index(drop=True)
     rest = [c for c in df.columns if c not in LEADING_COLUMNS]
     return df[[*LEADING_COLUMNS, *rest]]

@@ -43,6 +43,8 @@ from typing import Any, Iterable, Mapping, TextIO
 
 import numpy as np
 
+from nforge_jax.data import timebase
+
 __all__ = [
     "FeatureStore",
     "StoreError",
@@ -62,13 +64,18 @@ MANIFEST_FILE = "manifest.json"
 CHUNK_BYTES = 64 * 1024 * 1024
 FEATURE_DTYPE = np.dtype("float16")
 FMRI_DTYPES = {"float32": np.dtype("float32"), "float16": np.dtype("float16")}
-META_DEFAULTS = {"feature_hz": 2.0, "fmri_hz": 1.0, "offset_s": 5.0}
+META_DEFAULTS = {"feature_hz": timebase.FEATURE_HZ, "fmri_hz": timebase.FMRI_HZ,
+                 "offset_s": timebase.HEMODYNAMIC_OFFSET_S}
 _MODALITY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _SAFE_CHARS_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class StoreError(Exception):
     """A FeatureStore is missing, malformed, or was asked for something it does not hold."""
+
+
+class PipelineError(ValueError):
+    """The store or the arguments cannot make the requested dataset (windows, splits, targets)."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -110,6 +117,14 @@ def atomic_open(path: str | os.PathLike):
 def _atomic_write_json(path: Path, obj: Any) -> None:
     with atomic_open(path) as f:
         f.write(json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def _read_npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, byte offset of the data) of an open .npy file (format 1.0 or 2.0)."""
+    version = np.lib.format.read_magic(f)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(f)
+    return shape, fortran, dtype, f.tell()
 
 
 def _rows_per_chunk(row_shape: tuple[int, ...], itemsize: int) -> int:
@@ -370,11 +385,7 @@ class FeatureStore:
         fpath = _array_path(self._dir(name), entry, f"timeline {name!r} {akey}")
         try:
             with open(fpath, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = reader(f)
-                offset = f.tell()
+                shape, fortran, dtype, offset = _read_npy_header(f)
                 size = os.fstat(f.fileno()).st_size
         except FileNotFoundError:
             raise StoreError(f"{fpath}: missing (timeline {name!r}, array {akey!r})") from None
@@ -553,11 +564,7 @@ class FeatureStore:
             return [f"{where}: file missing"]
         try:
             with open(fpath, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                          else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = reader(f)
-                data_offset = f.tell()
+                shape, fortran, dtype, data_offset = _read_npy_header(f)
         except (OSError, ValueError) as e:
             return [f"{where}: not a readable .npy file ({e})"]
         problems = []

@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -72,6 +71,8 @@ import scipy.signal
 import scipy.stats
 
 from nforge_jax.data import fsaverage
+from nforge_jax.data.store import FeatureStore, atomic_open
+from nforge_jax.data.timebase import FEATURE_HZ, FMRI_HZ, HEMODYNAMIC_OFFSET_S
 
 __all__ = [
     "MODALITIES",
@@ -92,9 +93,6 @@ __all__ = [
 MODALITIES = ("text", "audio", "video")
 DEFAULT_FEATURE_DIMS = {"text": (2, 64), "audio": (2, 32), "video": (2, 48)}
 DEFAULT_LATENT_DIMS = {"text": 4, "audio": 4, "video": 4}
-FEATURE_HZ = 2.0
-FMRI_HZ = 1.0
-OFFSET_S = 5.0
 HRF_DT = 1.0 / FEATURE_HZ
 HRF_LENGTH_S = 32.0
 TRUTH_FILE = "synthetic_truth.npz"
@@ -132,7 +130,9 @@ def glover_hrf(times: np.ndarray | None = None) -> np.ndarray:
     """Glover (1999) double-gamma HRF at ``times`` (s), normalised to sum 1 over those times.
 
     Default times: the 2 Hz feature grid over 32 s (64 taps, ``HRF_DT`` = 0.5 s), the kernel the
-    synthetic data are made with.
+    synthetic data are made with. Not nilearn's ``glover_hrf``: that one samples
+    ``linspace(0, time_length, n)`` (not a multiple of the step) one sample late, so on this grid it
+    differs by up to 3 % of the peak and peaks at 5.5 s; the tests check both are the same curve.
     """
     if times is None:
         times = np.arange(int(HRF_LENGTH_S / HRF_DT)) * HRF_DT
@@ -323,16 +323,8 @@ class SyntheticTruth:
             **{f"latent_weights.{m}": w for m, w in self.latent_weights.items()},
             "info": np.array(json.dumps({"timelines": list(self.timelines), "config": self.config})),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
         return path
 
     @classmethod
@@ -482,9 +474,25 @@ def generate_synthetic(
         raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
     if not isinstance(subject_variability, (int, float)) or not 0 <= subject_variability <= 1:
         raise ValueError(f"subject_variability: expected a number in [0, 1], got {subject_variability!r}")
-    v = fsaverage.n_vertices(mesh)
+    weights, snr, ceiling, cortex = _modality_and_snr_maps(seed, mesh, modality_map, source, noise)
+    hrf = glover_hrf()
+    latent_weights = _latent_weights(seed, fdims, ldims, hrf)
+    readouts = _readouts(seed, n_subjects, ldims, weights, subject_variability, mesh)
+    config = dict(n_subjects=int(n_subjects), n_timelines=int(n_timelines), duration_s=duration_s,
+                  feature_dims={k: list(x) for k, x in fdims.items()}, latent_dims=ldims, noise=float(noise),
+                  subject_variability=float(subject_variability), seed=int(seed), mesh=mesh,
+                  modality_map=modality_map, feature_hz=FEATURE_HZ, fmri_hz=FMRI_HZ,
+                  offset_s=HEMODYNAMIC_OFFSET_S, hrf="glover1999 double gamma, 0.5 s taps, 32 s")
+    timelines = tuple({"name": _timeline_name(s, i), "subject": _subject_name(s), "stimulus": i}
+                      for i in range(n_timelines) for s in range(n_subjects))
+    truth = SyntheticTruth(modality_weights=weights, snr=snr.astype(np.float32), noise_ceiling=ceiling,
+                           cortex_mask=cortex, hrf=hrf.astype(np.float32), latent_weights=latent_weights,
+                           readouts=readouts, timelines=timelines, config=config)
+    return truth, _runs(truth, fdims)
 
-    # Modality mixture and SNR maps.
+
+def _modality_and_snr_maps(seed, mesh, modality_map, source, noise):
+    """(modality mixture (3, V) float32, snr (V,), noise ceiling (V,) float32, cortex mask (V,))."""
     anchors, cortex = _anchor_fields(seed, mesh, modality_map, source)
     jitter = fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 1), 4, _FIELD_SMOOTH_ITERS, mesh=mesh)
     logits = 3.0 * anchors + 0.5 * jitter[:3]
@@ -494,10 +502,12 @@ def generate_synthetic(
     with np.errstate(divide="ignore"):
         snr = np.where(cortex, base_snr / (noise**2) if noise > 0 else np.inf, 0.0)
     ceiling = np.where(np.isinf(snr), 1.0, np.sqrt(snr / (1.0 + np.where(np.isinf(snr), 0.0, snr))))
-    ceiling = ceiling.astype(np.float32)
+    return weights, snr, ceiling.astype(np.float32), cortex
 
-    # Latent maps, whitened on a reference stimulus (so they do not depend on n_timelines).
-    hrf = glover_hrf()
+
+def _latent_weights(seed, fdims, ldims, hrf) -> dict[str, np.ndarray]:
+    """Feature -> latent maps per modality, whitened on a reference stimulus (so they do not depend on
+    n_timelines)."""
     latent_weights = {}
     for m, mod in enumerate(MODALITIES):
         n_in = fdims[mod][0] * fdims[mod][1]
@@ -512,8 +522,13 @@ def generate_synthetic(
         evals, evecs = np.linalg.eigh(cov)
         w = w @ (evecs @ np.diag(1.0 / np.sqrt(np.maximum(evals, 1e-12))) @ evecs.T)
         latent_weights[mod] = w
+    return latent_weights
 
-    # Per-subject readouts: unit-norm per vertex and modality, scaled by sqrt(weight).
+
+def _readouts(seed, n_subjects, ldims, weights, subject_variability, mesh) -> np.ndarray:
+    """Per-subject readouts (n_subjects, n_latents, V): unit-norm per vertex and modality, scaled by
+    sqrt(weight)."""
+    v = fsaverage.n_vertices(mesh)
     shared = {mod: fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 10 + m), ldims[mod], _FIELD_SMOOTH_ITERS,
                                                  mesh=mesh)
               for m, mod in enumerate(MODALITIES)}
@@ -527,41 +542,33 @@ def generate_synthetic(
             r /= np.maximum(np.linalg.norm(r, axis=0, keepdims=True), 1e-12)
             rows.append(np.sqrt(weights[m])[None] * r)
         readouts[s] = np.concatenate(rows)
+    return readouts
 
-    config = dict(n_subjects=int(n_subjects), n_timelines=int(n_timelines), duration_s=duration_s,
-                  feature_dims={k: list(x) for k, x in fdims.items()}, latent_dims=ldims, noise=float(noise),
-                  subject_variability=float(subject_variability), seed=int(seed), mesh=mesh,
-                  modality_map=modality_map, feature_hz=FEATURE_HZ, fmri_hz=FMRI_HZ, offset_s=OFFSET_S,
-                  hrf="glover1999 double gamma, 0.5 s taps, 32 s")
-    timelines = tuple({"name": _timeline_name(s, i), "subject": _subject_name(s), "stimulus": i}
-                      for i in range(n_timelines) for s in range(n_subjects))
-    truth = SyntheticTruth(modality_weights=weights, snr=snr.astype(np.float32), noise_ceiling=ceiling,
-                           cortex_mask=cortex, hrf=hrf.astype(np.float32), latent_weights=latent_weights,
-                           readouts=readouts, timelines=timelines, config=config)
 
-    def runs() -> Iterator[SyntheticRun]:
-        a = ceiling.astype(np.float64)
-        b = np.sqrt(np.clip(1.0 - a * a, 0.0, 1.0))
-        for i in range(n_timelines):  # stimulus-major: one stimulus's features in memory at a time
-            feats = make_features(duration_s, feature_dims=fdims, seed=seed, stimulus=i)
-            for s in range(n_subjects):
-                signal = truth.noiseless_bold(feats, s)
-                n = signal.shape[0]
-                eps = _noise(_rng(seed, _S_NOISE, s, i), n, mesh)
-                fmri = _zscore(a * signal + b * eps).astype(np.float32)
-                meta = {
-                    "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
-                    "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ, "offset_s": OFFSET_S,
-                    "mesh": mesh,
-                    "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
-                                         "aggregation": None, "n_layers": fdims[mod][0], "dim": fdims[mod][1]}
-                                   for mod in MODALITIES},
-                    "synthetic": {"seed": int(seed), "noise": float(noise)},
-                }
-                yield SyntheticRun(name=_timeline_name(s, i), subject=_subject_name(s), stimulus=i,
-                                   features=feats, fmri=fmri, signal=signal, meta=meta)
-
-    return truth, runs()
+def _runs(truth: SyntheticTruth, fdims) -> Iterator[SyntheticRun]:
+    """The runs of ``truth``'s timelines, stimulus-major: one stimulus's features in memory at a time."""
+    cfg = truth.config
+    seed, mesh, noise = cfg["seed"], cfg["mesh"], cfg["noise"]
+    a = truth.noise_ceiling.astype(np.float64)
+    b = np.sqrt(np.clip(1.0 - a * a, 0.0, 1.0))
+    for i in range(cfg["n_timelines"]):
+        feats = make_features(cfg["duration_s"], feature_dims=fdims, seed=seed, stimulus=i)
+        for s in range(cfg["n_subjects"]):
+            signal = truth.noiseless_bold(feats, s)
+            n = signal.shape[0]
+            eps = _noise(_rng(seed, _S_NOISE, s, i), n, mesh)
+            fmri = _zscore(a * signal + b * eps).astype(np.float32)
+            meta = {
+                "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
+                "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ,
+                "offset_s": HEMODYNAMIC_OFFSET_S, "mesh": mesh,
+                "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
+                                     "aggregation": None, "n_layers": fdims[mod][0], "dim": fdims[mod][1]}
+                               for mod in MODALITIES},
+                "synthetic": {"seed": int(seed), "noise": float(noise)},
+            }
+            yield SyntheticRun(name=_timeline_name(s, i), subject=_subject_name(s), stimulus=i,
+                               features=feats, fmri=fmri, signal=signal, meta=meta)
 
 
 def _noise(rng: np.random.Generator, n: int, mesh: str) -> np.ndarray:
@@ -574,32 +581,14 @@ def _noise(rng: np.random.Generator, n: int, mesh: str) -> np.ndarray:
     return scipy.signal.lfilter([1.0], [1.0, -_NOISE_AR], e, axis=0)
 
 
-def make_synthetic_store(
-    path: str | os.PathLike,
-    *,
-    n_subjects: int = 2,
-    n_timelines: int = 4,
-    duration_s: float = 300,
-    feature_dims: Mapping[str, tuple[int, int]] | None = None,
-    latent_dims: Mapping[str, int] | None = None,
-    noise: float = 1.0,
-    subject_variability: float = 0.1,
-    seed: int = 0,
-    mesh: str = "fsaverage5",
-    modality_map: str = "atlas",
-    source: str | os.PathLike | None = None,
-) -> SyntheticTruth:
+def make_synthetic_store(path: str | os.PathLike, **settings) -> SyntheticTruth:
     """Write a synthetic FeatureStore at ``path`` (new or empty directory) and return the truth.
 
-    One timeline per (subject, stimulus), named ``Synthetic:stimulus=stim-01,subject=sub-01``...; the truth is also saved in
-    the store directory as ``synthetic_truth.npz`` (read it back with ``SyntheticTruth.load(path)``).
+    ``settings``: those of :func:`generate_synthetic` (n_subjects, n_timelines, duration_s, noise, seed...).
+    One timeline per (subject, stimulus), named ``Synthetic:stimulus=stim-01,subject=sub-01``...; the truth is
+    also saved in the store directory as ``synthetic_truth.npz`` (read it back with ``SyntheticTruth.load(path)``).
     """
-    from nforge_jax.data.store import FeatureStore
-
-    truth, runs = generate_synthetic(
-        n_subjects=n_subjects, n_timelines=n_timelines, duration_s=duration_s, feature_dims=feature_dims,
-        latent_dims=latent_dims, noise=noise, subject_variability=subject_variability, seed=seed, mesh=mesh,
-        modality_map=modality_map, source=source)
+    truth, runs = generate_synthetic(**settings)
     store = FeatureStore.create(path)
     for run in runs:
         store.write_timeline(run.name, features=run.features, fmri=run.fmri, meta=run.meta)

@@ -79,7 +79,7 @@ def align_targets(fmri, n_rows: int, *, start_s: float = 0.0, offset_s: float = 
         raise ValueError(f"fmri: expected a (n_samples, n_vertices) array, got shape {fmri.shape}")
     if not math.isclose(float(fmri_hz), FMRI_HZ):
         raise ValueError(f"fmri_hz: predictions are at {FMRI_HZ:g} Hz, got fMRI at {fmri_hz} Hz; resample it first "
-                         "(nforge_jax.data.pipeline.clean_and_resample)")
+                         "(nforge_jax.data.targets.clean_and_resample)")
     if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
         raise ValueError(f"n_rows: expected a positive integer, got {n_rows!r}")
     src = target_index(float(start_s) + np.arange(n_rows), offset_s=offset_s, fmri_hz=fmri_hz,

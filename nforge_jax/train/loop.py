@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from nforge_jax.data import pipeline
+from nforge_jax.data import splits, windows
 from nforge_jax.data.provenance import store_recipe
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.model.checkpoint import save_encoder
@@ -78,15 +78,15 @@ def split_for(cfg, store) -> tuple[list[str], list[str]]:
     """(train, val) timelines: TRIBE's hashed split, or `data.val_values` (split-attribute values) when given."""
     attributes = dict(cfg.data.split_attributes) if cfg.data.split_attributes else None
     if not cfg.data.val_values:
-        return pipeline.split_timelines(store, val_ratio=cfg.data.val_ratio, attributes=attributes,
+        return splits.split_timelines(store, val_ratio=cfg.data.val_ratio, attributes=attributes,
                                         seed=cfg.data.split_seed)
     wanted = set(cfg.data.val_values)
-    attributes = attributes or pipeline.SPLIT_ATTRIBUTES
+    attributes = attributes or splits.SPLIT_ATTRIBUTES
     train_tl, val_tl = [], []
     for name in store.timelines:
         meta = store.meta(name)
         attr = attributes.get(meta["study"], "timeline")
-        value = name if attr == "timeline" else str(meta.get(attr, pipeline.parse_timeline_name(name).get(attr)))
+        value = name if attr == "timeline" else str(meta.get(attr, splits.parse_timeline_name(name).get(attr)))
         (val_tl if value in wanted else train_tl).append(name)
     if not val_tl:
         raise TrainError(f"data.val_values {sorted(wanted)} match no timeline of {store.path}")
@@ -145,7 +145,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     train_tl, val_tl = split_for(cfg, store)
     if not train_tl:
         raise TrainError(f"store {store.path}: no training timelines after the split (val_ratio {cfg.data.val_ratio})")
-    subjects_index = pipeline.make_subjects_index(store)
+    subjects_index = splits.make_subjects_index(store)
     recipe = store_recipe(store, list(train_tl) + list(val_tl))  # travels with the exported model
     feature_dims, n_vertices = store_layout(store, train_tl + val_tl)
     model_config = _model_config(cfg, feature_dims, n_vertices, len(subjects_index))
@@ -153,14 +153,14 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     global_bs = cfg.data.batch_size
     if global_bs % n_proc:
         raise TrainError(f"data.batch_size ({global_bs}) must be divisible by the number of processes ({n_proc})")
-    weights = (pipeline.subject_weights(store, train_tl, weigh_by=cfg.data.weigh_by)
+    weights = (splits.subject_weights(store, train_tl, weigh_by=cfg.data.weigh_by)
                if cfg.data.weigh_by != "none" else None)
     common = dict(subjects_index=subjects_index, window_s=cfg.data.window_s, batch_size=global_bs // n_proc,
                   process_index=jax.process_index(), process_count=n_proc, worker_count=cfg.data.worker_count,
                   feature_dtype=cfg.data.feature_dtype)
-    train_ds = pipeline.make_dataset(store, timelines=train_tl, seed=cfg.seed, shuffle=True, num_epochs=None,
+    train_ds = windows.make_dataset(store, timelines=train_tl, seed=cfg.seed, shuffle=True, num_epochs=None,
                                      weights=weights, **common)
-    n_train_windows = len(pipeline.list_windows(store, train_tl, pipeline.WindowSpec(window_s=cfg.data.window_s)))
+    n_train_windows = len(windows.list_windows(store, train_tl, windows.WindowSpec(window_s=cfg.data.window_s)))
     steps_per_epoch = max(n_train_windows // global_bs, 1)
     total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
 
@@ -225,7 +225,7 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
     peak = peak_flops_per_device()
 
     def evaluate() -> dict:
-        val_ds = pipeline.make_dataset(store, timelines=val_tl, shuffle=False, num_epochs=1, drop_remainder=False,
+        val_ds = windows.make_dataset(store, timelines=val_tl, shuffle=False, num_epochs=1, drop_remainder=False,
                                        **common)
         stats = jax.device_put(metrics.init_pearson(len(subjects_index), n_vertices), stats_sh)
         losses, retrieval, weights_ = [], [], []

@@ -3,12 +3,12 @@ which matplotlib already needs) or MP4 (needs the optional ``av`` package)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from nforge_jax.data.fsaverage import n_vertices
+from nforge_jax.data.store import atomic_open
 
 
 def render_frames(preds, *, mesh: str = "fsaverage5", vmin=None, vmax=None, cmap: str = "cold_hot",
@@ -56,36 +56,28 @@ def write_activity_movie(preds, path, fps: float = 2.0, *, mesh: str = "fsaverag
     frames = render_frames(preds, mesh=mesh, vmin=vmin, vmax=vmax, cmap=cmap, title=title, tr_seconds=tr_seconds,
                            colorbar_label=colorbar_label)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        if suffix == ".gif":
-            _write_gif(frames, tmp, fps)
-        else:
-            _write_mp4(frames, tmp, fps)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        (_write_gif if suffix == ".gif" else _write_mp4)(frames, f, fps)
     return path
 
 
-def _write_gif(frames, path: Path, fps: float):
+def _write_gif(frames, f, fps: float):
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
     # An adaptive palette per frame; the duration is per frame in ms, loop=0 repeats forever.
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
+    images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=int(round(1000 / fps)),
                    loop=0, optimize=False, disposal=1)
 
 
-def _write_mp4(frames, path: Path, fps: float):
+def _write_mp4(frames, f, fps: float):
     from fractions import Fraction
 
     import av
 
     h, w = frames[0].shape[:2]
     h2, w2 = h - h % 2, w - w % 2  # yuv420p needs even sizes
-    with av.open(str(path), mode="w", format="mp4") as container:
+    with av.open(f, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
         for f in frames:

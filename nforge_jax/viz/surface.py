@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +60,15 @@ def save_figure(fig, path) -> Path:
     """Writes a figure atomically (temp file + rename) and closes it."""
     import matplotlib.pyplot as plt
 
+    from nforge_jax.data.store import atomic_open
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_open(path) as f:  # the temp file has no image suffix: name the format
+            fig.savefig(f, format=path.suffix.lstrip(".").lower() or None, dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -241,13 +241,13 @@ def test_truth_load_rejects_other_files(tmp_path):
 
 
 def test_store_windows_pair_features_with_bold_five_seconds_later(tmp_path):
-    from nforge_jax.data import pipeline
+    from nforge_jax.data import splits, windows
 
     path = tmp_path / "store"
     truth = syn.make_synthetic_store(path, n_subjects=1, n_timelines=1, duration_s=120, noise=0.0, seed=1)
     store = FeatureStore.open(path)
     name = store.timelines[0]
-    src = pipeline.WindowSource(store, [name], subjects_index=pipeline.make_subjects_index(store))
+    src = windows.WindowSource(store, [name], subjects_index=splits.make_subjects_index(store))
     target = src[0]["fmri"][:, truth.cortex_mask]
     feats = {m: np.asarray(store.features(name, m), np.float32) for m in syn.MODALITIES}
     bold = truth.noiseless_bold(feats, 0)[:, truth.cortex_mask]

@@ -109,9 +109,7 @@ class Algonauts2025Bold(Study):
         return any((self.download / f"{task}.fmriprep" / subject).is_dir() for task in ("friends", "movie10"))
 
     def iter_timelines(self) -> Iterator[dict]:
-        tdir = self.stimuli / "transcripts"
-        if not tdir.is_dir():
-            raise MissingStudyFile(f"{self.name}: transcripts folder not found: {tdir}")
+        tdir = self.require_folder(self.stimuli / "transcripts", "transcripts")
         for subject in SUBJECTS:
             if not self.wants_subject(subject) or not self._subject_present(subject):
                 continue

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import numpy as np
 import pandas as pd
 
+from nforge_jax.data import timebase
 from nforge_jax.data.events import make_events
 
 __all__ = ["Study", "StudyDataError", "MissingStudyFile", "timeline_name", "TimelineCount"]
@@ -56,7 +57,7 @@ class Study:
     aliases: ClassVar[tuple[str, ...]] = ()
     tr_s: ClassVar[float]
     expected_per_subject: ClassVar[Mapping[str, int]]  # timelines per subject in the full dataset
-    offset_s: ClassVar[float] = 5.0  # hemodynamic offset TRIBE applies to every fMRI recording
+    offset_s: ClassVar[float] = timebase.HEMODYNAMIC_OFFSET_S  # TRIBE applies it to every fMRI recording
 
     def __init__(self, root, subjects=None):
         self.root = self.resolve_root(root)
@@ -185,6 +186,12 @@ class Study:
             row["mask_filepath"] = str(src["mask"])
         row.update(extra)
         return row
+
+    def require_folder(self, path: Path, what: str) -> Path:
+        """``path`` if it is a directory, else :class:`MissingStudyFile` naming the study and the folder."""
+        if not Path(path).is_dir():
+            raise MissingStudyFile(f"{self.name}: {what} folder not found: {path}")
+        return path
 
     def require(self, path: Path, what: str, timeline: Mapping[str, Any] | None = None) -> Path:
         """``path`` if it exists, else :class:`MissingStudyFile` naming it and what it is for."""

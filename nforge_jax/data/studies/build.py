@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from nforge_jax.data import timebase
 from nforge_jax.data.events import validate_events
 from nforge_jax.data.store import FeatureStore, StoreError
 from nforge_jax.data.studies.base import Study, StudyDataError
@@ -167,7 +168,8 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
         meta = dict(
             study=study.name, subject=study.subject_id(tl), timeline=name,
             timeline_keys={k: _json_value(v) for k, v in tl.items()},
-            tr_s=float(study.tr_s), offset_s=float(study.offset_s), fmri_hz=1.0, feature_hz=2.0,
+            tr_s=float(study.tr_s), offset_s=float(study.offset_s), fmri_hz=timebase.FMRI_HZ,
+            feature_hz=timebase.FEATURE_HZ,
             n_trs=None if first is None else int(first["n_volumes"]),
             space=None if first is None else _json_value(first.get("space")),
             fmri_files=[] if first is None else [

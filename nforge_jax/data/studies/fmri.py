@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nforge_jax.data.pipeline import clean_and_resample  # the one implementation (TRIBE v2 cleaning + 1 Hz)
+from nforge_jax.data.targets import clean_and_resample  # the one implementation (TRIBE v2 cleaning + 1 Hz)
 
 __all__ = [
     "FSAVERAGE5_VERTICES",

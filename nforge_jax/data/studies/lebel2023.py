@@ -68,8 +68,7 @@ class Lebel2023Bold(Study):
         return self.download / "ds003020-fmriprep"
 
     def iter_timelines(self) -> Iterator[dict]:
-        if not self.raw.is_dir():
-            raise MissingStudyFile(f"{self.name}: raw dataset folder not found: {self.raw}")
+        self.require_folder(self.raw, "raw dataset")
         for subject in SUBJECTS:
             sdir = self.raw / f"sub-{subject}"
             if not self.wants_subject(subject) or not sdir.is_dir():

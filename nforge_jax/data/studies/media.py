@@ -51,6 +51,21 @@ def _import_av(path):
     return av
 
 
+def _first_stream(path: str, streams, kind: str):
+    if not streams:
+        raise MediaError(f"{path}: no {kind} stream in the file")
+    return streams[0]
+
+
+def _header_duration(av, container, stream) -> float | None:
+    """Seconds from the container header, else from the stream's; None when neither says."""
+    if container.duration is not None:
+        return container.duration / av.time_base
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
 def probe_video(path) -> VideoInfo:
     """Duration (container duration, else the video stream's), fps and audio presence of a video file."""
     return _probe_video(*_key(path))
@@ -61,15 +76,8 @@ def _probe_video(path: str, size: int, mtime: int) -> VideoInfo:
     av = _import_av(path)
     try:
         with av.open(path) as container:
-            videos = container.streams.video
-            if not videos:
-                raise MediaError(f"{path}: no video stream in the file")
-            vs = videos[0]
-            duration = None
-            if container.duration is not None:
-                duration = container.duration / av.time_base
-            elif vs.duration is not None and vs.time_base is not None:
-                duration = float(vs.duration * vs.time_base)
+            vs = _first_stream(path, container.streams.video, "video")
+            duration = _header_duration(av, container, vs)
             rate = vs.average_rate or vs.base_rate or vs.guessed_rate
             fps = float(rate) if rate else None
             if duration is None or fps is None:
@@ -115,15 +123,9 @@ def _probe_audio(path: str, size: int, mtime: int) -> AudioInfo:
     av = _import_av(path)
     try:
         with av.open(path) as container:
-            streams = container.streams.audio
-            if not streams:
-                raise MediaError(f"{path}: no audio stream in the file")
-            st = streams[0]
-            if container.duration is not None:
-                duration = container.duration / av.time_base
-            elif st.duration is not None and st.time_base is not None:
-                duration = float(st.duration * st.time_base)
-            else:
+            st = _first_stream(path, container.streams.audio, "audio")
+            duration = _header_duration(av, container, st)
+            if duration is None:
                 duration = sum(f.samples for f in container.decode(st)) / st.rate
             return AudioInfo(duration=float(duration), sample_rate=float(st.rate), channels=int(st.channels))
     except MediaError:

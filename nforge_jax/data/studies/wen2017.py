@@ -42,8 +42,7 @@ class Wen2017(Study):
         return self.download / "video_fmri_dataset"
 
     def iter_timelines(self) -> Iterator[dict]:
-        if not self.dataset.is_dir():
-            raise MissingStudyFile(f"{self.name}: dataset folder not found: {self.dataset}")
+        self.require_folder(self.dataset, "dataset")
         subjects = sorted((p for p in self.dataset.iterdir() if p.is_dir() and p.name.startswith("subject")),
                           key=lambda p: _natural(p.name))
         for sdir in subjects:

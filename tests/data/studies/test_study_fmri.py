@@ -5,7 +5,7 @@ import gzip
 import nibabel
 import numpy as np
 
-from nforge_jax.data.pipeline import resample_times
+from nforge_jax.data.targets import resample_times
 import pytest
 
 import study_reference as ref

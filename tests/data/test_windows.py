@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from nforge_jax.data import pipeline as P
-from nforge_jax.data.pipeline import PipelineError, clean_and_resample, make_dataset
-from nforge_jax.data.store import FeatureStore, StoreError
+from nforge_jax.data import splits
+from nforge_jax.data import windows as P
+from nforge_jax.data.store import FeatureStore, PipelineError, StoreError
+from nforge_jax.data.windows import make_dataset
 
 V = 4
 
@@ -47,44 +48,6 @@ def many_store(path, n_timelines=6, windows_each=3, window_s=4):
 def ids_of(batch):
     # window identity from the text features (first step, first layer, first dim)
     return [int(x) for x in batch["text"][:, 0, 0, 0]]
-
-
-# ------------------------------------------------------------------------------------------------
-# fMRI cleaning
-
-
-def reference_clean(bold, tr):
-    from nilearn.signal import clean
-
-    x = clean(bold.astype(np.float64), detrend=True, standardize="zscore_sample", ensure_finite=True,
-              t_r=tr, low_pass=None, high_pass=None)
-    n = bold.shape[0]
-    t_new = np.arange(0, (n - 1) * tr + tr - 1)  # stop excluded, as neuralset does
-    return np.stack([np.interp(t_new, np.arange(n) * tr, x[:, j]) for j in range(x.shape[1])], axis=1)
-
-
-@pytest.mark.parametrize("tr, n, expected_len", [(1.49, 592, 882), (2.0, 30, 59), (1.75, 11, 19), (1.0, 5, 4)])
-def test_clean_and_resample_matches_nilearn(tr, n, expected_len):
-    rng = np.random.default_rng(0)
-    bold = rng.standard_normal((n, 9)) * 3 + np.linspace(0, 5, n)[:, None] + 100
-    bold[:, 2] = 7.0  # constant vertex -> zeros
-    bold[3, 4] = np.nan  # non-finite -> treated as 0 before cleaning
-    out = clean_and_resample(bold.astype(np.float32), tr, chunk=4)
-    assert out.shape == (expected_len, 9) and out.dtype == np.float32
-    ref = reference_clean(bold, tr)
-    np.testing.assert_allclose(out, ref, atol=2e-5, rtol=1e-5)
-    assert np.all(out[:, 2] == 0)
-    # beyond the last acquisition: the last value
-    assert out[-1, 0] == pytest.approx(ref[-1, 0], abs=1e-5)
-
-
-def test_clean_and_resample_errors():
-    with pytest.raises(PipelineError, match="2 dimensions"):
-        clean_and_resample(np.zeros(5), 1.0)
-    with pytest.raises(PipelineError, match="tr_s"):
-        clean_and_resample(np.zeros((5, 2)), 0)
-    with pytest.raises(PipelineError, match="at least 2"):
-        clean_and_resample(np.zeros((1, 2)), 1.0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,7 +117,7 @@ def test_meta_duration_sets_window_count(tmp_path):
 
 def test_seeded_shuffle_epochs_and_batches(tmp_path):
     s = many_store(tmp_path / "st")
-    idx = P.make_subjects_index(s)
+    idx = splits.make_subjects_index(s)
     assert idx == {"B/s0": 0, "B/s1": 1, "B/s2": 2}
     all_ids = sorted(100 * (i + 1) + k for i in range(6) for k in range(3))
 
@@ -181,7 +144,7 @@ def test_seeded_shuffle_epochs_and_batches(tmp_path):
 
 def test_sharding_two_processes(tmp_path):
     s = many_store(tmp_path / "st", n_timelines=7)  # 21 windows
-    idx = P.make_subjects_index(s)
+    idx = splits.make_subjects_index(s)
 
     def batches(pi, pc, bs):
         ds = make_dataset(s, subjects_index=idx, window_s=4, batch_size=bs, seed=5, num_epochs=1,
@@ -201,7 +164,7 @@ def test_sharding_two_processes(tmp_path):
 
 def test_state_restore_exact(tmp_path):
     s = many_store(tmp_path / "st")
-    idx = P.make_subjects_index(s)
+    idx = splits.make_subjects_index(s)
     for kw in ({}, {"weights": {"B/s0": 1.0, "B/s1": 2.0, "B/s2": 0.5}}, {"process_index": 1, "process_count": 2}):
         ds = make_dataset(s, subjects_index=idx, window_s=4, batch_size=3, seed=7, **kw)
         it = iter(ds)
@@ -221,7 +184,7 @@ def test_state_restore_exact(tmp_path):
 @pytest.mark.slow
 def test_multiprocess_workers_state_restore(tmp_path):
     s = many_store(tmp_path / "st")
-    idx = P.make_subjects_index(s)
+    idx = splits.make_subjects_index(s)
     all_ids = sorted(100 * (i + 1) + k for i in range(6) for k in range(3))
     ds = make_dataset(s, subjects_index=idx, window_s=4, batch_size=3, seed=3, worker_count=2)
     it = iter(ds)
@@ -236,7 +199,7 @@ def test_multiprocess_workers_state_restore(tmp_path):
 
 def test_weighted_sampling_proportional(tmp_path):
     s = many_store(tmp_path / "st")
-    idx = P.make_subjects_index(s)
+    idx = splits.make_subjects_index(s)
     weights = {"B/s0": 1.0, "B/s1": 3.0, "B/s2": 0.0}
     ds = make_dataset(s, subjects_index=idx, window_s=4, batch_size=100, seed=0, weights=weights)
     it = iter(ds)
@@ -251,42 +214,6 @@ def test_weighted_sampling_proportional(tmp_path):
         make_dataset(s, subjects_index=idx, window_s=4, weights={"B/s0": 1.0, "B/s1": 1.0})
     with pytest.raises(PipelineError, match="every subject"):
         make_dataset(s, subjects_index=idx, window_s=4, weights={k: 0 for k in idx})
-
-
-def test_subject_weights_recording_time(tmp_path):
-    s = FeatureStore.create(tmp_path / "st")
-    s.write_timeline("A:1", fmri=np.ones((1800, 2)), meta=_meta("A", "x"))
-    s.write_timeline("A:2", fmri=np.ones((1800, 2)), meta=_meta("A", "x"))
-    s.write_timeline("A:3", fmri=np.ones((360, 2)), meta=_meta("A", "y"))
-    assert P.subject_weights(s) == pytest.approx({"A/x": 1.0, "A/y": 0.1})
-    assert P.subject_weights(s, ["A:3"], weigh_by="uniform") == {"A/y": 1.0}
-
-
-# ------------------------------------------------------------------------------------------------
-# Splits and errors
-
-
-def test_split_timelines(tmp_path):
-    s = FeatureStore.create(tmp_path / "st")
-    for seg in range(40):
-        for sub in ("subject1", "subject2"):
-            s.write_timeline(f"Wen2017:run=1,seg=seg{seg},subject={sub}", fmri=np.ones((2, 2)),
-                             meta=_meta("Wen2017", sub))
-    s.write_timeline("Lebel2023Bold:run=1,subject=UTS01,task=story", fmri=np.ones((2, 2)),
-                     meta=_meta("Lebel2023Bold", "UTS01", task="story"))
-    train, val = P.split_timelines(s)
-    assert sorted(train + val) == s.timelines and not set(train) & set(val)
-    assert (train, val) == P.split_timelines(s)
-    # the only Lebel story is forced into val; both subjects of a segment land on the same side
-    assert "Lebel2023Bold:run=1,subject=UTS01,task=story" in val
-    wen_val_segs = {P.parse_timeline_name(t)["seg"] for t in val if t.startswith("Wen")}
-    for seg in wen_val_segs:
-        assert f"Wen2017:run=1,seg={seg},subject=subject1" in val
-        assert f"Wen2017:run=1,seg={seg},subject=subject2" in val
-    assert 1 <= len(wen_val_segs) <= 12
-    assert P.split_timelines(s, seed=1) != (train, val)
-    with pytest.raises(PipelineError, match="split attribute 'chunk'"):
-        P.split_timelines(s, attributes={"Wen2017": "chunk"})
 
 
 def test_errors(tmp_path):

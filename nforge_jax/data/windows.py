@@ -1,4 +1,4 @@
-"""Training examples from a FeatureStore, as a grain pipeline.
+"""Windows of a FeatureStore's timelines and the grain dataset that batches them for training.
 
 An example is one window of a timeline (TRIBE v2, see TRIBEV2_SPEC D.1):
 
@@ -18,14 +18,13 @@ weighted sampling) -> per-process shard -> load -> batch -> thread or multiproce
 is a pure function of (seed, position), so an iterator's ``get_state()``/``set_state()`` (or
 ``grain.checkpoint.CheckpointSave/Restore`` inside an Orbax checkpoint) resumes the exact same batches.
 
-The fMRI in the store is already at 1 Hz, detrended and z-scored per run; :func:`clean_and_resample`
-is the function that makes it so from native-TR data.
+Rates, the hemodynamic offset and the target index come from :mod:`nforge_jax.data.timebase`; the fMRI in
+the store is already 1 Hz targets (:mod:`nforge_jax.data.targets`).
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import math
 import os
 import sys
@@ -35,205 +34,21 @@ from typing import Any, Iterable, Mapping, Sequence
 import grain
 import numpy as np
 
-from nforge_jax.data.store import FeatureStore, StoreError
+from nforge_jax.data import timebase
+from nforge_jax.data.splits import store_timelines, subject_key
+from nforge_jax.data.store import FeatureStore, PipelineError, StoreError
 
-__all__ = [
-    "PipelineError",
-    "SPLIT_ATTRIBUTES",
-    "RECORDING_HOURS",
-    "WindowSpec",
-    "WindowSource",
-    "clean_and_resample",
-    "resample_times",
-    "subject_key",
-    "make_subjects_index",
-    "subject_weights",
-    "parse_timeline_name",
-    "split_timelines",
-    "list_windows",
-    "make_dataset",
-]
-
-# Attribute hashed by the train/val split, per study (TRIBE v2 SPLIT_ATTRIBUTES); others use the timeline.
-SPLIT_ATTRIBUTES = {"Algonauts2025Bold": "chunk", "Lebel2023Bold": "task", "Wen2017": "seg",
-                    "Lahner2024Bold": "timeline"}
-# Hours of fMRI per subject that TRIBE v2 weighs subjects by (recording_time weighting).
-RECORDING_HOURS = {
-    **{f"Algonauts2025Bold/sub-0{i}": 66.4 for i in (1, 2, 3, 5)},
-    **{f"Lahner2024Bold/{i}": 6.2 for i in range(1, 11)},
-    "Lebel2023Bold/UTS01": 17.9, "Lebel2023Bold/UTS02": 18.1, "Lebel2023Bold/UTS03": 18.1,
-    "Lebel2023Bold/UTS04": 6.2, **{f"Lebel2023Bold/UTS0{i}": 6.4 for i in range(5, 9)},
-    **{f"Wen2017/subject{i}": 11.7 for i in (1, 2, 3)},
-}
-
-
-class PipelineError(ValueError):
-    """The store or the arguments cannot make the requested dataset."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# fMRI target preprocessing
-
-
-def resample_times(n_trs: int, tr_s: float) -> np.ndarray:
-    """The 1 Hz sample times TRIBE v2 makes from ``n_trs`` volumes at ``tr_s``:
-    ``arange(0, (n - 1) * TR + TR - 1)``, stop excluded (592 x 1.49 s -> 882, 10 x 2 s -> 19)."""
-    return np.arange(0.0, (n_trs - 1) * float(tr_s) + float(tr_s) - 1.0, 1.0)
-
-
-def clean_and_resample(bold: np.ndarray, tr_s: float, *, chunk: int = 4096) -> np.ndarray:
-    """Native-TR BOLD (n_TR, V) -> training targets at 1 Hz (n_1Hz, V) float32, as TRIBE v2 does.
-
-    Per vertex: non-finite -> 0, linear detrend, z-score with ddof=1 (constant series -> 0) (what
-    ``nilearn.signal.clean(detrend=True, standardize="zscore_sample", ensure_finite=True)`` does), then
-    linear interpolation from acquisition times ``k * tr_s`` to :func:`resample_times`; times past the last
-    acquisition take the last value. Works on ``chunk`` vertices at a time.
-    """
-    bold = np.asarray(bold) if not isinstance(bold, np.ndarray) else bold
-    if bold.ndim != 2:
-        raise PipelineError(f"bold: expected 2 dimensions (n_TR, n_vertices), got shape {bold.shape}")
-    n, v = bold.shape
-    if n < 2:
-        raise PipelineError(f"bold: expected at least 2 time points to detrend, got {n}")
-    if isinstance(tr_s, bool) or not isinstance(tr_s, (int, float)) or not math.isfinite(tr_s) or tr_s <= 0:
-        raise PipelineError(f"tr_s: expected a repetition time in seconds > 0, got {tr_s!r}")
-    t_src = np.arange(n) * float(tr_s)
-    t_new = resample_times(n, tr_s)
-    # linear interpolation weights, shared by all vertices (np.interp's rule; clamped at both ends)
-    pos = np.clip(np.interp(t_new, t_src, np.arange(n, dtype=np.float64)), 0, n - 1)
-    lo = np.minimum(np.floor(pos).astype(np.int64), n - 2)
-    w = (pos - lo)[:, None]
-    # least-squares linear trend: design [1, t] with t centred
-    tc = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-    tc_norm = float(tc @ tc)
-    out = np.empty((t_new.size, v), dtype=np.float32)
-    for a in range(0, v, chunk):
-        x = np.array(bold[:, a:a + chunk], dtype=np.float64)
-        x[~np.isfinite(x)] = 0.0
-        x -= x.mean(axis=0)
-        x -= np.outer(tc, tc @ x / tc_norm)
-        sd = x.std(axis=0, ddof=1)
-        sd[sd < np.finfo(np.float64).eps] = 1.0
-        x /= sd
-        out[:, a:a + chunk] = (1.0 - w) * x[lo] + w * x[lo + 1]
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Subjects, weights, splits
-
-
-def subject_key(meta: Mapping) -> str:
-    """``"<study>/<subject>"`` (TRIBE's subject column), unless the subject already carries the study."""
-    study, subject = str(meta["study"]), str(meta["subject"])
-    return subject if subject.startswith(study + "/") else f"{study}/{subject}"
-
-
-def _timeline_list(store: FeatureStore, timelines: Iterable[str] | None) -> list[str]:
-    if timelines is None:
-        return store.timelines
-    timelines = list(timelines)
-    present = set(store.timelines)
-    missing = [t for t in timelines if t not in present]
-    if missing:
-        raise PipelineError(f"{len(missing)} timeline(s) not in the store {store.path}: {missing[:3]}")
-    return timelines
-
-
-def make_subjects_index(store: FeatureStore, timelines: Iterable[str] | None = None) -> dict[str, int]:
-    """Subject key -> index, enumerating subjects by study then subject (sorted)."""
-    keys = sorted({subject_key(store.meta(t)) for t in _timeline_list(store, timelines)})
-    return {k: i for i, k in enumerate(keys)}
-
-
-def subject_weights(store: FeatureStore, timelines: Iterable[str] | None = None, *,
-                    weigh_by: str = "recording_time") -> dict[str, float]:
-    """Per-subject sampling weights.
-
-    ``"recording_time"``: hours of fMRI of the subject in ``timelines`` (what TRIBE v2 weighs by; its
-    published per-subject hours are in :data:`RECORDING_HOURS`); ``"uniform"``: 1 per subject.
-    """
-    if weigh_by not in ("recording_time", "uniform"):
-        raise PipelineError(f"weigh_by: expected 'recording_time' or 'uniform', got {weigh_by!r}")
-    weights: dict[str, float] = collections.defaultdict(float)
-    for t in _timeline_list(store, timelines):
-        m = store.manifest(t)
-        key = subject_key(m["meta"])
-        if weigh_by == "uniform":
-            weights[key] = 1.0
-        elif "fmri" in m["arrays"]:
-            weights[key] += m["arrays"]["fmri"]["shape"][0] / m["meta"]["fmri_hz"] / 3600.0
-        else:
-            weights[key] += 0.0
-    return dict(weights)
-
-
-def parse_timeline_name(name: str) -> dict[str, str]:
-    """``"Wen2017:run=1,seg=seg3,subject=subject1"`` -> {"study": "Wen2017", "run": "1", ...}."""
-    study, _, rest = name.partition(":")
-    out = {"study": study}
-    for part in filter(None, rest.split(",")):
-        key, eq, value = part.partition("=")
-        if eq:
-            out[key] = value
-    return out
-
-
-def _unit_hash(value: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{value}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def split_timelines(store: FeatureStore, timelines: Iterable[str] | None = None, *, val_ratio: float = 0.1,
-                    attributes: Mapping[str, str] | None = None, seed: int = 42) -> tuple[list[str], list[str]]:
-    """Deterministic train/val split of timelines by a hashed per-timeline attribute.
-
-    The attribute per study comes from ``attributes`` (default :data:`SPLIT_ATTRIBUTES`; ``"timeline"``
-    for studies not listed): its value is read from the timeline's meta, else from its name
-    (``key=value`` parts), and ``"timeline"`` means the name itself. A value goes to val when
-    ``sha256(seed:value)`` maps below ``val_ratio``; a study with no val value gets its last value (sorted)
-    moved to val. All timelines sharing a value land on the same side. Returns (train, val), sorted.
-    """
-    if not 0.0 <= val_ratio < 1.0:
-        raise PipelineError(f"val_ratio: expected a number in [0, 1), got {val_ratio!r}")
-    attributes = SPLIT_ATTRIBUTES if attributes is None else attributes
-    by_study: dict[str, dict[str, list[str]]] = collections.defaultdict(lambda: collections.defaultdict(list))
-    for t in _timeline_list(store, timelines):
-        meta = store.meta(t)
-        attr = attributes.get(meta["study"], "timeline")
-        if attr == "timeline":
-            value = t
-        elif attr in meta:
-            value = str(meta[attr])
-        else:
-            value = parse_timeline_name(t).get(attr)
-            if value is None:
-                raise PipelineError(f"timeline {t!r} (study {meta['study']!r}): split attribute {attr!r} is "
-                                    "neither in its meta nor in its name; add it to the meta when writing")
-        by_study[meta["study"]][value].append(t)
-    train, val = [], []
-    for study, values in by_study.items():
-        names = sorted(values)
-        val_values = {v for v in names if _unit_hash(v, seed) < val_ratio}
-        if val_ratio > 0 and not val_values:
-            val_values = {names[-1]}
-        for v in names:
-            (val if v in val_values else train).extend(values[v])
-    return sorted(train), sorted(val)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Windows
+__all__ = ["WindowSpec", "WindowSource", "list_windows", "make_dataset"]
 
 
 @dataclass(frozen=True)
 class WindowSpec:
     """Window geometry (TRIBE v2 defaults)."""
 
-    window_s: float = 100.0
+    window_s: float = timebase.WINDOW_S
     stride_s: float | None = None  # None: = window_s (no overlap)
-    feature_hz: float = 2.0
-    fmri_hz: float = 1.0
+    feature_hz: float = timebase.FEATURE_HZ
+    fmri_hz: float = timebase.FMRI_HZ
 
     @property
     def n_feature_steps(self) -> int:
@@ -402,15 +217,16 @@ class WindowSource:
             length = info["modalities"].get(mod)
             out["present"][mod][row] = length is not None
             if length is not None:
-                lo = int(round(start * spec.feature_hz))
+                lo = timebase.feature_row(start, spec.feature_hz)
                 a, b = max(lo, 0), min(lo + n_steps, length)
                 if b > a:
                     self._read_rows(t, mod, a, b, out[mod][row, a - lo:b - lo])
         n_out = spec.n_targets
         y = out["fmri"][row]
         if info["n_fmri"]:
-            # target i <- BOLD sample at (start + i / fmri_hz + offset) relative to the recording start
-            lo = int(round((start + info["offset_s"] - info["fmri_start_s"]) * spec.fmri_hz))
+            # target i <- the BOLD sample of stimulus time start + i (the hemodynamic offset later)
+            lo = timebase.target_index(start, offset_s=info["offset_s"], fmri_hz=spec.fmri_hz,
+                                       fmri_start_s=info["fmri_start_s"])
             a, b = max(lo, 0), min(lo + n_out, info["n_fmri"])
             if b > a:
                 self._read_rows(t, "fmri", a, b, y[a - lo:b - lo])
@@ -478,7 +294,7 @@ def make_dataset(
     store: FeatureStore | str,
     *,
     subjects_index: Mapping[str, int],
-    window_s: float = 100.0,
+    window_s: float = timebase.WINDOW_S,
     stride_s: float | None = None,
     batch_size: int = 8,
     seed: int = 0,
@@ -522,6 +338,49 @@ def make_dataset(
     """
     if not isinstance(store, FeatureStore):
         store = FeatureStore.open(store)
+    _check_stream_args(batch_size=batch_size, process_index=process_index, process_count=process_count,
+                       worker_count=worker_count, num_threads=num_threads, num_epochs=num_epochs,
+                       window_s=window_s, stride_s=stride_s)
+    timelines = store_timelines(store, timelines)
+    source = WindowSource(store, timelines, subjects_index=subjects_index,
+                          spec=WindowSpec(window_s=window_s, stride_s=stride_s), modalities=modalities,
+                          n_vertices=n_vertices, feature_dtype=feature_dtype)
+    n = len(source)
+    if weights is not None:
+        total = sys.maxsize if num_epochs is None else n * num_epochs
+        ids = grain.MapDataset.range(0, total).map(_weighted_draw(source, subjects_index, weights, seed))
+    else:
+        ids = grain.MapDataset.range(0, n)
+        if shuffle:
+            ids = ids.shuffle(seed=seed)
+        if num_epochs != 1:
+            ids = ids.repeat(num_epochs)
+    # batches are formed from window ids and read straight into the batch arrays (no per-example copies)
+    drop = (num_epochs is None) if drop_remainder is None else drop_remainder
+    ds = _process_batches(ids, batch_size, drop, process_index, process_count).map(_LoadBatch(source))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+    if worker_count > 0:
+        _ensure_absl_flags_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
+                                                         per_worker_buffer_size=worker_buffer_size))
+    return it
+
+
+def _process_batches(ids: grain.MapDataset, batch_size: int, drop: bool, process_index: int,
+                     process_count: int) -> grain.MapDataset:
+    """Window ids -> this process's batches of window ids."""
+    if process_count == 1:
+        return ids.batch(batch_size, drop_remainder=drop)
+    # Global batch k is positions [k*G, (k+1)*G), G = batch_size * process_count; process p reads rows
+    # [p*batch_size, (p+1)*batch_size) of it. So N processes assemble exactly the batches (same rows, same
+    # order) that one process with batch G reads, and every process sees the same number of batches
+    # (the last one of a finite stream may be short or empty on some processes).
+    return ids.batch(batch_size * process_count, drop_remainder=drop).map(
+        _ProcessRows(process_index * batch_size, (process_index + 1) * batch_size))
+
+
+def _check_stream_args(*, batch_size, process_index, process_count, worker_count, num_threads, num_epochs,
+                       window_s, stride_s) -> None:
     for arg, value, minimum in (("batch_size", batch_size, 1), ("process_count", process_count, 1),
                                 ("worker_count", worker_count, 0), ("num_threads", num_threads, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -532,53 +391,26 @@ def make_dataset(
         raise PipelineError(f"num_epochs: expected None (forever) or an integer >= 1, got {num_epochs!r}")
     if window_s <= 0 or (stride_s is not None and stride_s <= 0):
         raise PipelineError(f"window_s/stride_s: expected > 0, got {window_s!r}/{stride_s!r}")
-    timelines = _timeline_list(store, timelines)
-    source = WindowSource(store, timelines, subjects_index=subjects_index,
-                          spec=WindowSpec(window_s=window_s, stride_s=stride_s), modalities=modalities,
-                          n_vertices=n_vertices, feature_dtype=feature_dtype)
-    n = len(source)
-    total = sys.maxsize if num_epochs is None else n * num_epochs
 
-    if weights is not None:
-        by_subject: dict[int, list[int]] = collections.defaultdict(list)
-        sid_to_key = {v: k for k, v in subjects_index.items()}
-        for w_id in range(n):
-            by_subject[source._meta[int(source.windows[w_id, 0])]["subject_id"]].append(w_id)
-        groups, probs = [], []
-        for sid, ids in sorted(by_subject.items()):
-            key = sid_to_key[sid]
-            if key not in weights:
-                raise PipelineError(f"weights: no weight for subject {key!r} (weights has {sorted(weights)[:5]})")
-            w = weights[key]
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise PipelineError(f"weights[{key!r}]: expected a finite number >= 0, got {w!r}")
-            if w > 0:
-                groups.append(np.asarray(ids, dtype=np.int64))
-                probs.append(float(w))
-        if not groups:
-            raise PipelineError("weights: every subject in the selected timelines has weight 0")
-        ids = grain.MapDataset.range(0, total).map(_WeightedDraw(groups, np.asarray(probs), seed))
-    else:
-        ids = grain.MapDataset.range(0, n)
-        if shuffle:
-            ids = ids.shuffle(seed=seed)
-        if num_epochs != 1:
-            ids = ids.repeat(num_epochs)
-    # batches are formed from window ids and read straight into the batch arrays (no per-example copies)
-    drop = (num_epochs is None) if drop_remainder is None else drop_remainder
-    if process_count > 1:
-        # Global batch k is positions [k*G, (k+1)*G), G = batch_size * process_count; process p reads rows
-        # [p*batch_size, (p+1)*batch_size) of it. So N processes assemble exactly the batches (same rows, same
-        # order) that one process with batch G reads, and every process sees the same number of batches
-        # (the last one of a finite stream may be short or empty on some processes).
-        ids = ids.batch(batch_size * process_count, drop_remainder=drop).map(
-            _ProcessRows(process_index * batch_size, (process_index + 1) * batch_size))
-    else:
-        ids = ids.batch(batch_size, drop_remainder=drop)
-    ds = ids.map(_LoadBatch(source))
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
-    if worker_count > 0:
-        _ensure_absl_flags_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                         per_worker_buffer_size=worker_buffer_size))
-    return it
+
+def _weighted_draw(source: WindowSource, subjects_index: Mapping[str, int], weights: Mapping[str, float],
+                   seed: int) -> _WeightedDraw:
+    """The draw over ``source``'s windows grouped by subject, each subject weighted by ``weights[key]``."""
+    by_subject: dict[int, list[int]] = collections.defaultdict(list)
+    sid_to_key = {v: k for k, v in subjects_index.items()}
+    for w_id in range(len(source)):
+        by_subject[source._meta[int(source.windows[w_id, 0])]["subject_id"]].append(w_id)
+    groups, probs = [], []
+    for sid, ids in sorted(by_subject.items()):
+        key = sid_to_key[sid]
+        if key not in weights:
+            raise PipelineError(f"weights: no weight for subject {key!r} (weights has {sorted(weights)[:5]})")
+        w = weights[key]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise PipelineError(f"weights[{key!r}]: expected a finite number >= 0, got {w!r}")
+        if w > 0:
+            groups.append(np.asarray(ids, dtype=np.int64))
+            probs.append(float(w))
+    if not groups:
+        raise PipelineError("weights: every subject in the selected timelines has weight 0")
+    return _WeightedDraw(groups, np.asarray(probs), seed)
