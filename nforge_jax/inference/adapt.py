@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nforge_jax.data.timebase import FMRI_HZ, HEMODYNAMIC_OFFSET_S, align_targets, output_rows, target_index
 from nforge_jax.model.checkpoint import encoder_arrays, encoder_from_arrays
 from nforge_jax.model.encoder import FmriEncoder
 
@@ -84,21 +85,15 @@ def r2_per_vertex(pred, target) -> np.ndarray:
 
 
 def kfold_splits(n_samples: int, n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Contiguous K-fold (train, validation) indices, the first ``n % K`` folds one longer (scikit-learn's
-    ``KFold`` without shuffling)."""
+    """Contiguous K-fold (train, validation) indices, the first ``n % K`` folds one longer: scikit-learn's
+    ``KFold`` without shuffling (blocks of time), with the argument errors named as ``cv``."""
+    from sklearn.model_selection import KFold  # only when folds are needed: keeps `import` light
+
     if isinstance(n_splits, bool) or not isinstance(n_splits, (int, np.integer)) or n_splits < 2:
         raise ValueError(f"cv: expected an integer number of folds >= 2, got {n_splits!r}")
     if n_splits > n_samples:
         raise ValueError(f"cv: {n_splits} folds need at least {n_splits} samples, got {n_samples}")
-    sizes = np.full(n_splits, n_samples // n_splits, int)
-    sizes[: n_samples % n_splits] += 1
-    out, start = [], 0
-    idx = np.arange(n_samples)
-    for size in sizes:
-        val = idx[start : start + size]
-        out.append((np.concatenate([idx[:start], idx[start + size :]]), val))
-        start += size
-    return out
+    return list(KFold(int(n_splits)).split(np.zeros((n_samples, 1))))
 
 
 def _resolve_cv(cv, n_samples: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -248,29 +243,20 @@ class LatentRidge:
 
 # ------------------------------------------------------------------------------------------------------------
 # Calibration data -> (latent, targets)
-def align_fmri(fmri, n_rows: int, *, offset_s: float = 5.0, fmri_hz: float = 1.0,
+def align_fmri(fmri, n_rows: int, *, offset_s: float = HEMODYNAMIC_OFFSET_S, fmri_hz: float = FMRI_HZ,
                fmri_start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Targets for the ``n_rows`` prediction rows of a run from its recorded 1 Hz fMRI.
 
     Row ``j`` (stimulus time ``j`` s) gets the BOLD sample recorded at ``j + offset_s`` s of stimulus time,
-    i.e. ``fmri[round((j + offset_s - fmri_start_s) * fmri_hz)]`` (``fmri_start_s``: stimulus time of the first
+    i.e. ``fmri[round((offset_s - fmri_start_s) * fmri_hz) + j]`` (``fmri_start_s``: stimulus time of the first
     sample), the convention of the training pipeline. Returns (targets (n_rows, V), mask (n_rows,)) with
     zero rows and mask False where the recording has no sample.
     """
-    fmri = np.asarray(fmri)
-    if fmri.ndim != 2:
-        raise ValueError(f"fmri: expected a (n_samples, n_vertices) array, got shape {fmri.shape}")
-    if not math.isclose(float(fmri_hz), 1.0):
-        raise ValueError(f"fmri_hz: predictions are at 1 Hz, got fMRI at {fmri_hz} Hz; resample it first "
-                         "(nforge_jax.data.pipeline.clean_and_resample)")
-    if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
-        raise ValueError(f"n_rows: expected a positive integer, got {n_rows!r}")
-    lo = int(round((float(offset_s) - float(fmri_start_s)) * fmri_hz))
-    src = lo + np.arange(n_rows)
-    mask = (src >= 0) & (src < fmri.shape[0])
-    out = np.zeros((n_rows, fmri.shape[1]), np.float32)
-    out[mask] = fmri[src[mask]]
-    return out, mask
+    # data.timebase.align_targets rounds row by row; the training windows round once per window (a
+    # half-second offset would otherwise alternate between rounding down and up), so the offset is rounded
+    # here, once, to whole samples.
+    lead = target_index(0.0, offset_s=offset_s, fmri_hz=fmri_hz, fmri_start_s=fmri_start_s)
+    return align_targets(fmri, n_rows, offset_s=float(lead), fmri_hz=fmri_hz)
 
 
 def _as_model(model):
@@ -302,38 +288,9 @@ def _runs(calibration) -> list[Mapping]:
     return runs
 
 
-def _latent_fn(model):
-    fn = getattr(model, "_nforge_latent_fn", None)
-    if fn is None or fn[0] is not model._graphdef:
-        from flax import nnx
-
-        graphdef = model._graphdef
-        fn = (graphdef, jax.jit(lambda state, feats: nnx.merge(graphdef, state).latent(feats)))
-        model._nforge_latent_fn = fn
-    return fn[1]
-
-
 def run_latent(model, features: Mapping[str, np.ndarray]) -> np.ndarray:
     """The low-rank latent (n_rows, R) behind `predict_features(features)`'s rows (same windows and padding)."""
-    model = _as_model(model)
-    n_steps = model.check_inputs(features, None if model.config.has_average_subject else 0)
-    config = model.config
-    window, per_window = config.window_steps, config.n_output_timesteps
-    n_windows = -(-n_steps // window)
-    step = min(model.batch_size, n_windows)
-    padded = -(-n_windows // step) * step
-    stacked = {}
-    for m, x in features.items():
-        x = np.asarray(x, np.float32)
-        buf = np.zeros((padded * window,) + x.shape[1:], np.float32)
-        buf[:n_steps] = x
-        stacked[m] = buf.reshape((padded, window) + x.shape[1:])
-    fn = _latent_fn(model)
-    outs = [np.asarray(fn(model._state, {m: jax.device_put(v[i : i + step], model.device) for m, v in stacked.items()}))
-            for i in range(0, padded, step)]
-    z = np.concatenate(outs)[:n_windows].reshape(n_windows * per_window, -1)
-    n_rows = per_window if n_steps == window else -(-n_steps * per_window // window)
-    return z[:n_rows]
+    return _as_model(model).latent_features(features)
 
 
 def calibration_latents(model, calibration) -> tuple[np.ndarray, np.ndarray]:
@@ -490,8 +447,7 @@ class SubjectAdapter:
                                             + [{**self.summary(n), "name": name}])
             if isinstance(metadata.get("subjects"), list) and len(metadata["subjects"]) == n:
                 metadata["subjects"] = list(metadata["subjects"]) + [name]
-            NForgeModel.__init__(model, new_encoder, metadata=metadata, device=model.device,
-                                 batch_size=model.batch_size)
+            model.set_encoder(new_encoder, metadata=metadata)
         else:
             model.predictor = new_encoder.predictor
             model.config = new_config
@@ -527,10 +483,9 @@ def check_subject_name(model, name) -> str:
 
 
 def _head_arrays(model) -> tuple[jax.Array, jax.Array]:
+    """Every read-out row (training subjects, then the average row when there is one): (weights, bias)."""
     head = model.encoder.predictor
-    w = head.weights[...]
-    b = head.bias[...] if head.bias is not None else jnp.zeros((w.shape[0], w.shape[2]), w.dtype)
-    return w, b
+    return head.rows(jnp.arange(head.weights.shape[0]))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -576,7 +531,7 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
             raise ValueError(f"timelines: {timeline!r} has none of the model's modalities "
                              f"{list(model.config.modalities)}")
         n_steps = next(iter(feats.values())).shape[0]
-        n_rows = -(-n_steps * model.config.n_output_timesteps // model.config.window_steps)
+        n_rows = output_rows(n_steps, model.config.window_steps, model.config.n_output_timesteps)
         targets, mask = align_fmri(np.asarray(fmri, np.float32), n_rows, offset_s=meta.get("offset_s", 5.0),
                                    fmri_hz=meta.get("fmri_hz", 1.0), fmri_start_s=meta.get("fmri_start_s", 0.0))
         runs.append({"features": feats, "fmri": targets, "mask": mask})

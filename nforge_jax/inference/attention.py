@@ -24,12 +24,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from nforge_jax.inference.attribution import check_roi_indices, prepare_inputs, split_model
+from nforge_jax.inference.attribution import check_roi_indices, prepare_inputs
 from nforge_jax.inference.checks import resolve_subject
-from nforge_jax.inference.streaming import readout_rows
-from nforge_jax.model.encoder import adaptive_pool_matrix
+from nforge_jax.inference.predictor import Predictor
 
 
 def _as_layers(attn_maps):
@@ -105,35 +103,28 @@ class AttentionExtractor:
     """
 
     def __init__(self, model, subject=None):
-        self._graphdef, self._state, self.config = split_model(model)
+        self._core = Predictor.of(model)
+        self.config = self._core.config
         self.subject = resolve_subject(model, subject)
         self._maps = jax.jit(self._maps_impl)
         self._weights = jax.jit(self._weights_impl)
 
-    def _hidden(self, encoder, feats):
-        x = encoder.embed(feats)
-        return encoder.encoder(x, None, True)  # the model's own attention path
-
     def _maps_impl(self, state, feats):
-        return self._hidden(nnx.merge(self._graphdef, state), feats)[1]
+        return self._core.merge(state).trunk(feats, return_attention=True)[1]  # the model's own attention path
 
     def _weights_impl(self, state, feats, ids, roi_masks):
-        encoder = nnx.merge(self._graphdef, state)
-        h, _ = self._hidden(encoder, feats)
-        w, bias = readout_rows(encoder, ids)
-        pool = jnp.asarray(adaptive_pool_matrix(h.shape[1], self.config.n_output_timesteps), h.dtype)
+        encoder = self._core.merge(state)
+        h = encoder.trunk(feats)
 
-        def roi_mean(hb, wb, mask):  # one window's mean prediction over output time and the ROI
-            x = (pool @ hb)[None]
-            z = encoder.low_rank_head(x) if encoder.low_rank_head is not None else x
-            return ((z[0] @ wb).mean(0) * mask).sum() / mask.sum()
+        def roi_mean(hb, idb, mask):  # one window's mean prediction over output time and the ROI
+            y = encoder.readout(hb[None], None if idb is None else idb[None])[0]  # (T_out, V)
+            return (y.mean(0) * mask).sum() / mask.sum()
 
         def contributions(mask):
-            def per_window(hb, wb):
-                return hb * jax.grad(roi_mean)(hb, wb, mask)
+            def per_window(hb, idb):
+                return hb * jax.grad(roi_mean)(hb, idb, mask)
 
-            wb = jnp.broadcast_to(w, (h.shape[0],) + w.shape[1:])
-            return jax.vmap(per_window)(h, wb).sum(-1)  # (B, T)
+            return jax.vmap(per_window)(h, ids).sum(-1)  # (B, T); ids None: the average row for every window
 
         return jnp.abs(jax.vmap(contributions)(roi_masks))  # (n_roi, B, T)
 
@@ -141,7 +132,7 @@ class AttentionExtractor:
         if isinstance(inputs, dict):
             inputs = {k: v for k, v in inputs.items() if k != "subject_ids"}  # maps do not depend on the subject
         feats, _, _ = prepare_inputs(self.config, inputs, None if self.config.has_average_subject else 0)
-        return [np.asarray(a) for a in self._maps(self._state, feats)]
+        return [np.asarray(a) for a in self._maps(self._core.state, feats)]
 
     def roi_token_weights(self, inputs, roi_indices) -> dict[str, np.ndarray]:
         """{roi: (B, T_seq)} |⟨h_q, ∂y_roi/∂h_q⟩|: each final token's share of the ROI's mean prediction."""
@@ -152,7 +143,7 @@ class AttentionExtractor:
         masks = np.zeros((len(rois), self.config.n_outputs), np.float32)
         for i, idx in enumerate(rois.values()):
             masks[i, np.unique(idx)] = 1.0
-        weights = np.asarray(self._weights(self._state, feats, ids, jnp.asarray(masks)))
+        weights = np.asarray(self._weights(self._core.state, feats, ids, jnp.asarray(masks)))
         return {roi: weights[i] for i, roi in enumerate(rois)}
 
     def roi_scores(self, inputs, roi_indices, residual: float = 0.5) -> dict[str, np.ndarray]:

@@ -33,10 +33,9 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from nforge_jax.inference.checks import resolve_subject
-from nforge_jax.inference.streaming import check_subject, readout_rows
+from nforge_jax.inference.checks import check_features, readout_row, resolve_subject
+from nforge_jax.inference.predictor import Predictor
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
 
 METHODS = ("ablation", "gradient")
@@ -64,47 +63,25 @@ def check_roi_indices(roi_indices, n_outputs: int) -> dict[str, np.ndarray]:
     return out
 
 
-def split_model(model):
-    """(graphdef, state, config) of an `NForgeModel` or an `FmriEncoder`."""
-    if isinstance(model, FmriEncoder):
-        graphdef, state = nnx.split(model)
-        return graphdef, state, model.config
-    if hasattr(model, "_graphdef") and hasattr(model, "_state") and hasattr(model, "config"):
-        return model._graphdef, model._state, model.config
-    raise ValueError(f"model: expected an NForgeModel or an FmriEncoder, got {type(model).__name__}")
-
-
 def prepare_inputs(config, inputs, subject):
     """inputs {m: (T, L, D)} or {m: (B, T, L, D)} [+ "subject_ids": (B,)] -> (features (B, T, L, D), ids, batched).
 
-    ids is None for the average subject, else an int32 (B,) array of read-out rows.
+    subject: a resolved subject (None = the average subject, else a training-subject index). ids is None for
+    the average subject, else an int32 (B,) array of read-out rows.
     """
     if not isinstance(inputs, Mapping) or not inputs:
         raise ValueError(f"inputs: expected a dict {{modality: (T, n_layers, dim) or (B, T, n_layers, dim)}}, "
                          f"got {type(inputs).__name__}")
-    expected = {m: (n, d) for m, n, d in config.feature_dims}
-    feats, lead = {}, None
-    ids = inputs.get("subject_ids")
-    for m, x in inputs.items():
-        if m in ("subject_ids", "fmri"):
-            continue
-        if m not in expected:
-            raise ValueError(f"inputs: unknown modality {m!r}; this model takes {list(expected)}")
-        x = jnp.asarray(x, jnp.float32)
-        if x.ndim not in (3, 4) or tuple(x.shape[-2:]) != expected[m]:
-            raise ValueError(f"inputs[{m!r}]: expected shape (T, {expected[m][0]}, {expected[m][1]}) or "
-                             f"(B, T, {expected[m][0]}, {expected[m][1]}), got {tuple(x.shape)}")
-        if lead is None:
-            lead = x.shape[:-2]
-        elif x.shape[:-2] != lead:
-            raise ValueError(f"inputs[{m!r}]: leading shape {tuple(x.shape[:-2])} differs from {tuple(lead)}")
-        feats[m] = x
+    feats = {m: x for m, x in inputs.items() if m not in ("subject_ids", "fmri")}
     if not feats:
-        raise ValueError(f"inputs: none of the model's modalities {list(expected)} is present")
+        raise ValueError(f"inputs: none of the model's modalities {list(config.modalities)} is present")
+    lead = check_features(config, feats, leads=(("T",), ("B", "T")), where="inputs")
     batched = len(lead) == 2
+    feats = {m: jnp.asarray(x, jnp.float32) for m, x in feats.items()}
     if not batched:
         feats = {m: x[None] for m, x in feats.items()}
     b = next(iter(feats.values())).shape[0]
+    ids = inputs.get("subject_ids")
     if subject is not None and ids is not None:
         raise ValueError("subject: given both as an argument and as inputs['subject_ids']; pass one")
     if ids is not None:
@@ -112,7 +89,7 @@ def prepare_inputs(config, inputs, subject):
         if ids.shape != (b,) or not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 or ids.max() >= config.n_subjects:
             raise ValueError(f"inputs['subject_ids']: expected {b} integers in [0, {config.n_subjects}), got {ids!r}")
         return feats, jnp.asarray(ids, jnp.int32), batched
-    row = check_subject(config, subject)
+    row = readout_row(config, resolve_subject(config, subject))
     return feats, (None if subject is None else jnp.full((b,), row, jnp.int32)), batched
 
 
@@ -123,21 +100,18 @@ def scaled_mean_latent(encoder: FmriEncoder, feats, scales, baseline: str):
     over the model's pooled output rows, i.e. the pooled latent's mean.
     """
     if baseline == "zeros":
-        feats = {m: x * scales[m][..., None, None] for m, x in feats.items()}
-        x = encoder.embed(feats)
+        h = encoder.trunk({m: x * scales[m][..., None, None] for m, x in feats.items()})
     else:
-        x = encoder.embed(feats, masks=scales)
-    h, _ = encoder.encoder(x)
+        h = encoder.trunk(feats, masks=scales)
     pool = adaptive_pool_matrix(h.shape[1], encoder.config.n_output_timesteps)
-    weights = jnp.asarray(pool.mean(0), h.dtype)  # mean over output rows of the pooled sequence
-    h_bar = jnp.einsum("t,bth->bh", weights, h)[:, None]
-    z = encoder.low_rank_head(h_bar) if encoder.low_rank_head is not None else h_bar
+    # the mean over output rows of the pooled sequence, pooled in one step (pool and head are affine)
+    z = encoder.head(h, pool=pool.mean(0)[None])
     return z[:, 0].astype(jnp.float32)
 
 
 def latent_to_vertices(encoder, z_bar, ids):
     """(B, R) time-averaged latents -> batch-mean predictions (V,)."""
-    w, b = readout_rows(encoder, ids)  # (B or 1, R, V), (B or 1, V)
+    w, b = encoder.predictor.rows(ids)  # (B or 1, R, V), (B or 1, V)
     w = jnp.broadcast_to(w, (z_bar.shape[0],) + w.shape[1:]).astype(jnp.float32)
     b = jnp.broadcast_to(b, (z_bar.shape[0], w.shape[-1])).astype(jnp.float32)
     return (jnp.einsum("br,brv->v", z_bar, w) + b.sum(0)) / z_bar.shape[0]
@@ -157,11 +131,13 @@ class ModalityAttributor:
             raise ValueError(f"baseline: expected one of {BASELINES}, got {baseline!r}")
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
             raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
-        self._graphdef, self._state, self.config = split_model(model)
+        self._core = Predictor.of(model)
+        self.config = self._core.config
         self.method, self.baseline, self.n_steps = method, baseline, int(n_steps)
         self.roi_indices = check_roi_indices(roi_indices, self.config.n_outputs)
-        self._subject_names = SimpleNamespace(config=self.config, metadata=getattr(model, "metadata", None))
-        self.subject = resolve_subject(self._subject_names, subject)
+        # subjects are resolved with the model's names (metadata), when it has them
+        self._subjects = SimpleNamespace(config=self.config, metadata=getattr(model, "metadata", None))
+        self.subject = resolve_subject(self._subjects, subject)
         self._gradient = jax.jit(self._gradient_impl)
         self._ablation = jax.jit(self._ablation_impl)
         self._timesteps = jax.jit(self._timesteps_impl)
@@ -187,12 +163,12 @@ class ModalityAttributor:
         return names, z_bar
 
     def _gradient_impl(self, state, feats, ids, alphas):
-        encoder = nnx.merge(self._graphdef, state)
+        encoder = self._core.merge(state)
         names, z_bar = self._z_bar_fn(encoder, feats)
         ones = jnp.ones((len(names),), jnp.float32)
         jac = jax.vmap(lambda a: jax.jacfwd(z_bar)(a * ones))(alphas)  # (n_steps, B, R, M)
         ig_latent = jac.mean(0)  # (B, R, M)
-        w, _ = readout_rows(encoder, ids)
+        w, _ = encoder.predictor.rows(ids)
         w = jnp.broadcast_to(w, (ig_latent.shape[0],) + w.shape[1:]).astype(jnp.float32)
         ig = jnp.einsum("brm,brv->mv", ig_latent, w) / ig_latent.shape[0]  # (M, V)
         f_x = latent_to_vertices(encoder, z_bar(ones), ids)
@@ -200,7 +176,7 @@ class ModalityAttributor:
         return ig, f_x, f_base
 
     def _ablation_impl(self, state, feats, ids):
-        encoder = nnx.merge(self._graphdef, state)
+        encoder = self._core.merge(state)
         names, z_bar = self._z_bar_fn(encoder, feats)
         m = len(names)
         s = jnp.concatenate([jnp.ones((1, m)), 1.0 - jnp.eye(m)], axis=0)  # all on, then each one off
@@ -209,7 +185,7 @@ class ModalityAttributor:
         return f[0] - f[1:], f[0]
 
     def _timesteps_impl(self, state, feats, ids, alphas, vertices):
-        encoder = nnx.merge(self._graphdef, state)
+        encoder = self._core.merge(state)
         names = self._names(feats)
         b, t = next(iter(feats.values())).shape[:2]
 
@@ -245,17 +221,17 @@ class ModalityAttributor:
         "prediction": F(x) (V,)}; with method="gradient" also "baseline_prediction": F(baseline) and
         "completeness_gap": Σ_m score_m − (F(x) − F(baseline)) (V,).
         """
-        subject = self.subject if subject is None else resolve_subject(self._subject_names, subject)
+        subject = self.subject if subject is None else resolve_subject(self._subjects, subject)
         feats, ids, _ = prepare_inputs(self.config, inputs, subject)
         names = self._names(feats)
         out = {}
         if self.method == "gradient":
-            ig, f_x, f_base = self._gradient(self._state, feats, ids, jnp.asarray(self.alphas))
+            ig, f_x, f_base = self._gradient(self._core.state, feats, ids, jnp.asarray(self.alphas))
             scores = np.asarray(ig)
             out["baseline_prediction"] = np.asarray(f_base)
             out["completeness_gap"] = scores.sum(0) - (np.asarray(f_x) - out["baseline_prediction"])
         else:
-            diff, f_x = self._ablation(self._state, feats, ids)
+            diff, f_x = self._ablation(self._core.state, feats, ids)
             scores = np.asarray(diff)
         out["prediction"] = np.asarray(f_x)
         per_modality = {m: np.zeros(self.config.n_outputs, np.float32) for m in self.config.modalities}
@@ -284,9 +260,9 @@ class ModalityAttributor:
             idx = self.roi_indices[vertices]
         else:
             idx = check_roi_indices({"vertices": np.atleast_1d(np.asarray(vertices))}, self.config.n_outputs)["vertices"]
-        subject = self.subject if subject is None else subject
+        subject = self.subject if subject is None else resolve_subject(self._subjects, subject)
         feats, ids, batched = prepare_inputs(self.config, inputs, subject)
-        per_step, per_feature, total = self._timesteps(self._state, feats, ids, jnp.asarray(self.alphas),
+        per_step, per_feature, total = self._timesteps(self._core.state, feats, ids, jnp.asarray(self.alphas),
                                                        jnp.asarray(idx, jnp.int32))
         unbatch = (lambda a: np.asarray(a)) if batched else (lambda a: np.asarray(a)[0])
         out = {m: unbatch(v) for m, v in per_step.items()}

@@ -49,6 +49,7 @@ import numpy as np
 from nforge_jax.data.provenance import check_store_recipe
 from nforge_jax.data.shards import check_shard, shard_names
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
+from nforge_jax.data.timebase import n_windows, output_rows
 from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
 from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
 
@@ -57,7 +58,6 @@ __all__ = ["predict_store", "read_predictions", "finished_timelines", "read_mark
 
 FORMAT_NAME = "nforge_jax.Predictions"
 MARKER = "nforge_predictions.json"
-FEATURE_HZ = 2.0
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -85,26 +85,8 @@ def _subject_label(subject_id: int | None):
 
 
 def model_fingerprint(model) -> str:
-    """sha256 of the model's configuration, training-subject names and parameter bytes (cached)."""
-    cached = getattr(model, "_fingerprint", None)
-    if cached is None:
-        from flax import nnx
-
-        h = hashlib.sha256()
-        meta = getattr(model, "metadata", None) or {}
-        h.update(_json({"config": model.config.to_dict(), "subjects": meta.get("subjects")}))
-        # One array on the host at a time (measured ~1.2 s per GB on one CPU core: ~0.6 s for the released model).
-        flat = {"/".join(map(str, p)): v for p, v in nnx.to_flat_state(model._state)}
-        for key in sorted(flat):
-            value = np.ascontiguousarray(np.asarray(flat[key][...]))
-            h.update(f"{key}|{value.dtype.str}|{value.shape}".encode())
-            h.update(memoryview(value).cast("B"))
-        cached = h.hexdigest()
-        try:
-            model._fingerprint = cached
-        except AttributeError:
-            pass
-    return cached
+    """sha256 of the model's configuration, training-subject names and parameter bytes (cached by the model)."""
+    return model.fingerprint()
 
 
 def timeline_inputs(store: FeatureStore, name: str, config) -> dict:
@@ -183,6 +165,7 @@ class _Plan:
     """Window table of the timelines to do: per timeline its present modalities, first row and rows."""
 
     def __init__(self, store: FeatureStore, names: Sequence[str], config):
+        self.config = config
         self.window = int(config.window_steps)
         self.per_window = int(config.n_output_timesteps)
         dims = {m: (n, d) for m, n, d in config.feature_dims}
@@ -204,8 +187,8 @@ class _Plan:
             n_steps = max(a.shape[0] for a in arrays.values()) - r0
             if n_steps <= 0:
                 raise ValueError(f"timeline {name!r}: start_s {start_s} is past the end of its features")
-            n_win = -(-n_steps // self.window)
-            n_rows = -(-n_steps * self.per_window // self.window)
+            n_win = n_windows(n_steps, self.window)
+            n_rows = output_rows(n_steps, self.window, self.per_window)
             self.timelines.append({"name": name, "mods": tuple(mods), "r0": r0, "n_win": n_win, "n_rows": n_rows,
                                    "start_s": start_s, "arrays": arrays})
         self.dims = dims
@@ -253,100 +236,126 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     bs = check_batch_size(batch_size) or check_batch_size(getattr(model, "batch_size", 8), "model.batch_size")
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     out = Path(out)
-    config = model.config
     made_by = {"model_sha256": model_fingerprint(model), "subject": _subject_label(subject_id)}
-    marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": int(config.n_outputs), "tr_s": 1.0,
-              "n_output_timesteps": int(config.n_output_timesteps), "store": str(store.path), **made_by}
+    names = shard_names(store.timelines if timelines is None else timelines, (index, count))
+    skipped, todo = _check_out_dir(model, store, out, names, made_by, overwrite)
+    plan = _Plan(store, todo, model.config)  # checks shapes and start times before anything is written
+    # Only a run that passed every check marks the directory (a refused run leaves nothing behind).
+    out.mkdir(parents=True, exist_ok=True)
+    if index == 0:
+        marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": int(model.config.n_outputs), "tr_s": 1.0,
+                  "n_output_timesteps": int(model.config.n_output_timesteps), "store": str(store.path), **made_by}
+        _atomic_bytes(out / MARKER, _json(marker))
+    _remove_stale_temporaries(out)
+    report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
+    if todo:
+        writer = _Writer(plan, store, out, made_by, report, t_start, progress, on_timeline_done)
+        try:
+            _run_batches(model.predictor, plan, subject_id, bs, devices, prefetch, writer.collect)
+        finally:
+            writer.close()
+    report["seconds"] = time.time() - t_start
+    return report
+
+
+def _check_out_dir(model, store, out: Path, names, made_by: dict, overwrite: bool):
+    """(skipped, todo) timeline names; PredictionsMismatch when ``out`` holds predictions made otherwise, or
+    ValueError when the store's features come from another recipe than the model's."""
     if not overwrite:
         old = read_marker(out)
         if old is not None:
-            _refuse_if_different(out / MARKER, old, {**made_by, "n_outputs": marker["n_outputs"]})
-    names = shard_names(store.timelines if timelines is None else timelines, (index, count))
+            _refuse_if_different(out / MARKER, old, {**made_by, "n_outputs": int(model.config.n_outputs)})
     # features made by another recipe than the model's would give plausible but wrong maps
     check_store_recipe(store, names, model.metadata.get("extract_recipe"))
     done = {} if overwrite else finished_timelines(out)
     for name in [n for n in names if n in done]:
-        rec = done[name]
-        _refuse_if_different(out / f"{timeline_dirname(name)}.json", rec,
-                             {**made_by, "inputs": timeline_inputs(store, name, config)})
-    skipped = [n for n in names if n in done]
-    todo = [n for n in names if n not in done]
-    plan = _Plan(store, todo, config)  # checks shapes and start times before anything is written
-    # Only a run that passed every check marks the directory (a refused run leaves nothing behind).
-    out.mkdir(parents=True, exist_ok=True)
-    if index == 0:
-        _atomic_bytes(out / MARKER, _json(marker))
+        _refuse_if_different(out / f"{timeline_dirname(name)}.json", done[name],
+                             {**made_by, "inputs": timeline_inputs(store, name, model.config)})
+    return [n for n in names if n in done], [n for n in names if n not in done]
+
+
+def _remove_stale_temporaries(out: Path) -> None:
     for p in out.glob(".*.tmp-*"):  # leftovers of a killed write; a recent one may be another shard's, in flight
         try:
             if time.time() - p.stat().st_mtime > 3600:
                 p.unlink()
         except FileNotFoundError:
             pass
-    report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
-    if not todo:
-        report["seconds"] = time.time() - t_start
-        return report
 
-    devices = list(devices if devices is not None else jax.local_devices())
-    mesh = make_mesh(data=len(devices), model=1, devices=devices)
-    n_dev = len(devices)
-    bs = -(-bs // n_dev) * n_dev
-    state = shard_state(model._state, mesh)
-    feat_sharding = batch_sharding(mesh, 4)
-    ids = None if subject_id is None else jax.device_put(jnp.full((bs,), subject_id, jnp.int32),
-                                                         batch_sharding(mesh, 1))
 
-    # per-timeline accumulation
-    pending = {i: t["n_win"] for i, t in enumerate(plan.timelines)}
-    results: dict[int, np.ndarray] = {}
-    total_rows = sum(t["n_rows"] for t in plan.timelines)
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
+class _Writer:
+    """Collects batch outputs per timeline and writes each timeline (.npy, then its .json) once complete."""
 
-            # Counted in whole output rows (1 s each; integers, so the count ends exactly at the total) and
-            # shown in hours.
-            bar = tqdm(total=total_rows, unit="h", unit_scale=1 / 3600.0, desc="predict", bar_format=(
-                "{l_bar}{bar}| {n:.3f}/{total:.3f} h of stimulus [{elapsed}<{remaining}{postfix}]"))
-        except ImportError:
-            bar = None
+    def __init__(self, plan: _Plan, store, out: Path, made_by: dict, report: dict, t_start: float, progress: bool,
+                 on_timeline_done):
+        self.plan, self.store, self.out, self.made_by, self.report = plan, store, out, made_by, report
+        self.t_start, self.on_timeline_done = t_start, on_timeline_done
+        self.pending = {i: t["n_win"] for i, t in enumerate(plan.timelines)}
+        self.results: dict[int, np.ndarray] = {}
+        self.bar = _progress_bar(sum(t["n_rows"] for t in plan.timelines)) if progress else None
 
-    def finish(i: int) -> None:
-        t = plan.timelines[i]
-        preds = results.pop(i)[: t["n_rows"]]
-        stem = timeline_dirname(t["name"])
-        sha = _atomic_npy(out / f"{stem}.npy", preds)
-        rec = {"name": t["name"], "file": f"{stem}.npy", "shape": list(preds.shape), "start_s": t["start_s"],
-               "tr_s": 1.0, "sha256": sha, **made_by, "inputs": timeline_inputs(store, t["name"], config)}
-        _atomic_bytes(out / f"{stem}.json", _json(rec))
-        report["written"].append(t["name"])
-        report["hours"] += t["n_rows"] / 3600.0
-        if bar is not None:
-            bar.update(t["n_rows"])
-            minutes = (time.time() - t_start) / 60.0
-            bar.set_postfix_str(f"{report['hours'] / max(minutes, 1e-9):.2f} h/min")
-        if on_timeline_done is not None:
-            on_timeline_done(t["name"], out / f"{stem}.npy")
-
-    def collect(slots, y) -> None:
+    def collect(self, slots, y) -> None:
         y = np.asarray(y)  # waits for the device; (B, per_window, V)
+        per_window = self.plan.per_window
         for row, slot in enumerate(slots):
             if slot is None:
                 continue
             i, k = slot
-            if i not in results:
-                t = plan.timelines[i]
-                results[i] = np.empty((t["n_win"] * plan.per_window, y.shape[-1]), np.float32)
-            results[i][k * plan.per_window: (k + 1) * plan.per_window] = y[row]
-            pending[i] -= 1
-            if pending[i] == 0:
-                finish(i)
+            if i not in self.results:
+                t = self.plan.timelines[i]
+                self.results[i] = np.empty((t["n_win"] * per_window, y.shape[-1]), np.float32)
+            self.results[i][k * per_window: (k + 1) * per_window] = y[row]
+            self.pending[i] -= 1
+            if self.pending[i] == 0:
+                self.finish(i)
 
-    # reader thread: host reads + host->device transfer ahead of the compute
+    def finish(self, i: int) -> None:
+        t = self.plan.timelines[i]
+        preds = self.results.pop(i)[: t["n_rows"]]
+        stem = timeline_dirname(t["name"])
+        sha = _atomic_npy(self.out / f"{stem}.npy", preds)
+        rec = {"name": t["name"], "file": f"{stem}.npy", "shape": list(preds.shape), "start_s": t["start_s"],
+               "tr_s": 1.0, "sha256": sha, **self.made_by,
+               "inputs": timeline_inputs(self.store, t["name"], self.plan.config)}
+        _atomic_bytes(self.out / f"{stem}.json", _json(rec))
+        self.report["written"].append(t["name"])
+        self.report["hours"] += t["n_rows"] / 3600.0
+        if self.bar is not None:
+            self.bar.update(t["n_rows"])
+            minutes = (time.time() - self.t_start) / 60.0
+            self.bar.set_postfix_str(f"{self.report['hours'] / max(minutes, 1e-9):.2f} h/min")
+        if self.on_timeline_done is not None:
+            self.on_timeline_done(t["name"], self.out / f"{stem}.npy")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(total_rows: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    # Counted in whole output rows (1 s each; integers, so the count ends exactly at the total) and shown in hours.
+    return tqdm(total=total_rows, unit="h", unit_scale=1 / 3600.0, desc="predict", bar_format=(
+        "{l_bar}{bar}| {n:.3f}/{total:.3f} h of stimulus [{elapsed}<{remaining}{postfix}]"))
+
+
+def _run_batches(core, plan: _Plan, subject_id, bs: int, devices, prefetch: int, collect) -> None:
+    """Every window of ``plan`` through ``core``'s compiled forward, data-parallel over ``devices``: a reader
+    thread reads and transfers the next batches while the current one computes, and each batch's output is
+    copied back (``collect(slots, y)``) while the next one runs."""
+    devices = list(devices if devices is not None else jax.local_devices())
+    mesh = make_mesh(data=len(devices), model=1, devices=devices)
+    bs = -(-bs // len(devices)) * len(devices)
+    state = shard_state(core.state, mesh)
+    feat_sharding = batch_sharding(mesh, 4)
+    ids = None if subject_id is None else jax.device_put(jnp.full((bs,), subject_id, jnp.int32),
+                                                         batch_sharding(mesh, 1))
     q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
-    END = object()
+    end = object()
 
     def reader():
         try:
@@ -355,7 +364,7 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
                     return
                 host = plan.load(mods, slots)
                 q.put((slots, {m: jax.device_put(v, feat_sharding) for m, v in host.items()}))
-            q.put(END)
+            q.put(end)
         except BaseException as exc:  # surfaced in the main thread
             q.put(exc)
 
@@ -363,14 +372,11 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     thread.start()
     in_flight = None
     try:
-        while True:
-            item = q.get()
-            if item is END:
-                break
+        while (item := q.get()) is not end:
             if isinstance(item, BaseException):
                 raise item
             slots, batch = item
-            y = model._forward(state, batch, ids)  # asynchronous dispatch
+            y = core.forward(batch, ids, state=state)  # asynchronous dispatch
             if in_flight is not None:
                 collect(*in_flight)  # previous output copied back while this batch runs
             in_flight = (slots, y)
@@ -383,10 +389,6 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
                 q.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
-        if bar is not None:
-            bar.close()
-    report["seconds"] = time.time() - t_start
-    return report
 
 
 def run_cli(args) -> int:

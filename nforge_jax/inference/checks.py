@@ -1,14 +1,17 @@
 """The input checks every prediction entry point shares (predict_features, predict_events, predict_store,
-streaming, attribution, attention): one function per concern, so each rule and its message live in one place.
+streaming, attribution, attention, adaptation): one function per concern, so each rule and its message live in
+one place. Feature shapes are checked by the model's own validator (`model.encoder.check_features`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["resolve_subject", "readout_row", "check_batch_size", "feature_start_row", "check_finite"]
+from nforge_jax.data.timebase import feature_row
+from nforge_jax.model.encoder import check_features
 
-FEATURE_HZ = 2.0
+__all__ = ["resolve_subject", "readout_row", "check_batch_size", "check_features", "feature_start_row",
+           "check_finite"]
 
 
 def _subject_names(model) -> list[str]:
@@ -69,7 +72,7 @@ def feature_start_row(start_s: float, where: str) -> int:
             or not np.isfinite(start_s):
         raise ValueError(f"{where}: start {start_s!r} is not a finite number of seconds")
     start_s = float(start_s)
-    row = int(round(start_s * FEATURE_HZ))
+    row = feature_row(start_s)
     if row < 0:
         raise ValueError(f"{where}: starts at {start_s:g} s, before time 0 where its features begin; expected "
                          "start times >= 0 (shift the events / start_s so that the stimulus starts at 0 s)")

@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 
 from nforge_jax.data.events import make_events, validate_events
-from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
+from nforge_jax.data.timebase import FEATURE_HZ, cut_windows, n_windows
+from nforge_jax.inference.checks import (check_batch_size, check_features, check_finite, feature_start_row,
+                                         resolve_subject)
 from nforge_jax.data.studies.media import probe_audio, probe_video
 from nforge_jax.data.studies.textgrid import read_textgrid
 
@@ -51,7 +53,6 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 DEFAULT_ASR_MODEL = "openai/whisper-large-v3"
 DEFAULT_WORDS_PER_SECOND = 2.5  # ~150 words per minute, a typical read-aloud rate
-FEATURE_HZ = 2.0
 
 
 class AsrUnavailableWarning(UserWarning):
@@ -379,32 +380,27 @@ def predict_events(model, events: pd.DataFrame, *, subject=None, features: Mappi
         if len(names) != 1:
             raise ValueError(f"features: a {{modality: array}} dict needs a single timeline; the events have {names}")
         features = {names[0]: features}
-    per_window = int(config.n_output_timesteps)
-    window = 2 * per_window
+    window = int(config.window_steps)
     all_preds, all_segments = [], []
     for name in names:
         tl = events[events["timeline"] == name]
         s0, end = _span(tl)
-        feats = features.get(name) or {}
-        n_win = max(1, math.ceil((end - s0) / per_window - 1e-9))
+        # the windows covering [s0, end); the tolerance keeps a span of whole windows from taking one more
+        n_win = n_windows(math.ceil((end - s0) * FEATURE_HZ - 1e-9 * window), window)
         r0 = feature_start_row(s0, f"timeline {name!r}")
-        dims = {m: (n, d) for m, n, d in config.feature_dims}
-        batch = {}
+        feats = {m: arr for m, arr in (features.get(name) or {}).items() if m in config.modalities}
         for m, arr in feats.items():
-            if m not in dims:
-                continue
-            arr = np.asarray(arr)
-            if arr.ndim != 3 or arr.shape[1:] != dims[m]:
-                raise ValueError(f"features[{name!r}][{m!r}]: shape {arr.shape}, the model takes (T, {dims[m][0]}, "
-                                 f"{dims[m][1]}); extract with matching layer fractions (extract_config=)")
-            buf = np.zeros((n_win * window, *dims[m]), np.float32)
-            part = arr[r0: r0 + n_win * window]
-            check_finite(part, f"timeline {name!r} features[{m!r}]", row_offset=r0)
-            buf[: len(part)] = part
-            batch[m] = buf
-        if not batch:
+            try:
+                check_features(config, {m: arr}, leads=(("T",),), where=f"features[{name!r}]")
+            except ValueError as e:
+                raise ValueError(f"{e}; extract with matching layer fractions (extract_config=)") from None
+            feats[m] = np.asarray(arr)[r0: r0 + n_win * window]
+            check_finite(feats[m], f"timeline {name!r} features[{m!r}]", row_offset=r0)
+        if not feats:
             raise ValueError(f"timeline {name!r}: no features for any of the model's modalities "
-                             f"{list(dims)} (events of types {sorted(set(tl['type']))})")
+                             f"{list(config.modalities)} (events of types {sorted(set(tl['type']))})")
+        # n_win zero-padded windows from row r0, flat again: predict_features reads whole windows back
+        batch = {m: v.reshape((-1,) + v.shape[2:]) for m, v in cut_windows(feats, window, n_win).items()}
         preds = model.predict_features(batch, subject=subject_id, batch_size=batch_size)
         segs, keep = segments_for(tl, name, s0, preds.shape[0], remove_empty=remove_empty_segments)
         all_preds.append(np.asarray(preds, np.float32)[keep])

@@ -29,27 +29,8 @@ import numpy as np
 from flax import nnx
 
 from nforge_jax.inference.checks import readout_row, resolve_subject
-from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
-
-
-# Shared with attribution.py: the encoder's input path with per-step modality presence ---------------------
-def readout_rows(encoder: FmriEncoder, subject_ids):
-    """(weights (B, R, V), bias (B, V) or zeros) of the read-out rows; subject_ids None = average row."""
-    head = encoder.predictor
-    w = head.weights[...]
-    if subject_ids is None:
-        if head.average_row is None:
-            raise ValueError("subject: this model has no shared average-subject row; pass a training-subject index")
-        rows = jnp.full((1,), head.average_row, jnp.int32)
-    else:
-        rows = jnp.asarray(subject_ids, jnp.int32).reshape(-1)
-    bias = head.bias[...][rows] if head.bias is not None else jnp.zeros((rows.shape[0], w.shape[-1]), w.dtype)
-    return w[rows], bias
-
-
-def check_subject(model, subject):
-    """The read-out row of ``subject`` (see ``inference.checks.resolve_subject``; the average row for None)."""
-    return readout_row(getattr(model, "config", model), resolve_subject(model, subject))
+from nforge_jax.inference.predictor import Predictor, resolve_device
+from nforge_jax.model.encoder import adaptive_pool_matrix
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -75,7 +56,7 @@ class StreamingPredictor:
         self.step_trs = int(step_trs)
         # Features are at 2 Hz, two steps per TR whatever its length; tr_seconds only times the outputs.
         self.tr_seconds = float(tr_seconds)
-        self._row = check_subject(config, subject)
+        self._row = readout_row(config, resolve_subject(config, subject))
         self.subject = subject
         steps = 2 * self.window_trs
         seq = steps * (len(config.modalities) if config.combination == "stack" else 1)
@@ -83,8 +64,6 @@ class StreamingPredictor:
             raise ValueError(f"window_trs={window_trs}: a window of {seq} model steps exceeds this model's "
                              f"max_seq_len ({config.max_seq_len}); use window_trs <= "
                              f"{config.max_seq_len // (seq // self.window_trs)}")
-        from nforge_jax.inference.model import resolve_device
-
         self.device = resolve_device(device) if device is not None else None
         self._graphdef = graphdef
         self._state = jax.device_put(state, self.device) if self.device is not None else state
@@ -105,7 +84,8 @@ class StreamingPredictor:
     @classmethod
     def from_nforge_model(cls, model, window_trs=40, step_trs=1, tr_seconds=1.0, device=None, subject=None):
         """Streams with an `NForgeModel`'s weights (on `device`, default the model's own device)."""
-        return cls(model._graphdef, model._state, model.config, window_trs=window_trs, step_trs=step_trs,
+        core = Predictor.of(model)
+        return cls(core.graphdef, core.state, core.config, window_trs=window_trs, step_trs=step_trs,
                    tr_seconds=tr_seconds, device=device if device is not None else model.device,
                    subject=resolve_subject(model, subject))  # names resolved with the model's metadata
 
@@ -138,18 +118,13 @@ class StreamingPredictor:
         encoder = nnx.merge(self._graphdef, state)
         feats = {m: jnp.roll(v, -2 * shift, axis=0)[None] for m, v in buffers.items()}
         masks = {m: jnp.roll(v, -2 * shift, axis=0)[None] for m, v in masks.items()}
-        x = encoder.embed(feats, masks=masks)
-        h, _ = encoder.encoder(x)
-        return h[0]  # (seq, hidden)
+        return encoder.trunk(feats, masks)[0]  # (seq, hidden)
 
     def _readout_impl(self, state, h, pool_row, row):
         self.trace_counts["readout"] += 1
         encoder = nnx.merge(self._graphdef, state)
-        x = (pool_row @ h)[None]  # pool first, as the model does
-        z = encoder.low_rank_head(x) if encoder.low_rank_head is not None else x
-        w, b = readout_rows(encoder, row[None])
-        dt = encoder.predictor.dtype
-        return (z.astype(dt) @ w[0].astype(dt) + b.astype(dt))[0]
+        # the window's pooling row of this TR, then the low-rank head and the subject's read-out row
+        return encoder.readout(h[None], row[None], pool=pool_row[None])[0, 0]
 
     # Frames ------------------------------------------------------------------------------------------------
     def _frame(self, features):

@@ -7,6 +7,10 @@ Data flow for a batch of windows (B windows, T feature steps at 2 Hz):
     -> transformer -> adaptive average pool to n_output_timesteps -> low-rank head -> subject read-out
     -> (B, n_output_timesteps, n_outputs)
 
+Two stages: `FmriEncoder.trunk` (features -> hidden, everything up to the transformer's output) and
+`FmriEncoder.readout` (hidden -> responses: pool, low-rank head, `SubjectLayers`); `__call__` is
+readout(trunk(...)). Streaming, attribution and attention run the trunk once and read out as they need.
+
 The pool, the low-rank head and the read-out are affine maps and the pool averages with weights summing to 1,
 so pooling first gives the same function with half the read-out FLOPs for 200 -> 100 steps.
 """
@@ -33,6 +37,39 @@ def adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
         end = -((-(i + 1) * n_in) // n_out)
         mat[i, start:end] = 1.0 / (end - start)
     return mat
+
+
+def check_features(config: EncoderConfig, features, *, leads=(("batch", "time"),), where: str = "features"):
+    """The one feature validator of every entry point: ``features`` maps some of the model's modalities to
+    arrays (*lead, n_layers, dim) with the model's (n_layers, dim), ``lead`` one of ``leads`` (names of the
+    leading axes, time last) and the same for every modality. Returns that leading shape; raises ValueError
+    naming ``where`` and the modality otherwise."""
+    expected = {m: (n, d) for m, n, d in config.feature_dims}
+
+    def forms(n, d):
+        return " or ".join(f"({', '.join(lead + (str(n), str(d)))})" for lead in leads)
+
+    if not isinstance(features, Mapping) or not features:
+        raise ValueError(f"{where}: expected a dict {{modality: {forms('n_layers', 'dim')}}} with some of "
+                         f"{list(expected)}, got {type(features).__name__}")
+    unknown = [m for m in features if m not in expected]
+    if unknown:
+        raise ValueError(f"{where}: unknown modality {unknown[0]!r}; this model takes {list(expected)}")
+    first = None
+    for m in features:  # in the caller's order: the first modality given sets the shape the others must match
+        shape = tuple(np.shape(features[m]))
+        if len(shape) - 2 not in {len(lead) for lead in leads} or shape[-2:] != expected[m]:
+            raise ValueError(f"{where}[{m!r}]: expected shape {forms(*expected[m])}, got {shape}")
+        lead = shape[:-2]
+        if first is None:
+            first = (m, lead)
+        elif lead != first[1]:
+            differs = (f"{lead[-1]} time steps, other modalities have {first[1][-1]}" if lead[:-1] == first[1][:-1]
+                       else f"leading shape {lead} differs from {first[0]!r}'s {first[1]}")
+            raise ValueError(f"{where}[{m!r}]: {differs}")
+    if first[1][-1] == 0:
+        raise ValueError(f"{where}: zero time steps")
+    return first[1]
 
 
 class FmriEncoder(nnx.Module):
@@ -71,27 +108,7 @@ class FmriEncoder(nnx.Module):
     # ------------------------------------------------------------------------------------------------
     def check_features(self, features: Mapping[str, jax.Array]) -> tuple[int, int]:
         """Validates modality names and shapes; returns (B, T). Raises ValueError naming the modality."""
-        c = self.config
-        present = [m for m in c.modalities if m in features]
-        unknown = sorted(set(features) - set(c.modalities))
-        if unknown:
-            raise ValueError(f"features: unknown modality {unknown}; this model takes {list(c.modalities)}")
-        if not present:
-            raise ValueError(f"features: none of the model's modalities {list(c.modalities)} is present")
-        bt = None
-        for m, n_layers, dim in c.feature_dims:
-            if m not in features:
-                continue
-            shape = tuple(features[m].shape)
-            if len(shape) != 4 or shape[2:] != (n_layers, dim):
-                raise ValueError(
-                    f"features[{m!r}]: expected shape (batch, time, {n_layers}, {dim}), got {shape}"
-                )
-            if bt is None:
-                bt = shape[:2]
-            elif shape[:2] != bt:
-                raise ValueError(f"features[{m!r}]: batch/time {shape[:2]} differ from {present[0]!r}'s {bt}")
-        return bt
+        return check_features(self.config, features)
 
     def embed(self, features, rng=None, masks=None):
         """Projected, combined, position-embedded inputs (B, T_seq, hidden).
@@ -133,9 +150,38 @@ class FmriEncoder(nnx.Module):
             x = x + self.time_pos_embed[0, : x.shape[1]].astype(x.dtype)
         return x
 
+    def trunk(self, features, masks=None, *, embed_rng=None, encoder_rng=None, return_attention=False):
+        """Stage 1, features -> hidden (B, T_seq, hidden): projectors, combine, time embedding, transformer.
+
+        masks: as `embed`. The two rngs turn on training-time randomness of the input path and of the
+        transformer (None = eval). With return_attention, also the per-layer attention maps.
+        """
+        x = self.embed(features, embed_rng, masks)
+        hidden, attention_maps = self.encoder(x, encoder_rng, return_attention)
+        return (hidden, attention_maps) if return_attention else hidden
+
+    def head(self, hidden, *, pool=True):
+        """hidden (B, T_seq, hidden) -> the low-rank latent (B, T', bottleneck).
+
+        pool: True = the model's adaptive pooling to n_output_timesteps; False = none; an array (T', T_seq) =
+        these pooling weights (e.g. one row of the model's matrix, or its mean over rows for a time average).
+        """
+        if isinstance(pool, (bool, np.bool_)):
+            pool = adaptive_pool_matrix(hidden.shape[1], self.config.n_output_timesteps) if pool else None
+        if pool is not None:
+            hidden = jnp.einsum("ot,bth->boh", jnp.asarray(pool, hidden.dtype), hidden)
+        return self.low_rank_head(hidden) if self.low_rank_head is not None else hidden
+
+    def readout(self, hidden, subject_ids=None, *, pool=True, rng=None):
+        """Stage 2, hidden -> responses (B, T', n_outputs): pooling (see `head`), low-rank head, subject read-out.
+
+        subject_ids: (B,) read-out rows, or None for the shared average subject. rng: subject dropout.
+        """
+        return self.predictor(self.head(hidden, pool=pool), subject_ids, rng)
+
     def __call__(self, features: Mapping[str, jax.Array], subject_ids=None, *, rng=None, pool=True,
                  return_attention=False):
-        """features: {modality: (B, T, n_layers, dim)}; absent modalities are zeros.
+        """features: {modality: (B, T, n_layers, dim)}; absent modalities are zeros. Equals readout(trunk(...)).
 
         subject_ids: (B,) training-subject indices, or None for the shared average subject.
         rng: a PRNG key turns on training-time randomness (modality, subject and sublayer dropout); None = eval.
@@ -143,19 +189,11 @@ class FmriEncoder(nnx.Module):
         return_attention, also the list of per-layer attention maps (B, heads, T_seq, T_seq).
         """
         keys = [None] * 3 if rng is None else list(jax.random.split(rng, 3))
-        z, attention_maps = self._latent(features, keys[0], keys[1], pool, return_attention)
-        out = self.predictor(z, subject_ids, keys[2])
+        staged = self.trunk(features, embed_rng=keys[0], encoder_rng=keys[1], return_attention=return_attention)
+        hidden, attention_maps = staged if return_attention else (staged, None)
+        out = self.readout(hidden, subject_ids, pool=pool, rng=keys[2])
         return (out, attention_maps) if return_attention else out
 
     def latent(self, features, *, pool=True):
         """The low-rank latent (B, T', bottleneck): everything before the (linear) subject read-out."""
-        return self._latent(features, None, None, pool, False)[0]
-
-    def _latent(self, features, embed_rng, encoder_rng, pool, return_attention):
-        x = self.embed(features, embed_rng)
-        x, attention_maps = self.encoder(x, encoder_rng, return_attention)
-        if pool:
-            mat = jnp.asarray(adaptive_pool_matrix(x.shape[1], self.config.n_output_timesteps), x.dtype)
-            x = jnp.einsum("ot,bth->boh", mat, x)
-        z = self.low_rank_head(x) if self.low_rank_head is not None else x
-        return z, attention_maps
+        return self.head(self.trunk(features), pool=pool)

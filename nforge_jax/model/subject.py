@@ -40,24 +40,33 @@ class SubjectLayers(nnx.Module):
     def average_row(self) -> int | None:
         return self.n_subjects if self.subject_dropout else None
 
-    def __call__(self, z, subject_ids=None, rng=None):
-        """z: (B, T, in). subject_ids: (B,) ints, or None for the shared average-subject row."""
-        w = self.weights[...]
+    def rows(self, subject_ids=None):
+        """(weights (B, in, out), bias (B, out)) of the read-out rows of ``subject_ids`` ((B,) ints); None = the
+        shared average-subject row, as one row (1, ...). A head built without biases gives zero biases."""
         if subject_ids is None:
             if self.average_row is None:
                 raise ValueError(
-                    "this model has no shared average-subject row (it was built without subject_dropout); "
-                    "pass a training-subject index"
+                    "subject: this model has no shared average-subject row (it was built without "
+                    "subject_dropout); pass a training-subject index"
                 )
-            out = z.astype(self.dtype) @ w[self.average_row].astype(self.dtype)
-            if self.bias is not None:
-                out = out + self.bias[self.average_row].astype(self.dtype)
-            return out
-        subject_ids = jnp.asarray(subject_ids, jnp.int32)
-        if rng is not None and self.subject_dropout:
-            drop = jax.random.uniform(rng, subject_ids.shape) < self.subject_dropout
-            subject_ids = jnp.where(drop, self.n_subjects, subject_ids)
-        out = jnp.einsum("btc,bcv->btv", z.astype(self.dtype), w[subject_ids].astype(self.dtype))
-        if self.bias is not None:
-            out = out + self.bias[subject_ids][:, None, :].astype(self.dtype)
-        return out
+            ids = jnp.full((1,), self.average_row, jnp.int32)
+        else:
+            ids = jnp.asarray(subject_ids, jnp.int32).reshape(-1)
+        w = self.weights[...][ids]
+        bias = self.bias[...][ids] if self.bias is not None else jnp.zeros((ids.shape[0], w.shape[-1]), w.dtype)
+        return w, bias
+
+    def __call__(self, z, subject_ids=None, rng=None):
+        """z: (B, T, in). subject_ids: (B,) ints, or None for the shared average-subject row."""
+        if subject_ids is None:
+            w, b = self.rows(None)  # one shared row: a plain matmul, no per-sample gather
+            out = z.astype(self.dtype) @ w[0].astype(self.dtype)
+        else:
+            subject_ids = jnp.asarray(subject_ids, jnp.int32)
+            if rng is not None and self.subject_dropout:
+                drop = jax.random.uniform(rng, subject_ids.shape) < self.subject_dropout
+                subject_ids = jnp.where(drop, self.n_subjects, subject_ids)
+            w, b = self.rows(subject_ids)
+            out = jnp.einsum("btc,bcv->btv", z.astype(self.dtype), w.astype(self.dtype))
+            b = b[:, None, :]
+        return out + b.astype(self.dtype) if self.bias is not None else out
