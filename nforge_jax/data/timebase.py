@@ -72,7 +72,7 @@ def target_index(t_s, *, offset_s: float = HEMODYNAMIC_OFFSET_S, fmri_hz: float 
 def align_targets(fmri, n_rows: int, *, start_s: float = 0.0, offset_s: float = HEMODYNAMIC_OFFSET_S,
                   fmri_hz: float = FMRI_HZ, fmri_start_s: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Targets for ``n_rows`` 1 s output rows from ``start_s``: (targets (n_rows, V) float32, mask (n_rows,)).
-    Row j takes sample ``target_index(start_s + j)`` when the recording has it, else zeros and mask False.
+    Row j takes sample ``target_index(start_s) + j`` when the recording has it, else zeros and mask False.
     Needs fMRI at the output rate (1 Hz): resample it first otherwise."""
     fmri = np.asarray(fmri)
     if fmri.ndim != 2:
@@ -82,8 +82,10 @@ def align_targets(fmri, n_rows: int, *, start_s: float = 0.0, offset_s: float = 
                          "(nforge_jax.data.targets.clean_and_resample)")
     if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
         raise ValueError(f"n_rows: expected a positive integer, got {n_rows!r}")
-    src = target_index(float(start_s) + np.arange(n_rows), offset_s=offset_s, fmri_hz=fmri_hz,
-                       fmri_start_s=fmri_start_s)
+    # rounded once for the run, as the training windows do: per-row rounding of a half-second shift would
+    # alternate (half to even) and repeat or skip samples
+    src = target_index(float(start_s), offset_s=offset_s, fmri_hz=fmri_hz, fmri_start_s=fmri_start_s) \
+        + np.arange(n_rows)
     mask = (src >= 0) & (src < fmri.shape[0])
     out = np.zeros((n_rows, fmri.shape[1]), np.float32)
     out[mask] = fmri[src[mask]]

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nforge_jax.data.timebase import FMRI_HZ, HEMODYNAMIC_OFFSET_S, align_targets, output_rows, target_index
+from nforge_jax.data.timebase import FMRI_HZ, HEMODYNAMIC_OFFSET_S, align_targets, output_rows
 from nforge_jax.model.checkpoint import encoder_arrays, encoder_from_arrays
 from nforge_jax.model.encoder import FmriEncoder
 
@@ -252,11 +252,7 @@ def align_fmri(fmri, n_rows: int, *, offset_s: float = HEMODYNAMIC_OFFSET_S, fmr
     sample), the convention of the training pipeline. Returns (targets (n_rows, V), mask (n_rows,)) with
     zero rows and mask False where the recording has no sample.
     """
-    # data.timebase.align_targets rounds row by row; the training windows round once per window (a
-    # half-second offset would otherwise alternate between rounding down and up), so the offset is rounded
-    # here, once, to whole samples.
-    lead = target_index(0.0, offset_s=offset_s, fmri_hz=fmri_hz, fmri_start_s=fmri_start_s)
-    return align_targets(fmri, n_rows, offset_s=float(lead), fmri_hz=fmri_hz)
+    return align_targets(fmri, n_rows, offset_s=offset_s, fmri_hz=fmri_hz, fmri_start_s=fmri_start_s)
 
 
 def _as_model(model):

@@ -25,3 +25,9 @@ def test_targets_lag_by_the_offset():
     assert mask.tolist() == [True] * 5 + [False] and y[:, 0].tolist() == [3, 4, 5, 6, 7, 0]
     with pytest.raises(ValueError, match="fmri_hz"):
         align_targets(fmri, 2, fmri_hz=0.5)
+
+
+def test_a_half_second_shift_is_rounded_once():
+    fmri = np.arange(10, dtype=np.float32)[:, None]
+    y, _ = align_targets(fmri, 4, start_s=0.0, fmri_start_s=0.5)  # round(4.5) = 4, then consecutive samples
+    assert y[:, 0].tolist() == [4, 5, 6, 7]
