@@ -182,9 +182,9 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
     import torch
 
     from helpers import random_features, to_torch_layout
-    from nforge_jax.train.mesh import make_mesh
+    from nforge_jax.model.sharding import make_mesh
     from nforge_jax.train.step import make_train_step, peak_flops_per_device, train_flops_per_window, tree_shardings
-    from nforge_jax.train.mesh import batch_sharding
+    from nforge_jax.model.sharding import batch_sharding
     from flax import nnx
 
     n_subjects = 4

@@ -50,7 +50,7 @@ from nforge_jax.data.provenance import check_store_recipe
 from nforge_jax.data.shards import check_shard, shard_names
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
 from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
-from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
+from nforge_jax.model.sharding import batch_sharding, make_mesh, shard_state
 
 __all__ = ["predict_store", "read_predictions", "finished_timelines", "read_marker", "model_fingerprint",
            "timeline_inputs", "PredictionsMismatch", "add_arguments", "run_cli", "main"]

@@ -2,7 +2,7 @@
 
 The transformer reproduces the x-transformers 1.27.20 `Encoder` used by TRIBE v2 (pre-norm ScaleNorm,
 rotary embeddings on the first `rotary_dim` dims of every head, a learned per-channel scale on the skip path,
-a final ScaleNorm). Every parameter carries `logical_axes` metadata; `train/mesh.py` maps those names to mesh
+a final ScaleNorm). Every parameter carries `logical_axes` metadata; `sharding.py` maps those names to mesh
 axes.
 """
 

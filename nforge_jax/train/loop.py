@@ -27,7 +27,7 @@ from nforge_jax.model.config import EncoderConfig
 from nforge_jax.train import metrics
 from nforge_jax.train.checkpoint import CheckpointDamagedError, TrainCheckpoints
 from nforge_jax.train.config import check_config
-from nforge_jax.train.mesh import batch_sharding, make_mesh
+from nforge_jax.model.sharding import batch_sharding, make_mesh
 from nforge_jax.train.step import (global_batch, init_state, make_eval_step, make_optimizer, make_train_step,
                                    peak_flops_per_device, train_flops_per_window, tree_shardings)
 

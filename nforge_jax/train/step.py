@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from nforge_jax.model.config import EncoderConfig
 from nforge_jax.model.encoder import FmriEncoder
 from nforge_jax.train import losses, metrics
-from nforge_jax.train.mesh import logical_to_spec
+from nforge_jax.model.sharding import tree_shardings
 
 
 def make_optimizer(total_steps: int, *, lr=1e-4, pct_start=0.1, div_factor=25.0, final_div_factor=1e4,
@@ -52,18 +52,6 @@ def make_optimizer(total_steps: int, *, lr=1e-4, pct_start=0.1, div_factor=25.0,
     if grad_clip:
         tx = optax.chain(optax.clip_by_global_norm(grad_clip), tx)
     return tx
-
-
-def tree_shardings(tree, mesh):
-    """NamedShardings for a pytree: Variables by their logical axes, plain arrays replicated."""
-
-    def one(x):
-        if isinstance(x, nnx.Variable):
-            value = x.get_raw_value()
-            return NamedSharding(mesh, logical_to_spec(x.get_metadata().get("logical_axes"), value.shape, mesh))
-        return NamedSharding(mesh, P())
-
-    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def init_state(config: EncoderConfig, tx, mesh, seed: int):
