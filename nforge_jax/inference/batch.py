@@ -53,7 +53,7 @@ from nforge_jax.inference.checks import check_batch_size, check_finite, feature_
 from nforge_jax.model.sharding import batch_sharding, make_mesh, shard_state
 
 __all__ = ["predict_store", "read_predictions", "finished_timelines", "read_marker", "model_fingerprint",
-           "timeline_inputs", "PredictionsMismatch", "add_arguments", "run_cli", "main"]
+           "timeline_inputs", "PredictionsMismatch"]
 
 FORMAT_NAME = "nforge_jax.Predictions"
 MARKER = "nforge_predictions.json"
@@ -387,19 +387,3 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
             bar.close()
     report["seconds"] = time.time() - t_start
     return report
-
-
-def run_cli(args) -> int:
-    from nforge_jax.inference.model import NForgeModel
-
-    from nforge_jax.data.shards import parse_shard
-
-    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
-    # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
-    report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
-                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
-                           shard=parse_shard(args.shard))
-    rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
-    print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
-          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
-    return 0
