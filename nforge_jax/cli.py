@@ -115,15 +115,51 @@ def cmd_study(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from nforge_jax.extract.run import run_cli
+    from nforge_jax.data.shards import parse_shard
+    from nforge_jax.extract.run import config_from_args, extract_events, read_events_file
 
-    return run_cli(args)
+    t0 = time.time()
+    config = config_from_args(args)
+    shard = parse_shard(args.shard)
+    events = read_events_file(args.events)
+    report = extract_events(events, args.store, config, timelines=args.timeline, overwrite=args.overwrite,
+                            shard=shard)
+    print(f"nforge extract: {len(report['written'])} timelines written, {len(report['skipped'])} already done, "
+          f"{len(report['empty'])} without text/audio/video events, into {args.store} in {time.time() - t0:.1f} s")
+    return 0
 
 
 def cmd_predict(args) -> int:
-    from nforge_jax.inference.batch import run_cli
+    from nforge_jax.data.shards import parse_shard
+    from nforge_jax.inference.batch import predict_store
+    from nforge_jax.inference.model import NForgeModel
 
-    return run_cli(args)
+    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
+    # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
+    report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
+                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
+                           shard=parse_shard(args.shard))
+    rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
+    print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
+          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """`nforge bench ...`: tools/bench.py's benchmarks (a source checkout's tools/ and tests/ are needed: the
+    baselines run the PyTorch reference kept with the tests)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "tools" / "bench.py"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; nforge bench runs from a source checkout (tools/ and tests/)")
+    spec = importlib.util.spec_from_file_location("nforge_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench_args = args.bench_args[1:] if args.bench_args[:1] == ["--"] else args.bench_args
+    bench.main(bench_args)
+    return 0
 
 
 def cmd_adapt(args) -> int:
@@ -199,7 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
 
+    bench = sub.add_parser("bench", help="benchmarks against their baselines (tools/bench.py; nforge bench --help)",
+                           add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
+                       help="tools/bench.py's arguments, e.g. train --size small")
+    bench.set_defaults(func=cmd_bench)
+
     for p in [parser, *sub.choices.values(), *store_sub.choices.values(), *study_sub.choices.values()]:
+        if p is bench:  # every argument after `bench` belongs to tools/bench.py
+            continue
         # accepted before or after the subcommand; SUPPRESS keeps a subparser from resetting the global value
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if p is not parser else False,
                        help="show the full traceback of an error (for bug reports; also NFORGE_DEBUG=1)")
@@ -280,6 +324,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every later argument is tools/bench.py's, its --help included
+        argv = ["bench", "--", *argv[1:]]
     # `--config.x=y` overrides belong to ml_collections, not argparse.
     overrides = [a for a in argv if a.startswith("--config.")]
     args = build_parser().parse_args([a for a in argv if not a.startswith("--config.")])

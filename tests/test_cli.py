@@ -240,3 +240,15 @@ def test_extract_option_defaults_match_the_library():
     assert EXTRACT_BATCH_SIZES == {"text": d.text.batch_size, "video": d.video.batch_size}
 
 
+
+
+
+def test_bench_hands_its_arguments_to_tools_bench(capsys):
+    from nforge_jax.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--help"])
+    assert exit_.value.code == 0 and "forward,train,loader" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:  # tools/bench.py itself refuses the size
+        main(["bench", "ridge", "--size", "huge"])
+    assert exit_.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from nforge_jax.model import EncoderConfig, FmriEncoder
-from nforge_jax.train.mesh import batch_sharding, logical_to_spec, make_mesh, shard_state, state_shardings
+from nforge_jax.model.sharding import batch_sharding, logical_to_spec, make_mesh, shard_state, state_shardings
 
 
 def test_eight_fake_devices_are_present():

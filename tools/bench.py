@@ -171,6 +171,41 @@ def _released_pair(size, n_subjects, tmp):
     return ref, model, dims, spec
 
 
+def _torch_train_times(ref, feats, fmri, subjects, repeats, compile_torch, dtype) -> dict:
+    """The PyTorch reference's step: same model, Adam, MSE over kept rows; eager (and torch.compile if asked)."""
+    import torch
+
+    from helpers import to_torch_layout
+
+    dev = torch_device()
+    ref = ref.to(dev).train()
+    tx_t = torch.optim.Adam(ref.parameters(), lr=1e-4)
+    tfeats = {m: v.to(dev) for m, v in to_torch_layout(feats).items()}
+    tfmri = torch.from_numpy(fmri.transpose(0, 2, 1).copy()).to(dev)
+    tsubj = torch.from_numpy(subjects.astype(np.int64)).to(dev)
+
+    def torch_step(forward=ref):
+        tx_t.zero_grad(set_to_none=True)
+        with torch_autocast(dtype):
+            loss = torch.nn.functional.mse_loss(forward(tfeats, tsubj).float(), tfmri)
+        loss.backward()
+        tx_t.step()
+        torch_sync()
+
+    if dev == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    out = {"torch_eager": timed(torch_step, repeats), "torch_device": dev}
+    if dev == "cuda":
+        out["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+    if compile_torch:
+        try:
+            compiled = torch.compile(ref)
+            out["torch_compile"] = timed(lambda: torch_step(compiled), repeats)
+        except Exception as e:  # no compiler toolchain, unsupported op...
+            out["torch_compile"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    return out
+
+
 def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False, dtype: str = "float32") -> dict:
     """One optimizer step (Adam, MSE, per-subject heads, modality/subject dropout off): jitted+donated JAX vs
     PyTorch eager (and torch.compile when asked), same weights, batch, device and compute dtype (float32 master
@@ -181,11 +216,12 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
     import optax
     import torch
 
-    from helpers import random_features, to_torch_layout
-    from nforge_jax.train.mesh import make_mesh
-    from nforge_jax.train.step import make_train_step, peak_flops_per_device, train_flops_per_window, tree_shardings
-    from nforge_jax.train.mesh import batch_sharding
     from flax import nnx
+    from helpers import random_features
+
+    from nforge_jax.model.sharding import batch_sharding, make_mesh, tree_shardings
+    from nforge_jax.train.metrics import mfu, peak_flops_per_device, train_flops_per_window
+    from nforge_jax.train.step import make_train_step, skip_non_finite
 
     n_subjects = 4
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,7 +237,7 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
 
     # JAX: the production step (jit, donation, shardings on a 1-device mesh).
     mesh = make_mesh(data=1, model=1, devices=jax.devices()[:1])
-    tx = optax.adam(1e-4)
+    tx = skip_non_finite(optax.adam(1e-4))  # as in training: non-finite gradients are dropped
     graphdef, params, buffers = nnx.split(model, nnx.Param, ...)
     state = {"params": params, "opt": tx.init(params), "step": jax.numpy.zeros((), jax.numpy.int32)}
     state_sh = tree_shardings(state, mesh)
@@ -220,42 +256,17 @@ def bench_train(size: str, batch: int, repeats: int, compile_torch: bool = False
     out = {"jax": timed(jax_step, repeats)}
     out["jax_memory"] = xla_memory(step, holder["state"], buffers, xb, key)  # after timing: first_s is the real compile
 
-    # PyTorch reference: same model, Adam, MSE over kept rows.
-    dev = torch_device()
-    ref = ref.to(dev).train()
-    tx_t = torch.optim.Adam(ref.parameters(), lr=1e-4)
-    tfeats = {m: v.to(dev) for m, v in to_torch_layout(feats).items()}
-    tfmri = torch.from_numpy(fmri.transpose(0, 2, 1).copy()).to(dev)
-    tsubj = torch.from_numpy(subjects.astype(np.int64)).to(dev)
-
-    def torch_step(forward=ref):
-        tx_t.zero_grad(set_to_none=True)
-        with torch_autocast(dtype):
-            loss = torch.nn.functional.mse_loss(forward(tfeats, tsubj).float(), tfmri)
-        loss.backward()
-        tx_t.step()
-        torch_sync()
-
-    if dev == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    out["torch_eager"] = timed(torch_step, repeats)
-    if dev == "cuda":
-        out["torch_peak_bytes"] = int(torch.cuda.max_memory_allocated())
+    out.update(_torch_train_times(ref, feats, fmri, subjects, repeats, compile_torch, dtype))
     out["speedup_vs_torch_eager"] = out["torch_eager"]["median_s"] / out["jax"]["median_s"]
-    if compile_torch:
-        try:
-            compiled = torch.compile(ref)
-            out["torch_compile"] = timed(lambda: torch_step(compiled), repeats)
-            out["speedup_vs_torch_compile"] = out["torch_compile"]["median_s"] / out["jax"]["median_s"]
-        except Exception as e:  # no compiler toolchain, unsupported op...
-            out["torch_compile"] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    if "median_s" in out.get("torch_compile", {}):
+        out["speedup_vs_torch_compile"] = out["torch_compile"]["median_s"] / out["jax"]["median_s"]
     flops = train_flops_per_window(config) * batch
     out["windows_per_s"] = batch / out["jax"]["median_s"]
     out["tflops_per_s"] = flops / out["jax"]["median_s"] / 1e12
     peak = peak_flops_per_device()
-    out["mfu"] = flops / out["jax"]["median_s"] / peak if peak else None  # None: no known peak (CPU)
+    out["mfu"] = mfu(flops, out["jax"]["median_s"])  # None: no known peak (CPU)
     out["config"] = {"size": size, "batch": batch, "steps": steps, "n_subjects": n_subjects, "dtype": dtype,
-                     "flops_per_step": flops, "peak_flops_per_device": peak, "torch_device": dev,
+                     "flops_per_step": flops, "peak_flops_per_device": peak, "torch_device": out.pop("torch_device"),
                      "torch_threads": torch.get_num_threads()}
     return out
 

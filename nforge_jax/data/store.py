@@ -36,10 +36,9 @@ import os
 import re
 import secrets
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -50,8 +49,6 @@ __all__ = [
     "StoreError",
     "format_info",
     "format_verify",
-    "run_info",
-    "run_verify",
     "CHUNK_BYTES",
 ]
 
@@ -675,7 +672,7 @@ class FeatureStore:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Command-line front ends (`nforge store info PATH`, `nforge store verify PATH`)
+# Text for `nforge store info PATH` and `nforge store verify PATH` (printed by cli.py)
 
 
 def format_info(store: FeatureStore) -> str:
@@ -708,27 +705,3 @@ def format_verify(problems: Iterable[str], store: FeatureStore) -> str:
     if not problems:
         return f"OK: {len(store.timelines)} timelines in {store.path} verified"
     return "\n".join([*problems, f"FAILED: {len(problems)} problem(s) in {store.path}"])
-
-
-def run_info(path: str | os.PathLike, out: TextIO | None = None) -> int:
-    """`nforge store info PATH`: print the summary. Exit code 0, or 2 if PATH is not a readable store."""
-    out = out or sys.stdout
-    try:
-        print(format_info(FeatureStore.open(path)), file=out)
-    except StoreError as e:
-        print(f"error: {e}", file=out)
-        return 2
-    return 0
-
-
-def run_verify(path: str | os.PathLike, out: TextIO | None = None) -> int:
-    """`nforge store verify PATH`: exit code 0 when sound, 1 when problems were found, 2 if not a store."""
-    out = out or sys.stdout
-    try:
-        store = FeatureStore.open(path)
-        problems = store.verify()
-    except StoreError as e:
-        print(f"error: {e}", file=out)
-        return 2
-    print(format_verify(problems, store), file=out)
-    return 1 if problems else 0

@@ -41,8 +41,7 @@ from nforge_jax.extract.text import TextExtractor
 from nforge_jax.extract.video import VideoExtractor
 
 __all__ = ["ExtractConfig", "build_extractors", "timeline_grid", "extract_timeline", "extract_events",
-           "read_events_file", "check_sources", "open_store", "recipe_of_checkpoint", "config_from_args",
-           "run_cli"]
+           "read_events_file", "check_sources", "open_store", "recipe_of_checkpoint", "config_from_args"]
 
 def build_extractors(config: ExtractConfig) -> dict:
     """Extractor objects (models load lazily on first use)."""
@@ -261,17 +260,3 @@ def recipe_of_checkpoint(path, **run) -> ExtractConfig:
         raise ValueError(f"{cfg}: field metadata.extract_recipe is missing: this checkpoint does not record how its "
                          "features were extracted; pass the settings (--text-layers ...) instead of --checkpoint")
     return ExtractConfig.from_dict(recipe, source=f"{cfg}: metadata.extract_recipe", **run)
-
-
-def run_cli(args) -> int:
-    from nforge_jax.data.shards import parse_shard
-
-    t0 = time.time()
-    config = config_from_args(args)
-    shard = parse_shard(args.shard)
-    events = read_events_file(args.events)
-    report = extract_events(events, args.store, config, timelines=args.timeline, overwrite=args.overwrite,
-                            shard=shard)
-    print(f"nforge extract: {len(report['written'])} timelines written, {len(report['skipped'])} already done, "
-          f"{len(report['empty'])} without text/audio/video events, into {args.store} in {time.time() - t0:.1f} s")
-    return 0

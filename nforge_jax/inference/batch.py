@@ -7,7 +7,7 @@ gives ceil(n_rows * n_output_timesteps / window_steps) rows. A modality a timeli
 (exact zeros); windows are batched with other timelines that have the same modalities.
 
 Throughput: windows of many timelines fill fixed-size batches (one compiled shape), sharded over the
-local devices along the batch axis (the parameters replicated by ``train.mesh`` rules); a reader thread
+local devices along the batch axis (the parameters replicated by ``model.sharding`` rules); a reader thread
 reads and transfers the next batches to the devices while the current one computes, and the previous
 batch's output is copied back while the next one runs.
 
@@ -51,10 +51,10 @@ from nforge_jax.data.shards import check_shard, shard_names
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
 from nforge_jax.data.timebase import n_windows, output_rows
 from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
-from nforge_jax.train.mesh import batch_sharding, make_mesh, shard_state
+from nforge_jax.model.sharding import batch_sharding, make_mesh, shard_state
 
 __all__ = ["predict_store", "read_predictions", "finished_timelines", "read_marker", "model_fingerprint",
-           "timeline_inputs", "PredictionsMismatch", "add_arguments", "run_cli", "main"]
+           "timeline_inputs", "PredictionsMismatch"]
 
 FORMAT_NAME = "nforge_jax.Predictions"
 MARKER = "nforge_predictions.json"
@@ -389,19 +389,3 @@ def _run_batches(core, plan: _Plan, subject_id, bs: int, devices, prefetch: int,
                 q.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
-
-
-def run_cli(args) -> int:
-    from nforge_jax.inference.model import NForgeModel
-
-    from nforge_jax.data.shards import parse_shard
-
-    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
-    # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
-    report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
-                           timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
-                           shard=parse_shard(args.shard))
-    rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
-    print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
-          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
-    return 0

@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 from nforge_jax.model.config import ConfigError, EncoderConfig
 from nforge_jax.model.encoder import FmriEncoder
@@ -164,28 +164,6 @@ def encoder_from_arrays(config: EncoderConfig, arrays: dict[str, Any], source: s
     return nnx.merge(graphdef, nnx.from_flat_state(new_flat))
 
 
-def _nest(flat: dict[str, np.ndarray]) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split("/")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
-def _flatten(tree, prefix="") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(_flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
 def _local_checkpointer():
     """An Orbax checkpointer that involves only this process (a model file is written by one process)."""
     import orbax.checkpoint as ocp
@@ -216,7 +194,7 @@ def save_encoder(model: FmriEncoder, path, *, metadata: dict | None = None,
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
         with _quiet_orbax(), _local_checkpointer() as ckptr:
-            ckptr.save(tmp / "params", _nest(arrays))
+            ckptr.save(tmp / "params", traverse_util.unflatten_dict(arrays, sep="/"))
             ckptr.wait_until_finished()
         _fsync_dir(tmp)
         if path.exists():
@@ -279,7 +257,7 @@ def load_encoder(path) -> tuple[FmriEncoder, dict]:
             tree = ckptr.restore(params)
     except Exception as e:  # orbax raises many types for a damaged directory
         raise CheckpointError(f"{params}: cannot be read ({type(e).__name__}: {e})") from None
-    return encoder_from_arrays(config, _flatten(tree), source=str(params)), metadata
+    return encoder_from_arrays(config, traverse_util.flatten_dict(tree, sep="/"), source=str(params)), metadata
 
 
 def _fsync_dir(path: Path):

@@ -1,8 +1,8 @@
-"""Building blocks of the encoder: linear layers, ScaleNorm, rotary attention, feed-forward, MLP.
+"""Building blocks of the encoder: linear layers (flax's, PyTorch-initialised), ScaleNorm, rotary attention, feed-forward, MLP.
 
 The transformer reproduces the x-transformers 1.27.20 `Encoder` used by TRIBE v2 (pre-norm ScaleNorm,
 rotary embeddings on the first `rotary_dim` dims of every head, a learned per-channel scale on the skip path,
-a final ScaleNorm). Every parameter carries `logical_axes` metadata; `train/mesh.py` maps those names to mesh
+a final ScaleNorm). Every parameter carries `logical_axes` metadata; `sharding.py` maps those names to mesh
 axes.
 """
 
@@ -29,34 +29,25 @@ def torch_linear_init(key, shape, fan_in):
     return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
-class Dense(nnx.Module):
-    """y = x @ kernel + bias, kernel stored (in, out)."""
+class Dense(nnx.Linear):
+    """`nnx.Linear` (kernel stored (in, out), parameters `kernel` and `bias`) with PyTorch's default init and
+    logical-axis metadata; `dtype` is the compute dtype (parameters stay float32)."""
 
     def __init__(self, d_in, d_out, *, bias=True, axes=(None, None), dtype="float32", rngs: nnx.Rngs):
-        self.kernel = nnx.Param(torch_linear_init(rngs.params(), (d_in, d_out), d_in), logical_axes=axes)
-        self.bias = nnx.Param(torch_linear_init(rngs.params(), (d_out,), d_in), logical_axes=axes[1:]) if bias else None
-        self.dtype = DTYPES[dtype]
-
-    def __call__(self, x):
-        y = x.astype(self.dtype) @ self.kernel[...].astype(self.dtype)
-        if self.bias is not None:
-            y = y + self.bias[...].astype(self.dtype)
-        return y
+        super().__init__(d_in, d_out, use_bias=bias, dtype=DTYPES[dtype], param_dtype=jnp.float32,
+                         kernel_init=lambda key, shape, _: torch_linear_init(key, shape, d_in),
+                         bias_init=lambda key, shape, _: torch_linear_init(key, shape, d_in),
+                         kernel_metadata={"logical_axes": tuple(axes)},
+                         bias_metadata={"logical_axes": tuple(axes[1:])}, rngs=rngs)
 
 
-class LayerNorm(nnx.Module):
-    """PyTorch nn.LayerNorm (eps 1e-5, affine), computed in float32."""
-
-    def __init__(self, dim, *, axis_name=None):
-        self.scale = nnx.Param(jnp.ones((dim,), jnp.float32), logical_axes=(axis_name,))
-        self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32), logical_axes=(axis_name,))
-
-    def __call__(self, x):
-        x32 = x.astype(jnp.float32)
-        mean = x32.mean(-1, keepdims=True)
-        var = ((x32 - mean) ** 2).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + 1e-5) * self.scale[...] + self.bias[...]
-        return y.astype(x.dtype)
+def layer_norm(dim, *, axis_name=None, dtype="float32") -> nnx.LayerNorm:
+    """PyTorch nn.LayerNorm (eps 1e-5, affine, two-pass variance), statistics in float32, output in `dtype`."""
+    # Its initialisers are constants, but nnx.LayerNorm draws two keys for them: a throwaway stream keeps the
+    # random init of every later layer what it was.
+    return nnx.LayerNorm(dim, epsilon=1e-5, use_fast_variance=False, dtype=DTYPES[dtype], param_dtype=jnp.float32,
+                         scale_metadata={"logical_axes": (axis_name,)}, bias_metadata={"logical_axes": (axis_name,)},
+                         rngs=nnx.Rngs(0))
 
 
 def activation(name):
@@ -65,13 +56,6 @@ def activation(name):
     if name == "relu":
         return jax.nn.relu
     return lambda x: x
-
-
-def dropout(x, rate, rng):
-    if rng is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 class Mlp(nnx.Module):
@@ -86,12 +70,12 @@ class Mlp(nnx.Module):
             ax = (axes[0] if i == 0 else "mlp", axes[1] if last else "mlp")
             layers.append(Dense(prev, size, bias=spec.bias, axes=ax, dtype=dtype, rngs=rngs))
             if not last and spec.norm == "layer":
-                norms.append(LayerNorm(size, axis_name="mlp"))
+                norms.append(layer_norm(size, axis_name="mlp", dtype=dtype))
             prev = size
         self.layers = nnx.List(layers)
         self.norms = nnx.List(norms)
         self.activation = spec.activation
-        self.dropout_rate = dropout_rate
+        self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x, rng=None):
         act = activation(self.activation)
@@ -102,7 +86,7 @@ class Mlp(nnx.Module):
                 if len(self.norms):
                     x = self.norms[i](x)
                 x = act(x)
-            x = dropout(x, self.dropout_rate, None if rng is None else jax.random.fold_in(rng, i))
+            x = self.dropout(x, deterministic=rng is None, rngs=None if rng is None else jax.random.fold_in(rng, i))
         return x
 
 
@@ -149,7 +133,7 @@ class Attention(nnx.Module):
         self.to_k = Dense(dim, dim, bias=False, axes=("embed", "heads"), dtype=dtype, rngs=rngs)
         self.to_v = Dense(dim, dim, bias=False, axes=("embed", "heads"), dtype=dtype, rngs=rngs)
         self.to_out = Dense(dim, dim, bias=False, axes=("heads", "embed"), dtype=dtype, rngs=rngs)
-        self.dropout_rate = dropout_rate
+        self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x, inv_freq, rng=None):
         """Returns (output (B, T, dim), attention probabilities (B, heads, T, T) in float32)."""
@@ -164,7 +148,7 @@ class Attention(nnx.Module):
         v = split(self.to_v(x))
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) * (dh**-0.5)
         probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
-        dropped = dropout(probs, self.dropout_rate, rng)
+        dropped = self.dropout(probs, deterministic=rng is None, rngs=rng)
         o = jnp.einsum("bhqk,bhkd->bhqd", dropped.astype(v.dtype), v)
         o = o.transpose(0, 2, 1, 3).reshape(b, t, dim)
         return self.to_out(o), probs
@@ -176,11 +160,11 @@ class FeedForward(nnx.Module):
     def __init__(self, dim, mult, *, dropout_rate=0.0, dtype="float32", rngs):
         self.w1 = Dense(dim, dim * mult, axes=("embed", "mlp"), dtype=dtype, rngs=rngs)
         self.w2 = Dense(dim * mult, dim, axes=("mlp", "embed"), dtype=dtype, rngs=rngs)
-        self.dropout_rate = dropout_rate
+        self.dropout = nnx.Dropout(dropout_rate)
 
     def __call__(self, x, rng=None):
         h = jax.nn.gelu(self.w1(x), approximate=False)
-        return self.w2(dropout(h, self.dropout_rate, rng))
+        return self.w2(self.dropout(h, deterministic=rng is None, rngs=rng))
 
 
 class Sublayer(nnx.Module):

@@ -13,6 +13,7 @@ file before a restore, so a workdir holding another configuration is refused in 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -67,6 +68,7 @@ class TrainCheckpoints:
 
         self._ocp = ocp
         self.directory = Path(workdir).absolute() / CHECKPOINT_DIR
+        self._pending = None  # the step whose save is still being written
         self.damaged = self._set_aside_damaged()  # [(step, why, where it went)], before orbax lists the steps
         # The data-iterator item is written by grain's synchronous handler as soon as the save starts; with
         # directories created in the background, a second process could write its iterator file before
@@ -127,20 +129,37 @@ class TrainCheckpoints:
         os.replace(tmp, step_dir / FILE_LIST)
 
     def save(self, step: int, state, data_iter, meta: dict):
+        """Starts saving `step` and returns once the arrays are copied off the devices: Orbax writes them while
+        the next steps train. The previous save is finished (and its file list written) first."""
         import grain
 
         ocp = self._ocp
+        self.wait()
         try:
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data_iter=grain.checkpoint.CheckpointSave(data_iter),
-                meta=ocp.args.JsonSave(meta)))
+                # a copy: the loop goes on updating `meta` while this save is written
+                meta=ocp.args.JsonSave(copy.deepcopy(meta))))
+        except OSError as e:
+            raise self._write_error(step, e) from e
+        self._pending = step
+
+    def wait(self):
+        """Waits for the save in flight, if any, and lists its files (what marks the step intact)."""
+        step, self._pending = self._pending, None
+        if step is None:
+            return
+        try:
             self.manager.wait_until_finished()
             if jax.process_index() == 0:
                 self._write_file_list(step)
         except OSError as e:
-            raise CheckpointWriteError(f"{self.directory}: could not save step {step} ({e}); "
-                                       f"earlier checkpoints are kept: {self.manager.all_steps()}") from e
+            raise self._write_error(step, e) from e
+
+    def _write_error(self, step: int, e: OSError) -> CheckpointWriteError:
+        return CheckpointWriteError(f"{self.directory}: could not save step {step} ({e}); "
+                                    f"earlier checkpoints are kept: {self.manager.all_steps()}")
 
     def restore(self, step: int, state_like, data_iter):
         """Restores into arrays shaped and sharded like `state_like`, and moves `data_iter` to the saved position."""
@@ -154,7 +173,10 @@ class TrainCheckpoints:
         return restored["state"], restored["meta"]
 
     def close(self):
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def disk_free_bytes(path) -> int:

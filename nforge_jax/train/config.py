@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from nforge_jax.model.config import EncoderConfig
+
+# The architecture's defaults are EncoderConfig's (written once, there); the loop builds it as
+# EncoderConfig(**config.model, <sizes read from the store>).
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(EncoderConfig)}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -23,19 +31,20 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.feature_dtype = "float32"  # "float16" hands stored features over unconverted
 
     c.model = ml_collections.ConfigDict()
-    c.model.hidden = 1152
-    c.model.depth = 8
-    c.model.heads = 8
-    c.model.ff_mult = 4
-    c.model.max_seq_len = 1024
-    c.model.combination = "concatenate"  # "concatenate" | "sum" | "stack"
-    c.model.layer_aggregation = "cat"  # "cat" | "mean"
-    c.model.time_pos_embedding = True
-    c.model.low_rank_head = 2048  # 0 = no low-rank bottleneck
-    c.model.subject_dropout = 0.1  # also creates the shared average-subject row
-    c.model.modality_dropout = 0.3
-    c.model.dropout = 0.0
-    c.model.dtype = "float32"  # compute dtype; "bfloat16" on accelerators
+    m = MODEL_DEFAULTS
+    c.model.hidden = m["hidden"]  # transformer width
+    c.model.depth = m["depth"]
+    c.model.heads = m["heads"]
+    c.model.ff_mult = m["ff_mult"]
+    c.model.max_seq_len = m["max_seq_len"]
+    c.model.combination = m["combination"]  # "concatenate" | "sum" | "stack"
+    c.model.layer_aggregation = m["layer_aggregation"]  # "cat" | "mean"
+    c.model.time_pos_embedding = m["time_pos_embedding"]
+    c.model.low_rank_head = m["low_rank_head"]  # 0 = no low-rank bottleneck
+    c.model.subject_dropout = m["subject_dropout"]  # also creates the shared average-subject row; 0 = neither
+    c.model.modality_dropout = 0.3  # TRIBE v2's training recipe (the architecture's default is 0)
+    c.model.dropout = m["dropout"]
+    c.model.dtype = m["dtype"]  # compute dtype; "bfloat16" on accelerators
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4  # one-cycle peak

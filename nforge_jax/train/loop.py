@@ -7,14 +7,15 @@ in the same workdir resumes from its last checkpoint and continues the exact sam
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -24,12 +25,12 @@ from nforge_jax.data.provenance import store_recipe
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.model.checkpoint import save_encoder
 from nforge_jax.model.config import EncoderConfig
+from nforge_jax.model.sharding import batch_sharding, make_mesh, tree_shardings
 from nforge_jax.train import metrics
 from nforge_jax.train.checkpoint import CheckpointDamagedError, TrainCheckpoints
 from nforge_jax.train.config import check_config
-from nforge_jax.train.mesh import batch_sharding, make_mesh
-from nforge_jax.train.step import (global_batch, init_state, make_eval_step, make_optimizer, make_train_step,
-                                   peak_flops_per_device, train_flops_per_window, tree_shardings)
+from nforge_jax.train.step import (global_batch, hyperparam, init_state, make_eval_step, make_optimizer,
+                                   make_train_step)
 
 BEST_MODEL = "best_model"
 FINAL_MODEL = "final_model"
@@ -93,14 +94,15 @@ def split_for(cfg, store) -> tuple[list[str], list[str]]:
     return train_tl, val_tl
 
 
-def _model_config(cfg, feature_dims, n_vertices, n_subjects) -> EncoderConfig:
-    m = cfg.model
-    return EncoderConfig(
-        feature_dims=feature_dims, n_outputs=n_vertices, n_output_timesteps=int(round(cfg.data.window_s)),
-        hidden=m.hidden, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, max_seq_len=m.max_seq_len,
-        combination=m.combination, layer_aggregation=m.layer_aggregation, time_pos_embedding=m.time_pos_embedding,
-        low_rank_head=m.low_rank_head or None, n_subjects=n_subjects, subject_dropout=m.subject_dropout or None,
-        modality_dropout=m.modality_dropout, dropout=m.dropout, dtype=m.dtype)
+# Config fields whose 0 means "off": an ml_collections field keeps one type, EncoderConfig says None.
+ZERO_MEANS_NONE = ("low_rank_head", "subject_dropout")
+
+
+def model_config_for(cfg, feature_dims, n_vertices, n_subjects) -> EncoderConfig:
+    """`EncoderConfig(**cfg.model)` with the sizes the store decides."""
+    fields = {k: (v or None) if k in ZERO_MEANS_NONE else v for k, v in cfg.model.items()}
+    return EncoderConfig(**fields, feature_dims=feature_dims, n_outputs=n_vertices,
+                         n_output_timesteps=int(round(cfg.data.window_s)), n_subjects=n_subjects)
 
 
 def _pad_batch(batch: dict, size: int) -> dict:
@@ -128,29 +130,66 @@ def _check_finite(batch, keys, step) -> str | None:
     return None
 
 
-def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
-    """Trains as `cfg` says (see configs/*.py), writing everything under `workdir`; returns the summary."""
-    from tqdm import tqdm
+@dataclasses.dataclass
+class Run:
+    """What set-up decides once: the data, the model on its mesh and the compiled steps."""
 
-    t_start = time.time()
-    check_config(cfg)
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
-    if cfg.train.compilation_cache:
-        enable_compilation_cache()
-    is_main = jax.process_index() == 0
+    cfg: Any
+    workdir: Path
+    store: FeatureStore
+    train_tl: list[str]
+    val_tl: list[str]
+    subjects_index: dict
+    recipe: dict | None  # the store's extraction recipe, which travels with the exported model
+    model_config: EncoderConfig
+    dataset_args: dict  # make_dataset arguments shared by the training and validation streams
+    train_ds: Any
+    steps_per_epoch: int
+    total_steps: int
+    mesh: Any = None
+    graphdef: Any = None
+    buffers: Any = None
+    batch_sh: dict = dataclasses.field(default_factory=dict)
+    stats_sh: Any = None
+    train_step: Callable | None = None
+    eval_step: Callable | None = None
+    key: Any = None
 
-    # Data -------------------------------------------------------------------------------------------
+    @property
+    def is_main(self) -> bool:
+        return jax.process_index() == 0
+
+    @property
+    def local_batch(self) -> int:
+        return self.cfg.data.batch_size // jax.process_count()
+
+    @property
+    def batch_keys(self) -> list[str]:
+        return list(self.model_config.modalities) + ["fmri", "mask", "subject_id"]
+
+
+@dataclasses.dataclass
+class Progress:
+    """What changes while the loop runs."""
+
+    state: dict
+    step: int
+    meta: dict
+    last_val: dict | None = None
+    exported_best: bool = False
+    t_log: float = dataclasses.field(default_factory=time.time)
+    steps_since_log: int = 0
+
+
+def set_up_data(cfg, workdir: Path) -> Run:
+    """The store, the split, the model configuration it implies and the training stream."""
     store = FeatureStore.open(cfg.data.store)
     train_tl, val_tl = split_for(cfg, store)
     if not train_tl:
         raise TrainError(f"store {store.path}: no training timelines after the split (val_ratio {cfg.data.val_ratio})")
     subjects_index = splits.make_subjects_index(store)
-    recipe = store_recipe(store, list(train_tl) + list(val_tl))  # travels with the exported model
     feature_dims, n_vertices = store_layout(store, train_tl + val_tl)
-    model_config = _model_config(cfg, feature_dims, n_vertices, len(subjects_index))
-    n_proc = jax.process_count()
-    global_bs = cfg.data.batch_size
+    n_proc, global_bs = jax.process_count(), cfg.data.batch_size
     if global_bs % n_proc:
         raise TrainError(f"data.batch_size ({global_bs}) must be divisible by the number of processes ({n_proc})")
     weights = (splits.subject_weights(store, train_tl, weigh_by=cfg.data.weigh_by)
@@ -162,40 +201,42 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
                                      weights=weights, **common)
     n_train_windows = len(windows.list_windows(store, train_tl, windows.WindowSpec(window_s=cfg.data.window_s)))
     steps_per_epoch = max(n_train_windows // global_bs, 1)
-    total_steps = cfg.train.max_steps or cfg.train.epochs * steps_per_epoch
+    return Run(cfg=cfg, workdir=workdir, store=store, train_tl=train_tl, val_tl=val_tl,
+               subjects_index=subjects_index, recipe=store_recipe(store, list(train_tl) + list(val_tl)),
+               model_config=model_config_for(cfg, feature_dims, n_vertices, len(subjects_index)),
+               dataset_args=common, train_ds=train_ds, steps_per_epoch=steps_per_epoch,
+               total_steps=cfg.train.max_steps or cfg.train.epochs * steps_per_epoch)
 
-    # Model, optimizer, mesh -----------------------------------------------------------------------------
+
+def set_up_model(run: Run) -> dict:
+    """The mesh, the train state born sharded on it and the compiled steps (stored on `run`); returns the state."""
+    cfg, o = run.cfg, run.cfg.optim
     n_mesh = (cfg.train.mesh_data or jax.device_count() // cfg.train.mesh_model) * cfg.train.mesh_model
     if n_mesh > jax.device_count():
         raise TrainError(f"train.mesh_data x train.mesh_model = {n_mesh} devices, only {jax.device_count()} present")
     mesh = make_mesh(data=n_mesh // cfg.train.mesh_model, model=cfg.train.mesh_model, devices=jax.devices()[:n_mesh])
-    if global_bs % mesh.shape["data"]:
-        raise TrainError(f"data.batch_size ({global_bs}) must be divisible by the mesh's data axis ({mesh.shape['data']})")
-    o = cfg.optim
-    tx = make_optimizer(total_steps, lr=o.lr, pct_start=o.pct_start, weight_decay=o.weight_decay,
+    if cfg.data.batch_size % mesh.shape["data"]:
+        raise TrainError(f"data.batch_size ({cfg.data.batch_size}) must be divisible by the mesh's data axis "
+                         f"({mesh.shape['data']})")
+    tx = make_optimizer(run.total_steps, lr=o.lr, pct_start=o.pct_start, weight_decay=o.weight_decay,
                         grad_clip=o.grad_clip or None, accumulate=o.accumulate_steps)
-    graphdef, state, buffers, state_sh = init_state(model_config, tx, mesh, cfg.seed)
+    graphdef, state, buffers, state_sh = init_state(run.model_config, tx, mesh, cfg.seed)
     buffer_sh = tree_shardings(buffers, mesh)
-    keys = list(model_config.modalities) + ["fmri", "mask", "subject_id"]
-    probe = train_ds.__iter__()
-    first = next(probe)
-    batch_sh = {k: batch_sharding(mesh, np.ndim(first[k])) for k in keys if k in first}
-    del probe, first
-    train_step = make_train_step(graphdef, model_config, tx, o.loss, state_sh, buffer_sh, batch_sh, mesh)
+    first = next(run.train_ds.__iter__())  # a probe for the batch's array ranks; the stream itself starts later
+    batch_sh = {k: batch_sharding(mesh, np.ndim(first[k])) for k in run.batch_keys if k in first}
+    n_vertices = run.model_config.n_outputs
     stats_sh = NamedSharding(mesh, P(None, None, "model" if n_vertices % mesh.shape["model"] == 0 else None))
-    eval_step = make_eval_step(graphdef, model_config, o.loss, state_sh, buffer_sh, batch_sh, stats_sh, mesh)
-    key = jax.random.key(cfg.seed)
+    run.mesh, run.graphdef, run.buffers, run.batch_sh, run.stats_sh = mesh, graphdef, buffers, batch_sh, stats_sh
+    run.train_step = make_train_step(graphdef, run.model_config, tx, o.loss, state_sh, buffer_sh, batch_sh, mesh)
+    run.eval_step = make_eval_step(graphdef, run.model_config, o.loss, state_sh, buffer_sh, batch_sh, stats_sh, mesh)
+    run.key = jax.random.key(cfg.seed)
+    return state
 
-    # Resume -------------------------------------------------------------------------------------------
-    try:
-        ckpts = TrainCheckpoints(workdir, keep=cfg.train.keep_checkpoints)
-    except CheckpointDamagedError as e:
-        raise TrainError(str(e)) from None
-    for bad, why, moved_to in ckpts.damaged:
-        log(f"nforge train: warning: checkpoint step {bad} is damaged ({why}); moved it to {moved_to}")
-    train_iter = iter(train_ds)
+
+def resume(run: Run, ckpts: TrainCheckpoints, state, train_iter, log) -> Progress:
+    """The latest checkpoint's state, metadata and data position; a fresh start when there is none."""
     meta = {"epoch": 0, "best_val_pearson": -math.inf, "best_step": None, "skipped_batches": 0,
-            "model_config": model_config.to_dict(), "history": []}
+            "model_config": run.model_config.to_dict(), "history": []}
     shapes = state_shapes(state)
     latest = ckpts.latest_step()
     if latest is not None:
@@ -203,148 +244,175 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
             saved = ckpts.saved_meta(latest)
         except CheckpointDamagedError as e:
             raise TrainError(str(e)) from None
-        difference = _config_difference(saved, model_config, shapes)
+        difference = _config_difference(saved, run.model_config, shapes)
         if difference:
-            raise TrainError(f"{workdir}: this workdir holds a run with another configuration ({difference}): "
+            raise TrainError(f"{run.workdir}: this workdir holds a run with another configuration ({difference}): "
                              "use a new --workdir")
-        state, saved = ckpts.restore(latest, state, train_iter)
-        meta = saved
+        state, meta = ckpts.restore(latest, state, train_iter)
         log(f"nforge train: resumed from step {latest} in {ckpts.directory}")
     meta["state_shapes"] = shapes
-    best_missing = bool(val_tl) and not (workdir / BEST_MODEL).exists()  # decided before this run exports
-    exported_best = False
-    step = int(jax.device_get(state["step"]))
+    return Progress(state=state, step=int(jax.device_get(state["step"])), meta=meta)
 
-    writer = None
-    if is_main:
-        from tensorboardX import SummaryWriter
 
-        writer = SummaryWriter(str(workdir / "tb"))
-        (workdir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
-    flops = train_flops_per_window(model_config) * global_bs
-    peak = peak_flops_per_device()
-
-    def evaluate() -> dict:
-        val_ds = windows.make_dataset(store, timelines=val_tl, shuffle=False, num_epochs=1, drop_remainder=False,
-                                       **common)
-        stats = jax.device_put(metrics.init_pearson(len(subjects_index), n_vertices), stats_sh)
-        losses, retrieval, weights_ = [], [], []
-        for batch in val_ds:
-            batch = _pad_batch(batch, global_bs // n_proc)
-            stats, m = eval_step(state["params"], buffers, global_batch(batch, batch_sh, mesh), stats)
-            losses.append(float(m["loss"]))
-            retrieval.append(float(m["retrieval_top1"]))
-            weights_.append(float(m["n_rows"]))
-        summary = metrics.summarize_pearson(jax.device_get(stats))
-        w = np.asarray(weights_) / max(sum(weights_), 1.0)
-        summary.update(loss=float(np.dot(w, losses)) if losses else float("nan"),
-                       retrieval_top1=float(np.mean(retrieval)) if retrieval else float("nan"))
-        return summary
-
-    def export_model(path, val):
-        params = jax.tree.map(lambda x: np.asarray(_gather(x)), state["params"])
-        model = nnx.merge(graphdef, params, jax.device_get(buffers))
-        if is_main:
-            save_encoder(model, path, overwrite=True,
-                         metadata={"source": "nforge train", "step": step, "val_pearson": val["pearson"],
-                                   "subjects": list(subjects_index),
-                                   **({"extract_recipe": recipe} if recipe else {})})
-
-    def export_best(val):
-        nonlocal exported_best
-        exported_best = True
-        export_model(workdir / BEST_MODEL, val)
-        if is_main:
-            np.save(workdir / "best_val_r.npy", val["r_vertex"])
-
-    # Loop ---------------------------------------------------------------------------------------------
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and is_main),
-               dynamic_ncols=True)
-    t_log, steps_since_log = time.time(), 0
-    last_val = None
+def open_checkpoints(run: Run, log) -> TrainCheckpoints:
     try:
-        while step < total_steps:
-            batch = next(train_iter)
-            problem = _check_finite(batch, [k for k in keys if k in batch], step)
-            if problem:
-                if cfg.train.nan_policy == "stop":
-                    raise TrainError(f"{problem}; stopping (train.nan_policy='stop'). Last checkpoint: "
-                                     f"{ckpts.latest_step()} in {ckpts.directory}")
-                meta["skipped_batches"] += 1
-                log(f"nforge train: skipping batch: {problem} (train.nan_policy='skip')")
-                step_metrics = None
-                state["step"] = state["step"] + 1  # keep step numbering (and per-step randomness) aligned
-            else:
-                state, step_metrics = train_step(state, buffers, global_batch(batch, batch_sh, mesh), key)
-            step += 1
-            steps_since_log += 1
-            bar.update(1)
-            if step_metrics is not None and (step % cfg.train.log_every == 0 or step == total_steps):
-                loss = float(step_metrics["loss"])
-                meta["skipped_batches"] += int(step_metrics["skipped"])
-                dt = (time.time() - t_log) / steps_since_log
-                t_log, steps_since_log = time.time(), 0
-                lr = float(jax.device_get(_hyperparam(state["opt"], "learning_rate")))
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}")
-                if writer:
-                    writer.add_scalar("train/loss", loss, step)
-                    writer.add_scalar("train/grad_norm", float(step_metrics["grad_norm"]), step)
-                    writer.add_scalar("train/lr", lr, step)
-                    writer.add_scalar("perf/step_time_s", dt, step)
-                    writer.add_scalar("perf/windows_per_s", global_bs / dt, step)
-                    if peak:
-                        writer.add_scalar("perf/mfu", flops / dt / (peak * jax.device_count()), step)
-            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            if end_of_epoch:
-                meta["epoch"] = step // steps_per_epoch
-                last = step == total_steps
-                if val_tl and (last or meta["epoch"] % cfg.train.eval_every_epochs == 0):
-                    last_val = evaluate()
-                    record = {"step": step, "epoch": meta["epoch"], "val_pearson": last_val["pearson"],
-                              "val_loss": last_val["loss"], "val_retrieval_top1": last_val["retrieval_top1"]}
-                    meta["history"].append(record)
-                    bar.write(f"epoch {meta['epoch']}: val pearson {last_val['pearson']:.4f}, "
-                              f"loss {last_val['loss']:.4f}, top-1 retrieval {last_val['retrieval_top1']:.2f}")
-                    if writer:
-                        for k in ("pearson", "loss", "retrieval_top1"):
-                            writer.add_scalar(f"val/{k}", last_val[k], step)
-                        if cfg.train.tb_images:
-                            _log_cortex_image(writer, last_val["r_vertex"], step)
-                    if last_val["pearson"] > meta["best_val_pearson"]:
-                        meta["best_val_pearson"], meta["best_step"] = last_val["pearson"], step
-                        export_best(last_val)
-                if last or meta["epoch"] % cfg.train.checkpoint_every_epochs == 0:
-                    ckpts.save(step, state, train_iter, meta)
-            elif cfg.train.checkpoint_every_steps and step % cfg.train.checkpoint_every_steps == 0:
-                ckpts.save(step, state, train_iter, meta)
-    finally:
-        bar.close()
-        ckpts.close()
-        if writer:
-            writer.close()
-    export_model(workdir / FINAL_MODEL, {"pearson": float("nan")})  # every process: may gather shards
-    if not val_tl:  # nothing to select on: the final weights are the best we have
-        export_model(workdir / BEST_MODEL, {"pearson": float("nan")})
-    elif best_missing and not exported_best:
+        ckpts = TrainCheckpoints(run.workdir, keep=run.cfg.train.keep_checkpoints)
+    except CheckpointDamagedError as e:
+        raise TrainError(str(e)) from None
+    for bad, why, moved_to in ckpts.damaged:
+        log(f"nforge train: warning: checkpoint step {bad} is damaged ({why}); moved it to {moved_to}")
+    return ckpts
+
+
+def open_writer(run: Run):
+    """TensorBoard writer and config.json on the main process (None elsewhere)."""
+    if not run.is_main:
+        return None
+    from tensorboardX import SummaryWriter
+
+    (run.workdir / "config.json").write_text(json.dumps(run.cfg.to_dict(), indent=2, default=str) + "\n")
+    return SummaryWriter(str(run.workdir / "tb"))
+
+
+def take_step(run: Run, p: Progress, batch, ckpts: TrainCheckpoints, log):
+    """One step on `batch`; a batch with non-finite values is skipped or stops the run (train.nan_policy)."""
+    problem = _check_finite(batch, [k for k in run.batch_keys if k in batch], p.step)
+    if problem:
+        if run.cfg.train.nan_policy == "stop":
+            raise TrainError(f"{problem}; stopping (train.nan_policy='stop'). Last checkpoint: "
+                             f"{ckpts.latest_step()} in {ckpts.directory}")
+        p.meta["skipped_batches"] += 1
+        log(f"nforge train: skipping batch: {problem} (train.nan_policy='skip')")
+        p.state["step"] = p.state["step"] + 1  # keep step numbering (and per-step randomness) aligned
+        step_metrics = None
+    else:
+        p.state, step_metrics = run.train_step(p.state, run.buffers, global_batch(batch, run.batch_sh, run.mesh),
+                                               run.key)
+    p.step += 1
+    p.steps_since_log += 1
+    return step_metrics
+
+
+def log_step(run: Run, p: Progress, step_metrics, writer, bar):
+    """Loss, learning rate and speed every train.log_every steps (reading them waits for the step)."""
+    if step_metrics is None or not (p.step % run.cfg.train.log_every == 0 or p.step == run.total_steps):
+        return
+    loss = float(step_metrics["loss"])
+    p.meta["skipped_batches"] += int(step_metrics["skipped"])
+    dt = (time.time() - p.t_log) / p.steps_since_log
+    p.t_log, p.steps_since_log = time.time(), 0
+    lr = float(jax.device_get(hyperparam(p.state["opt"], "learning_rate")))
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.1e}")
+    if writer:
+        writer.add_scalar("train/loss", loss, p.step)
+        writer.add_scalar("train/grad_norm", float(step_metrics["grad_norm"]), p.step)
+        writer.add_scalar("train/lr", lr, p.step)
+        writer.add_scalar("perf/step_time_s", dt, p.step)
+        writer.add_scalar("perf/windows_per_s", run.cfg.data.batch_size / dt, p.step)
+        flops = metrics.train_flops_per_window(run.model_config) * run.cfg.data.batch_size
+        utilisation = metrics.mfu(flops, dt, jax.device_count())
+        if utilisation is not None:
+            writer.add_scalar("perf/mfu", utilisation, p.step)
+
+
+def evaluate(run: Run, state) -> dict:
+    """Pearson r per vertex (pooled and per subject), loss and top-1 retrieval over the validation timelines."""
+    val_ds = windows.make_dataset(run.store, timelines=run.val_tl, shuffle=False, num_epochs=1,
+                                   drop_remainder=False, **run.dataset_args)
+    stats = jax.device_put(metrics.init_pearson(len(run.subjects_index), run.model_config.n_outputs), run.stats_sh)
+    losses, retrieval, weights = [], [], []
+    for batch in val_ds:
+        batch = _pad_batch(batch, run.local_batch)
+        stats, m = run.eval_step(state["params"], run.buffers, global_batch(batch, run.batch_sh, run.mesh), stats)
+        losses.append(float(m["loss"]))
+        retrieval.append(float(m["retrieval_top1"]))
+        weights.append(float(m["n_rows"]))
+    summary = metrics.summarize_pearson(jax.device_get(stats))
+    w = np.asarray(weights) / max(sum(weights), 1.0)
+    summary.update(loss=float(np.dot(w, losses)) if losses else float("nan"),
+                   retrieval_top1=float(np.mean(retrieval)) if retrieval else float("nan"))
+    return summary
+
+
+def export_model(run: Run, p: Progress, path: Path, val: dict):
+    """The current weights as an nforge_jax checkpoint (every process gathers; the main one writes)."""
+    params = jax.tree.map(lambda x: np.asarray(_gather(x)), p.state["params"])
+    model = nnx.merge(run.graphdef, params, jax.device_get(run.buffers))
+    if run.is_main:
+        save_encoder(model, path, overwrite=True,
+                     metadata={"source": "nforge train", "step": p.step, "val_pearson": val["pearson"],
+                               "subjects": list(run.subjects_index),
+                               **({"extract_recipe": run.recipe} if run.recipe else {})})
+
+
+def export_best(run: Run, p: Progress, val: dict):
+    p.exported_best = True
+    export_model(run, p, run.workdir / BEST_MODEL, val)
+    if run.is_main:
+        np.save(run.workdir / "best_val_r.npy", val["r_vertex"])
+
+
+def validate(run: Run, p: Progress, ckpts: TrainCheckpoints, writer, bar):
+    """Evaluates, records the scores and exports best_model when they beat the best so far."""
+    p.last_val = val = evaluate(run, p.state)
+    epoch = p.meta["epoch"]
+    p.meta["history"].append({"step": p.step, "epoch": epoch, "val_pearson": val["pearson"],
+                              "val_loss": val["loss"], "val_retrieval_top1": val["retrieval_top1"]})
+    bar.write(f"epoch {epoch}: val pearson {val['pearson']:.4f}, loss {val['loss']:.4f}, "
+              f"top-1 retrieval {val['retrieval_top1']:.2f}")
+    if writer:
+        for k in ("pearson", "loss", "retrieval_top1"):
+            writer.add_scalar(f"val/{k}", val[k], p.step)
+        if run.cfg.train.tb_images:
+            _log_cortex_image(writer, val["r_vertex"], p.step)
+    if val["pearson"] > p.meta["best_val_pearson"]:
+        p.meta["best_val_pearson"], p.meta["best_step"] = val["pearson"], p.step
+        # A save still in flight may hold collectives across processes; the export gathers shards too.
+        ckpts.wait()
+        export_best(run, p, val)
+
+
+def after_step(run: Run, p: Progress, ckpts: TrainCheckpoints, train_iter, writer, bar):
+    """At an epoch's end: validation (every train.eval_every_epochs) and a checkpoint (every
+    train.checkpoint_every_epochs), both at the last step; within an epoch, train.checkpoint_every_steps."""
+    t = run.cfg.train
+    last = p.step == run.total_steps
+    if p.step % run.steps_per_epoch == 0 or last:
+        p.meta["epoch"] = p.step // run.steps_per_epoch
+        if run.val_tl and (last or p.meta["epoch"] % t.eval_every_epochs == 0):
+            validate(run, p, ckpts, writer, bar)
+        if last or p.meta["epoch"] % t.checkpoint_every_epochs == 0:
+            ckpts.save(p.step, p.state, train_iter, p.meta)
+    elif t.checkpoint_every_steps and p.step % t.checkpoint_every_steps == 0:
+        ckpts.save(p.step, p.state, train_iter, p.meta)
+
+
+def finish(run: Run, p: Progress, best_missing: bool, t_start: float, log) -> dict:
+    """Exports final_model (and best_model where the run selected none) and writes the summary."""
+    workdir, meta = run.workdir, p.meta
+    export_model(run, p, workdir / FINAL_MODEL, {"pearson": float("nan")})  # every process: may gather shards
+    if not run.val_tl:  # nothing to select on: the final weights are the best we have
+        export_model(run, p, workdir / BEST_MODEL, {"pearson": float("nan")})
+    elif best_missing and not p.exported_best:
         # best_model was deleted, or never written (a resumed run that had finished, a non-finite score):
         # the checkpoints hold only the latest weights, so those become best_model, and the summary says so.
-        val = last_val or evaluate()
-        if meta["best_step"] not in (None, step):
+        val = p.last_val or evaluate(run, p.state)
+        if meta["best_step"] not in (None, p.step):
             log(f"nforge train: warning: {workdir / BEST_MODEL} was missing and the weights of step "
-                f"{meta['best_step']} are no longer kept; it now holds the final weights (step {step})")
-        meta["best_val_pearson"], meta["best_step"] = val["pearson"], step
-        export_best(val)
-    summary = {"steps": step, "epochs": meta["epoch"], "best_val_pearson": meta["best_val_pearson"],
+                f"{meta['best_step']} are no longer kept; it now holds the final weights (step {p.step})")
+        meta["best_val_pearson"], meta["best_step"] = val["pearson"], p.step
+        export_best(run, p, val)
+    summary = {"steps": p.step, "epochs": meta["epoch"], "best_val_pearson": meta["best_val_pearson"],
                "best_step": meta["best_step"], "skipped_batches": meta["skipped_batches"],
                "seconds": time.time() - t_start, "workdir": str(workdir),
                "best_model": str(workdir / BEST_MODEL), "final_model": str(workdir / FINAL_MODEL),
-               "n_train_timelines": len(train_tl),
-               "n_val_timelines": len(val_tl), "n_subjects": len(subjects_index), "history": meta["history"]}
-    if is_main:
+               "n_train_timelines": len(run.train_tl), "n_val_timelines": len(run.val_tl),
+               "n_subjects": len(run.subjects_index), "history": meta["history"]}
+    if run.is_main:
         tmp = workdir / f".{SUMMARY}.tmp"
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
         os.replace(tmp, workdir / SUMMARY)
-        log(f"nforge train: {step} steps in {summary['seconds']:.0f} s; best val pearson "
+        log(f"nforge train: {p.step} steps in {summary['seconds']:.0f} s; best val pearson "
             f"{meta['best_val_pearson']:.4f} at step {meta['best_step']}; model in {workdir / BEST_MODEL}")
     if jax.process_count() > 1:
         # Process 0 writes the exports and the summary; the others wait here rather than in jax's exit
@@ -354,6 +422,38 @@ def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
         multihost_utils.sync_global_devices("nforge train finished")
     return summary
 
+
+def train(cfg, workdir, *, progress: bool = True, log=print) -> dict:
+    """Trains as `cfg` says (see configs/*.py), writing everything under `workdir`; returns the summary."""
+    from tqdm import tqdm
+
+    t_start = time.time()
+    check_config(cfg)
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.compilation_cache:
+        enable_compilation_cache()
+    run = set_up_data(cfg, workdir)
+    state = set_up_model(run)
+    ckpts = open_checkpoints(run, log)
+    train_iter = iter(run.train_ds)
+    p = resume(run, ckpts, state, train_iter, log)
+    best_missing = bool(run.val_tl) and not (workdir / BEST_MODEL).exists()  # decided before this run exports
+    writer = open_writer(run)
+    bar = tqdm(total=run.total_steps, initial=p.step, desc="train", unit="step",
+               disable=not (progress and run.is_main), dynamic_ncols=True)
+    try:
+        while p.step < run.total_steps:
+            step_metrics = take_step(run, p, next(train_iter), ckpts, log)
+            bar.update(1)
+            log_step(run, p, step_metrics, writer, bar)
+            after_step(run, p, ckpts, train_iter, writer, bar)
+    finally:
+        bar.close()
+        ckpts.close()  # waits for the last save
+        if writer:
+            writer.close()
+    return finish(run, p, best_missing, t_start, log)
 
 def state_shapes(state) -> dict:
     """{leaf path: [shape, dtype]} of the train state: what a restore must find."""
@@ -389,13 +489,6 @@ def _gather(x):
 
         return multihost_utils.process_allgather(x, tiled=True)
     return jax.device_get(x)
-
-
-def _hyperparam(opt_state, name):
-    for node in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(x, "hyperparams")):
-        if hasattr(node, "hyperparams"):
-            return node.hyperparams[name]
-    return jnp.nan
 
 
 def _log_cortex_image(writer, r_vertex, step):

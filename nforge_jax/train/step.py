@@ -7,7 +7,6 @@ Randomness for step k is `fold_in(key, k)`, so a resumed run draws exactly what 
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import jax
@@ -20,21 +19,36 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from nforge_jax.model.config import EncoderConfig
 from nforge_jax.model.encoder import FmriEncoder
 from nforge_jax.train import losses, metrics
-from nforge_jax.train.mesh import logical_to_spec
+from nforge_jax.model.sharding import tree_shardings
+
+
+# A non-finite gradient never reaches the weights (the optimizer state is kept too); there is no limit on how
+# many in a row are skipped: the count is reported, and a NaN batch must not be applied after N tries.
+NEVER_APPLY_NON_FINITE = 2**31 - 1
+
+
+def skip_non_finite(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    return optax.apply_if_finite(tx, max_consecutive_errors=NEVER_APPLY_NON_FINITE)
 
 
 def make_optimizer(total_steps: int, *, lr=1e-4, pct_start=0.1, div_factor=25.0, final_div_factor=1e4,
                    weight_decay=0.0, cycle_momentum=True, b1_range=(0.85, 0.95), grad_clip=None, accumulate=1):
-    """Adam with TRIBE v2's one-cycle schedule (cosine, 4e-6 -> 1e-4 -> 4e-10; beta1 cycled 0.95 -> 0.85 -> 0.95).
+    """Adam with TRIBE v2's one-cycle schedule (cosine, 4e-6 -> 1e-4 -> 4e-10; beta1 cycled 0.95 -> 0.85 -> 0.95),
+    skipping non-finite gradients.
 
     `total_steps` counts train-step calls; with `accumulate` = k > 1 the gradients of k consecutive calls are
     averaged and applied once (a k-times larger batch in the memory of one), and the schedule runs over the
     total_steps / k updates."""
+    kwargs = dict(lr=lr, pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor,
+                  weight_decay=weight_decay, cycle_momentum=cycle_momentum, b1_range=b1_range, grad_clip=grad_clip)
     if accumulate > 1:
-        inner = make_optimizer(max(int(total_steps) // accumulate, 2), lr=lr, pct_start=pct_start,
-                               div_factor=div_factor, final_div_factor=final_div_factor, weight_decay=weight_decay,
-                               cycle_momentum=cycle_momentum, b1_range=b1_range, grad_clip=grad_clip)
-        return optax.MultiSteps(inner, every_k_schedule=accumulate)
+        inner = one_cycle_adam(max(int(total_steps) // accumulate, 2), **kwargs)
+        return skip_non_finite(optax.MultiSteps(inner, every_k_schedule=accumulate))
+    return skip_non_finite(one_cycle_adam(total_steps, **kwargs))
+
+
+def one_cycle_adam(total_steps: int, *, lr, pct_start, div_factor, final_div_factor, weight_decay, cycle_momentum,
+                   b1_range, grad_clip):
     total_steps = max(int(total_steps), 2)
     lr_schedule = optax.cosine_onecycle_schedule(total_steps, lr, pct_start, div_factor, final_div_factor)
     if cycle_momentum:
@@ -54,16 +68,10 @@ def make_optimizer(total_steps: int, *, lr=1e-4, pct_start=0.1, div_factor=25.0,
     return tx
 
 
-def tree_shardings(tree, mesh):
-    """NamedShardings for a pytree: Variables by their logical axes, plain arrays replicated."""
-
-    def one(x):
-        if isinstance(x, nnx.Variable):
-            value = x.get_raw_value()
-            return NamedSharding(mesh, logical_to_spec(x.get_metadata().get("logical_axes"), value.shape, mesh))
-        return NamedSharding(mesh, P())
-
-    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+def hyperparam(opt_state, name: str):
+    """The current value of an injected hyper-parameter (e.g. the learning rate); NaN if there is none."""
+    is_array = lambda _, value: isinstance(value, jax.Array)  # noqa: E731 (not its schedule's state)
+    return optax.tree_utils.tree_get(opt_state, name, jnp.nan, filtering=is_array)
 
 
 def init_state(config: EncoderConfig, tx, mesh, seed: int):
@@ -103,13 +111,11 @@ def make_train_step(graphdef, config: EncoderConfig, tx, loss_name: str, state_s
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         grad_norm = optax.tree.norm(grads)
+        # A non-finite gradient is dropped by the optimizer (`skip_non_finite`); here it is only counted.
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, new_opt = tx.update(grads, state["opt"], state["params"])
-        new_params = optax.apply_updates(state["params"], updates)
-        # A non-finite loss or gradient never reaches the weights: keep the old state, count the skip.
-        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-        new_state = {"params": jax.tree.map(keep, new_params, state["params"]),
-                     "opt": jax.tree.map(keep, new_opt, state["opt"]), "step": state["step"] + 1}
+        new_state = {"params": optax.apply_updates(state["params"], updates), "opt": new_opt,
+                     "step": state["step"] + 1}
         return new_state, {"loss": loss, "grad_norm": grad_norm, "skipped": (~ok).astype(jnp.int32)}
 
     replicated = NamedSharding(mesh, P())
@@ -133,30 +139,6 @@ def make_eval_step(graphdef, config: EncoderConfig, loss_name: str, state_shardi
     return jax.jit(eval_fn, in_shardings=(state_shardings["params"], buffer_shardings, batch_shardings,
                                           stats_sharding),
                    out_shardings=(stats_sharding, replicated), donate_argnums=(3,))
-
-
-# Dense bfloat16 tensor-core peak per device (vendor data sheets, SXM parts); MFU is quoted against these.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def peak_flops_per_device() -> float | None:
-    """The accelerator's peak FLOP/s for MFU: NFORGE_PEAK_FLOPS if set, else the table; None if unknown (CPUs)."""
-    if os.environ.get("NFORGE_PEAK_FLOPS"):
-        return float(os.environ["NFORGE_PEAK_FLOPS"])
-    kind = jax.devices()[0].device_kind
-    return next((flops for name, flops in PEAK_FLOPS.items() if name in kind), None)
-
-
-def train_flops_per_window(config: EncoderConfig, steps: int | None = None) -> float:
-    """Approximate FLOPs of one training window (forward + backward = 3 x forward matmul FLOPs)."""
-    t = steps or config.window_steps
-    h, f = config.hidden, config.hidden * config.ff_mult
-    per_token = 2 * sum(config.input_dim(m) * config.projector_out for m in config.modalities)
-    per_token += config.depth * 2 * (4 * h * h + 2 * h * f)
-    attention = config.depth * 2 * 2 * t * t * h
-    t_out = config.n_output_timesteps
-    head = t_out * 2 * (h * config.bottleneck * (config.low_rank_head is not None) + config.bottleneck * config.n_outputs)
-    return 3.0 * (per_token * t + attention + head)
 
 
 def global_batch(batch: dict, shardings: dict, mesh) -> dict:

@@ -1,13 +1,13 @@
 import hashlib
-import io
 import json
 import os
 
 import numpy as np
 import pytest
 
+from nforge_jax.cli import main as nforge
 from nforge_jax.data import store as store_mod
-from nforge_jax.data.store import FeatureStore, StoreError, format_info, run_info, run_verify
+from nforge_jax.data.store import FeatureStore, StoreError, format_info
 
 NAME = "Wen2017:run=1,seg=seg3,subject=subject1"
 
@@ -157,7 +157,7 @@ def test_interrupted_write_is_invisible(tmp_path, monkeypatch):
     assert s.timelines == sorted([NAME, "new"])
 
 
-def test_verify_detects_truncation_and_corruption(tmp_path):
+def test_verify_detects_truncation_and_corruption(tmp_path, capsys):
     rng = np.random.default_rng(6)
     feats, fmri = arrays(rng)
     s = FeatureStore.create(tmp_path / "st")
@@ -179,9 +179,9 @@ def test_verify_detects_truncation_and_corruption(tmp_path):
     assert s.verify("other") == []
     with pytest.raises(StoreError, match=fpath.name):
         s.fmri(NAME)
-    out = io.StringIO()
-    assert run_verify(tmp_path / "st", out) == 1
-    assert "truncated" in out.getvalue() and "FAILED: 2" in out.getvalue()
+    assert nforge(["store", "verify", str(tmp_path / "st")]) == 1
+    out = capsys.readouterr().out
+    assert "truncated" in out and "FAILED: 2" in out
     # a deleted file is reported too
     apath.unlink()
     assert any("missing" in p for p in s.verify(NAME))
@@ -245,7 +245,7 @@ def test_bad_meta(tmp_path, m, match):
         s.write_timeline("x", fmri=np.zeros((2, 2)), meta=m)
 
 
-def test_info_and_cli(tmp_path):
+def test_info_and_cli(tmp_path, capsys):
     s = FeatureStore.create(tmp_path / "st")
     rng = np.random.default_rng(7)
     # 3600 fMRI samples at 1 Hz = 1 h; two subjects in study A, one in B
@@ -264,13 +264,11 @@ def test_info_and_cli(tmp_path):
     assert i["n_vertices"] == [4]
     text = format_info(s)
     assert "timelines: 3" in text and "text: 2x3" in text and "A: 2 timelines, 2 subjects" in text
-    out = io.StringIO()
-    assert run_info(tmp_path / "st", out) == 0 and "timelines: 3" in out.getvalue()
-    out = io.StringIO()
-    assert run_verify(tmp_path / "st", out) == 0 and out.getvalue().startswith("OK: 3 timelines")
-    out = io.StringIO()
-    assert run_info(tmp_path / "nope", out) == 2 and "no such directory" in out.getvalue()
-    assert run_verify(tmp_path / "nope", io.StringIO()) == 2
+    assert nforge(["store", "info", str(tmp_path / "st")]) == 0 and "timelines: 3" in capsys.readouterr().out
+    assert nforge(["store", "verify", str(tmp_path / "st")]) == 0
+    assert capsys.readouterr().out.startswith("OK: 3 timelines")
+    assert nforge(["store", "info", str(tmp_path / "nope")]) == 2 and "no such directory" in capsys.readouterr().err
+    assert nforge(["store", "verify", str(tmp_path / "nope")]) == 2
 
 
 def test_delete_timeline(tmp_path):

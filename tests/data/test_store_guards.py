@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from nforge_jax.data.store import FeatureStore, StoreError, run_verify
+from nforge_jax.cli import main as nforge
+from nforge_jax.data.store import FeatureStore, StoreError
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_manifest_paths_stay_inside_the_store(store, tmp_path, capsys, how):
     _edit(store, point_outside)
     with pytest.raises(StoreError, match=r"manifest.json: field 'arrays.features/text'.file is .*expected a bare"):
         FeatureStore.open(store.path).features("t", "text")
-    assert run_verify(store.path) == 1
+    assert nforge(["store", "verify", str(store.path)]) == 1
     assert "expected a bare file name" in capsys.readouterr().out
 
 
@@ -54,7 +55,7 @@ def test_symlink_out_of_the_store_is_refused(store, tmp_path, capsys):
     os.symlink(outside, src)
     with pytest.raises(StoreError, match="symbolic link .* outside the store"):
         FeatureStore.open(store.path).features("t", "text")
-    assert run_verify(store.path) == 1
+    assert nforge(["store", "verify", str(store.path)]) == 1
     assert "outside the store" in capsys.readouterr().out
 
 
@@ -62,14 +63,14 @@ def test_array_entry_not_a_mapping(store, capsys):
     mpath = _edit(store, lambda m: m["arrays"].__setitem__("features/text", ["a.npy", [4, 2, 3]]))
     with pytest.raises(StoreError, match=r"manifest.json: field 'arrays.features/text' is a list, expected a mapping"):
         FeatureStore.open(store.path).features("t", "text")
-    assert run_verify(store.path) == 1
+    assert nforge(["store", "verify", str(store.path)]) == 1
     out = capsys.readouterr().out
     assert str(mpath) in out and "arrays.features/text" in out
 
 
 def test_missing_meta_study_fails_verify(store, capsys):
     mpath = _edit(store, lambda m: m["meta"].pop("study"))
-    assert run_verify(store.path) == 1
+    assert nforge(["store", "verify", str(store.path)]) == 1
     assert f"{mpath}: field 'meta.study' is None, expected a non-empty string" in capsys.readouterr().out
     with pytest.raises(StoreError, match="meta.study"):
         FeatureStore.open(store.path).info()
@@ -85,5 +86,5 @@ def test_verify_reports_non_finite_values(store, capsys):
     sha = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
     del arr
     _edit(store, lambda m: m["arrays"]["features/text"].__setitem__("sha256", sha))
-    assert run_verify(store.path) == 1
+    assert nforge(["store", "verify", str(store.path)]) == 1
     assert "value nan at row 2 is not finite" in capsys.readouterr().out

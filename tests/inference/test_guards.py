@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from nforge_jax.cli import main as cli_main
-from nforge_jax.data.store import FeatureStore, run_verify
+from nforge_jax.data.store import FeatureStore
 from nforge_jax.inference.batch import MARKER, PredictionsMismatch, predict_store, read_predictions
 from nforge_jax.inference.events import predict_events
 from nforge_jax.inference.model import NForgeModel
@@ -179,7 +179,7 @@ def test_store_holding_inf_is_refused_and_verify_reports_it(model, ckpts, tmp_pa
     assert not list((tmp_path / "out").glob("a-*"))
     assert cli("--store", tmp_path / "store", "--checkpoint", ckpts / "ckpt0", "--out", tmp_path / "out2") == 2
     assert "row 23 holds inf" in capsys.readouterr().err
-    assert run_verify(tmp_path / "store") == 1
+    assert cli_main(["store", "verify", str(tmp_path / "store")]) == 1
     assert "not finite" in capsys.readouterr().out
 
 

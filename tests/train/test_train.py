@@ -121,7 +121,7 @@ def test_gradient_accumulation_applies_the_mean_gradient_every_k_steps():
 
     from nforge_jax.model import EncoderConfig
     from nforge_jax.train.losses import mse
-    from nforge_jax.train.mesh import batch_sharding, make_mesh
+    from nforge_jax.model.sharding import batch_sharding, make_mesh
     from nforge_jax.train.step import init_state, make_optimizer, make_train_step, tree_shardings
 
     config = EncoderConfig(feature_dims=(("text", 1, 8),), n_outputs=12, n_output_timesteps=5, hidden=64, depth=1,
