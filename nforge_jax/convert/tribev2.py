@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from nforge_jax.data.plain_yaml import load_plain_yaml
 from nforge_jax.model.checkpoint import (CheckpointError, encoder_arrays, encoder_from_arrays, load_encoder,
                                          make_sibling_dir, remove_stale_siblings, save_encoder, write_failed)
 from nforge_jax.model.config import ConfigError, EncoderConfig, MlpSpec
@@ -31,32 +32,6 @@ ENCODER_FLAGS_REQUIRED = {  # x-transformers options TRIBE v2 uses; anything els
     "cross_attend": False, "causal": False, "rel_pos_bias": False, "alibi_pos_bias": False,
     "rotary_xpos": False, "residual_attn": False,
 }
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """Safe YAML that reads `!!python/...` tags as the plain data under them (tuples become lists)."""
-
-
-def _plain(loader, suffix, node):
-    if isinstance(node, yaml.MappingNode):
-        return loader.construct_mapping(node, deep=True)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    value = loader.construct_scalar(node)
-    # !!python/int 96, !!python/float 0.1, !!python/bool true, !!python/none '': the plain value under the tag
-    # (anything else stays a string, and the typed field checks below refuse it by name).
-    try:
-        if suffix in ("int", "long"):
-            return int(value)
-        if suffix == "float":
-            return float(value)
-    except ValueError:
-        return value
-    if suffix == "bool" and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    if suffix == "none":
-        return None
-    return value
 
 
 _REQUIRED = object()
@@ -80,18 +55,14 @@ def _typed(section: dict, field: str, kind: str, where: str, default=_REQUIRED, 
     return float(value) if kind == "float" else value
 
 
-_PlainLoader.add_multi_constructor("tag:yaml.org,2002:python/", _plain)
-_PlainLoader.add_multi_constructor("!", _plain)
-
-
 def load_release_config(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: missing; a TRIBE v2 release directory holds {CONFIG_FILE} and {CKPT_FILE}")
     try:
-        doc = yaml.load(path.read_text(), Loader=_PlainLoader)
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML ({e})") from None
+        doc = load_plain_yaml(path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("brain_model_config"), dict):
         raise CheckpointError(f"{path}: expected a mapping with a 'brain_model_config' section")
     return doc

@@ -65,24 +65,14 @@ class AudioExtractor(ModelExtractor):
     config_class = AudioConfig
     event_types = ("Audio",)
 
-    def load(self):
-        if self._model is not None:
-            return
+    def on_load(self, path, model):
         from transformers import AutoFeatureExtractor
 
-        path, model = self._load_model()
         self.processor = AutoFeatureExtractor.from_pretrained(path)
         self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
-        self.n_states = int(model.config.num_hidden_layers) + 1
-        self.dim = int(model.config.hidden_size)
-        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation))
 
-    def meta(self) -> dict:
-        self.load()
-        return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
-                "aggregation": self.config.aggregation,
-                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation),
-                "n_hidden_states": self.n_states, "sample_rate": self.sample_rate, "chunk_s": self.config.chunk_s}
+    def meta_extra(self) -> dict:
+        return {"sample_rate": self.sample_rate, "chunk_s": self.config.chunk_s}
 
     def chunks(self, events: pd.DataFrame):
         return media_chunks(events, "Audio", self.config.chunk_s, self.config.min_chunk_s)

@@ -264,9 +264,11 @@ class ModelExtractor:
         self._device_name, self._dtype_name = device, dtype
         self._model = None
 
-    def _load_model(self):
-        """Resolves the model (never downloads), picks device and dtype, loads it in eval mode; returns
-        (its local path, the model)."""
+    def load(self) -> None:
+        """Loads the model once: resolved locally (never downloaded), on the chosen device and dtype, in eval
+        mode; then the modality's own set-up (``on_load``). A failed set-up leaves nothing half-loaded."""
+        if self._model is not None:
+            return
         import torch
         from transformers import AutoModel
 
@@ -274,6 +276,27 @@ class ModelExtractor:
         path = resolve_model(self.config.model_id, self.modality)
         self.device = torch_device(self._device_name)
         self.dtype = torch_dtype(self._dtype_name, self.device)
-        model = AutoModel.from_pretrained(path, dtype=self.dtype)
-        self._model = model.to(self.device).eval()
-        return path, model
+        model = AutoModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+        self.n_states = int(model.config.num_hidden_layers) + 1  # the embedding output included
+        self.dim = int(model.config.hidden_size)
+        self.n_layers = len(self.layer_indices())
+        self.on_load(path, model)
+        self._model = model
+
+    def on_load(self, path, model) -> None:
+        """The modality's set-up once its model is loaded (tokenizer, feature extractor, preprocessor)."""
+
+    def layer_indices(self) -> list:
+        """The hidden states each output layer is made of (indices of the full stack)."""
+        c = self.config
+        return layer_indices(self.n_states, c.layers, c.aggregation, getattr(c, "cache_n_layers", None))
+
+    def meta(self) -> dict:
+        """What the store records of this extractor: its settings, the states it used, the modality's extras."""
+        self.load()
+        return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
+                "aggregation": self.config.aggregation, "layer_indices": self.layer_indices(),
+                "n_hidden_states": self.n_states, **self.meta_extra()}
+
+    def meta_extra(self) -> dict:
+        return {}

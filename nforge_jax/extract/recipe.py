@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
+from nforge_jax.data.plain_yaml import load_plain_yaml
 from nforge_jax.extract.audio import AudioConfig
 from nforge_jax.extract.text import TextConfig
 from nforge_jax.extract.video import VideoConfig
@@ -115,13 +116,12 @@ class ExtractConfig:
     @classmethod
     def from_tribev2_config(cls, path, **run) -> "ExtractConfig":
         """The extraction recipe of a TRIBE v2 ``config.yaml`` (a release directory or the file itself)."""
-        from nforge_jax.convert.tribev2 import load_release_config  # the release's safe YAML reader
-
         path = Path(path)
         if path.is_dir():
             path = path / "config.yaml"
-        doc = load_release_config(path)
-        return cls.from_tribev2_dict(doc, source=str(path), **run)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; expected TRIBE v2's config.yaml")
+        return cls.from_tribev2_dict(load_plain_yaml(path), source=str(path), **run)
 
     @classmethod
     def from_tribev2_dict(cls, doc: Mapping, source: str = "config.yaml", **run) -> "ExtractConfig":

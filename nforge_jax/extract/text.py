@@ -66,31 +66,18 @@ class TextExtractor(ModelExtractor):
     config_class = TextConfig
     event_types = ("Word",)
 
-    def load(self):
-        if self._model is not None:
-            return
+    def on_load(self, path, model):
         from transformers import AutoTokenizer
 
-        path, model = self._load_model()
         self.tokenizer = AutoTokenizer.from_pretrained(path, truncation_side="left")
         if self.tokenizer.pad_token is None:
             if self.tokenizer.eos_token is None:
                 raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; batching words needs one")
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.eos_token_id  # the release counts eos tokens as pads
-        cfg = model.config
-        self.n_states = int(cfg.num_hidden_layers) + 1
-        self.dim = int(cfg.hidden_size)
-        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation,
-                                          self.config.cache_n_layers))
 
-    def meta(self) -> dict:
-        self.load()
-        return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
-                "aggregation": self.config.aggregation, "cache_n_layers": self.config.cache_n_layers,
-                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation,
-                                               self.config.cache_n_layers),
-                "n_hidden_states": self.n_states, "context_words": self.config.context_words}
+    def meta_extra(self) -> dict:
+        return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words}
 
     def _pairs(self, words: pd.DataFrame) -> list[tuple[str, str]]:
         """(word, text run) per word: the ``context`` column where it is a non-empty string, else built."""

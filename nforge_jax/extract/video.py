@@ -196,30 +196,18 @@ class VideoExtractor(ModelExtractor):
     config_class = VideoConfig
     event_types = ("Video",)
 
-    def load(self):
-        if self._model is not None:
-            return
-        path, model = self._load_model()
+    def on_load(self, path, model):
         cfg = model.config
         self.preprocessor = VideoPreprocessor.from_pretrained(path, getattr(cfg, "crop_size", None))
         self.n_frames = int(self.config.frames_per_clip or getattr(cfg, "frames_per_clip", 64))
-        self.n_states = int(cfg.num_hidden_layers) + 1
-        self.dim = int(cfg.hidden_size)
-        self.n_layers = len(layer_indices(self.n_states, self.config.layers, self.config.aggregation,
-                                                self.config.cache_n_layers))
         # the encoder's hidden states do not depend on the predictor; skip it where the model allows
         params = inspect.signature(model.forward).parameters
         self._forward_kw = {"skip_predictor": True} if "skip_predictor" in params else {}
 
-    def meta(self) -> dict:
-        self.load()
-        return {"model_id": str(self.config.model_id), "layer_fractions": list(self.config.layers),
-                "aggregation": self.config.aggregation,
-                "layer_indices": layer_indices(self.n_states, self.config.layers, self.config.aggregation,
-                                                self.config.cache_n_layers),
-                "n_hidden_states": self.n_states, "frames_per_clip": self.n_frames, "clip_s": self.config.clip_s,
-                "crop_size": self.preprocessor.crop_size, "token_aggregation": self.config.token_aggregation,
-                "cache_n_layers": self.config.cache_n_layers, "max_imsize": self.config.max_imsize}
+    def meta_extra(self) -> dict:
+        return {"frames_per_clip": self.n_frames, "clip_s": self.config.clip_s, "crop_size": self.preprocessor.crop_size,
+                "token_aggregation": self.config.token_aggregation, "cache_n_layers": self.config.cache_n_layers,
+                "max_imsize": self.config.max_imsize}
 
     def chunks(self, events: pd.DataFrame):
         return media_chunks(events, "Video", self.config.chunk_s, self.config.min_chunk_s)
