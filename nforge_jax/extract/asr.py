@@ -2,7 +2,7 @@
 
 TRIBE v2 runs WhisperX large-v3 (English) through ``uvx``; here any transformers ASR model that supports
 ``return_timestamps="word"`` (the Whisper family) is used, offline: the model must be a local directory
-or already in the Hugging Face cache (:class:`~nforge_jax.extract.layers.ModelNotAvailable` otherwise,
+or already in the Hugging Face cache (:class:`~nforge_jax.extract.models.ModelNotAvailable` otherwise,
 saying how to fetch it).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 
-from nforge_jax.extract.layers import resolve_model, torch_device, torch_dtype
-from nforge_jax.extract.media import read_audio
+from nforge_jax.extract.models import resolve_model, torch_device, torch_dtype
+from nforge_jax.extract.decode import read_audio
 
 __all__ = ["DEFAULT_ASR_MODEL", "transcribe_words", "words_from_chunks"]
 

@@ -24,8 +24,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from nforge_jax.extract.layers import ModelExtractor, chunk_spans, layer_indices, place_rows, select_layers
-from nforge_jax.extract.media import read_audio
+from nforge_jax.extract.hidden_states import layer_indices, select_layers
+from nforge_jax.extract.models import ModelExtractor
+from nforge_jax.extract.placement import chunk_spans, place_rows
+from nforge_jax.extract.decode import read_audio
 
 __all__ = ["AudioConfig", "AudioExtractor"]
 

@@ -35,7 +35,7 @@ from nforge_jax.data.shards import shard_names
 from nforge_jax.data.store import MARKER_FILE, FeatureStore, StoreError
 from nforge_jax.extract.audio import AudioExtractor
 from nforge_jax.data.timebase import FEATURE_HZ, WINDOW_S
-from nforge_jax.extract.layers import resolve_model
+from nforge_jax.extract.models import resolve_model
 from nforge_jax.extract.recipe import MODALITIES, ExtractConfig
 from nforge_jax.extract.text import TextExtractor
 from nforge_jax.extract.video import VideoExtractor

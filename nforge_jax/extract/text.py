@@ -4,7 +4,7 @@ The rule is the release's (neuralset 0.0.2 ``HuggingFaceText``, TRIBEV2_SPEC D.2
 purpose so that a released head gets the features it was trained on. For each Word event of a timeline,
 in event order, ``batch_size`` words at a time:
 
-1. the text run is the word's ``context`` (what :func:`nforge_jax.inference.events.add_context` and
+1. the text run is the word's ``context`` (what :func:`nforge_jax.inference.stimulus.add_context` and
    TRIBE's AddContextToWords write: the preceding text of the timeline ending with the word); without a
    context column the up to ``context_words`` preceding words and the word, joined by spaces;
 2. the batch of contexts is tokenized without special tokens (no BOS), padded (pad := eos when the
@@ -28,8 +28,9 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from nforge_jax.extract.layers import (ModelExtractor, aggregate_tokens, kept_states, layer_indices, place,
-                                       select_layers)
+from nforge_jax.extract.hidden_states import aggregate_tokens, kept_states, layer_indices, select_layers
+from nforge_jax.extract.models import ModelExtractor
+from nforge_jax.extract.placement import place
 
 __all__ = ["TextConfig", "TextExtractor", "word_contexts"]
 

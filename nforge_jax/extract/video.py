@@ -5,7 +5,7 @@ For each Video event, cut into chunks as TRIBE's ChunkEvents (``layers.chunk_spa
 duration d gives n = round(2 d) time points t_k = linspace(0, d, n + 1)[1:] (the right edges of the 2 Hz
 bins). Time point k is the clip of F = ``frames_per_clip`` frames (the model config's, 64 for the
 released model) shown at max(0, t_k - (j / F) * clip_s) for j = F - 1 .. 0 (``clip_s`` = 4 s), read as
-the release reads them with moviepy: the frame on screen at that time (:func:`media.read_video_frames`),
+the release reads them with moviepy: the frame on screen at that time (:func:`decode.read_video_frames`),
 and, for a time at or after the end of the last frame, the frame returned for the time before it (moviepy
 answers a read past the end with its last read frame). Frames whose longer side exceeds ``max_imsize``
 (when set) are first shrunk with PIL's default (bicubic) resize to ``int(side / factor)``. Each clip is
@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 
 from nforge_jax.extract.audio import media_chunks
-from nforge_jax.extract.layers import ModelExtractor, aggregate_tokens, layer_indices, place_rows, select_layers
-from nforge_jax.extract.media import read_video_frames
+from nforge_jax.extract.hidden_states import aggregate_tokens, layer_indices, select_layers
+from nforge_jax.extract.models import ModelExtractor
+from nforge_jax.extract.placement import place_rows
+from nforge_jax.extract.decode import read_video_frames
 
 __all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times", "resize_uint8", "shrink_frame"]
 

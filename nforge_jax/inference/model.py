@@ -175,14 +175,14 @@ class NForgeModel:
 
     # From media and events ----------------------------------------------------------------------
     def get_events_dataframe(self, video_path=None, audio_path=None, text_path=None, **kwargs):
-        """Events (Video / Audio / Word rows) for one stimulus file; see inference/events.py."""
-        from nforge_jax.inference.events import get_events_dataframe
+        """Events (Video / Audio / Word rows) for one stimulus file; see inference/stimulus.py."""
+        from nforge_jax.inference.stimulus import get_events_dataframe
 
         return get_events_dataframe(video_path=video_path, audio_path=audio_path, text_path=text_path, **kwargs)
 
     def predict(self, events, subject=None, **kwargs):
         """(preds (n_segments, n_vertices), segments) for an events table, aligned as TRIBE v2's predict."""
-        from nforge_jax.inference.events import predict_events
+        from nforge_jax.inference.segments import predict_events
 
         return predict_events(self, events, subject=subject, **kwargs)
 

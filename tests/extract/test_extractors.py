@@ -7,10 +7,10 @@ import torch
 from extract_helpers import WORDS
 from nforge_jax.data.events import make_events
 from nforge_jax.extract.audio import AudioConfig, AudioExtractor
-from nforge_jax.extract.media import read_video_frames
+from nforge_jax.extract.decode import read_video_frames
 from nforge_jax.extract.text import TextConfig, TextExtractor
 from nforge_jax.extract.video import VideoConfig, VideoExtractor, VideoPreprocessor
-from nforge_jax.inference.events import add_context
+from nforge_jax.inference.stimulus import add_context
 from reference_extractors import audio_extractor, ns_events, segments_features, text_extractor
 
 # --- text -------------------------------------------------------------------------------------------

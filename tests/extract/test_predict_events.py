@@ -15,8 +15,8 @@ from nforge_jax.extract.audio import AudioConfig
 from nforge_jax.extract.recipe import ExtractConfig
 from nforge_jax.extract.text import TextConfig
 from nforge_jax.extract.video import VideoConfig
-from nforge_jax.inference.events import (AsrUnavailableWarning, add_context, get_events_dataframe, predict_events,
-                                         read_word_timings, timeline_features)
+from nforge_jax.inference.stimulus import AsrUnavailableWarning, add_context, get_events_dataframe, read_word_timings
+from nforge_jax.inference.segments import predict_events, timeline_features
 from nforge_jax.inference.model import NForgeModel
 
 DIMS = {"text": (2, 32), "audio": (2, 32), "video": (2, 32)}

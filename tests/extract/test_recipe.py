@@ -18,7 +18,7 @@ from nforge_jax.data.store import FeatureStore
 from nforge_jax.extract import ExtractConfig, RecipeError
 from nforge_jax.extract.run import extract_events
 from nforge_jax.extract.text import TextConfig
-from nforge_jax.inference.events import add_context
+from nforge_jax.inference.stimulus import add_context
 from nforge_jax.inference.model import NForgeModel
 from reference_extractors import release_data_section
 
@@ -96,7 +96,7 @@ def test_converted_release_predicts_with_its_recipe(release_with_recipe, release
     assert recipe.text.model_id == str(release_models["text"]) and recipe.text.cache_n_layers == 20
     events = story()
     preds, _ = model.predict(events)  # no extraction argument: the release's recipe
-    from nforge_jax.inference.events import timeline_features
+    from nforge_jax.inference.segments import timeline_features
 
     by_recipe = timeline_features(events, extract_config=recipe)["story"]
     np.testing.assert_allclose(preds, model.predict(events, features={"story": by_recipe})[0], rtol=1e-6, atol=1e-6)

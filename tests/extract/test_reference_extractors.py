@@ -12,9 +12,9 @@ import pytest
 from extract_helpers import WORDS, write_wav
 from nforge_jax.data.events import make_events
 from nforge_jax.extract.audio import AudioConfig, AudioExtractor
-from nforge_jax.extract.layers import chunk_spans
+from nforge_jax.extract.placement import chunk_spans
 from nforge_jax.extract.text import TextConfig, TextExtractor
-from nforge_jax.inference.events import add_context, remove_missing
+from nforge_jax.inference.stimulus import add_context, remove_missing
 from reference_extractors import audio_extractor, ns_events, relative_error, segments_features, text_extractor
 
 TOL = 1e-5

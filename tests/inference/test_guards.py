@@ -11,7 +11,7 @@ from flax import nnx
 from nforge_jax.cli import main as cli_main
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.inference.batch import MARKER, PredictionsMismatch, predict_store, read_predictions
-from nforge_jax.inference.events import predict_events
+from nforge_jax.inference.segments import predict_events
 from nforge_jax.inference.model import NForgeModel
 from nforge_jax.inference.streaming import StreamingPredictor
 from nforge_jax.model import EncoderConfig, FmriEncoder

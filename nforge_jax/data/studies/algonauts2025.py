@@ -35,7 +35,7 @@ import pandas as pd
 
 from nforge_jax.data.studies.base import MissingStudyFile, Study, StudyDataError
 from nforge_jax.data.studies.bids import find_fmriprep_run
-from nforge_jax.data.studies.media import probe_video
+from nforge_jax.data.studies.probe import probe_video
 
 __all__ = ["Algonauts2025Bold", "read_transcript"]
 

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 
 from nforge_jax.data.studies.base import MissingStudyFile, Study, StudyDataError
-from nforge_jax.data.studies.media import probe_video
+from nforge_jax.data.studies.probe import probe_video
 
 __all__ = ["Lahner2024Bold", "read_bids_events"]
 

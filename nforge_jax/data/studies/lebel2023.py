@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping
 
 from nforge_jax.data.studies.base import MissingStudyFile, Study, StudyDataError
 from nforge_jax.data.studies.bids import choose_space, find_fmriprep_run, parse_entities
-from nforge_jax.data.studies.media import probe_audio
+from nforge_jax.data.studies.probe import probe_audio
 from nforge_jax.data.studies.textgrid import read_textgrid
 
 __all__ = ["Lebel2023Bold"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from nforge_jax.data.studies.base import MissingStudyFile, Study
-from nforge_jax.data.studies.media import probe_video
+from nforge_jax.data.studies.probe import probe_video
 
 __all__ = ["Wen2017"]
 

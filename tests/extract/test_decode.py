@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from extract_helpers import write_mp4
-from nforge_jax.extract.media import MediaError, extract_audio_track, read_audio, read_video_frames, resample_audio
+from nforge_jax.extract.decode import MediaError, extract_audio_track, read_audio, read_video_frames, resample_audio
 
 
 def pcm(path):

@@ -1,9 +1,9 @@
-"""Layer fractions, 2 Hz placement and media chunking against hand-computed values."""
+"""Layer choice (cache_n_layers subselection, fractions, aggregations) against hand-computed values."""
 
 import numpy as np
 import pytest
 
-from nforge_jax.extract.layers import ModelNotAvailable, chunk_spans, layer_indices, place, resolve_model, select_layers
+from nforge_jax.extract.hidden_states import layer_indices, select_layers
 
 
 def test_layer_indices_cat_and_group_mean():
@@ -39,30 +39,3 @@ def test_cache_n_layers_subselection_of_the_release():
 def test_bad_layer_settings(bad, agg):
     with pytest.raises(ValueError, match="layer"):
         layer_indices(29, bad, agg)
-
-
-def test_place_rows():
-    grid = np.zeros((10, 1))
-    place(grid, 12.39 - 10, 0.3, 1.0)      # round(4.78) = 5, n = max(1, round(0.6)) = 1
-    place(grid, 1.25, 1.1, 10.0)           # round(2.5) = 2 (half to even), n = round(2.2) = 2 -> rows 2, 3
-    place(grid, 4.6, 0.1, 100.0)           # round(9.2) = 9, n = max(1, round(0.2)) = 1
-    place(grid, 4.9, 3.0, 1000.0)          # round(9.8) = 10: past the grid, dropped
-    np.testing.assert_array_equal(grid[:, 0], [0, 0, 10, 10, 0, 1, 0, 0, 0, 100])
-
-
-@pytest.mark.parametrize("duration,expected", [
-    (50, [(0, 50)]), (60, [(0, 60)]), (70, [(0, 70)]), (100, [(0, 60), (60, 40)]),
-    (150, [(0, 60), (60, 60), (120, 30)]), (200, [(0, 60), (60, 60), (120, 80)]),
-])
-def test_chunks_like_tribe(duration, expected):
-    assert chunk_spans(duration) == [(float(a), float(b)) for a, b in expected]
-
-
-def test_uncached_model_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ModelNotAvailable, match=r"hf download someorg/somemodel"):
-        resolve_model("someorg/somemodel", "text")
-    (tmp_path / "d").mkdir()
-    with pytest.raises(ModelNotAvailable, match="no config.json"):
-        resolve_model(tmp_path / "d", "audio")

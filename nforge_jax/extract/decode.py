@@ -8,7 +8,7 @@
   long high-resolution video never sits in memory.
 - :func:`extract_audio_track` — the sound track of a video written to a 16-bit PCM .wav (atomic write).
 
-Every failure is a :class:`~nforge_jax.data.studies.media.MediaError` naming the file.
+Every failure is a :class:`~nforge_jax.data.studies.probe.MediaError` naming the file.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nforge_jax.data.studies.media import MediaError, probe_audio, probe_video
+from nforge_jax.data.studies.probe import MediaError, probe_audio, probe_video
 
 __all__ = ["MediaError", "read_audio", "resample_audio", "read_video_frames", "extract_audio_track",
            "probe_audio", "probe_video"]
