@@ -150,10 +150,12 @@ def cmd_bench(args) -> int:
     baselines run the PyTorch reference kept with the tests)."""
     import importlib.util
 
-    root = Path(__file__).resolve().parents[1]
-    path = root / "tools" / "bench.py"
-    if not path.is_file():
-        raise UserError(f"{path}: not found; nforge bench runs from a source checkout (tools/ and tests/)")
+    # the checkout the package runs from (an editable install), else the one the command runs in
+    roots = [Path(__file__).resolve().parents[1], Path.cwd()]
+    path = next((r / "tools" / "bench.py" for r in roots if (r / "tools" / "bench.py").is_file()), None)
+    if path is None:
+        raise UserError(f"tools/bench.py: not found beside the package nor in {Path.cwd()}; run nforge bench from "
+                        "a source checkout (it needs tools/ and tests/)")
     spec = importlib.util.spec_from_file_location("nforge_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
