@@ -4,7 +4,7 @@
 modality plus the modalities to extract and run settings (device, dtype, progress bar) that do not change
 the features. The recipe travels with the checkpoint (``metadata["extract_recipe"]``, written by
 ``nforge convert tribev2`` and by training) and with every FeatureStore timeline
-(``meta["extract_signature"]["settings"]``), so that a store extracted another way is refused by name
+(``meta["extract_recipe"]``, see :mod:`nforge_jax.data.provenance`), so that a store extracted another way is refused by name
 instead of giving plausible but wrong predictions.
 
 :meth:`ExtractConfig.from_tribev2_config` reads the extraction settings of a TRIBE v2 ``config.yaml``

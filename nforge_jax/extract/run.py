@@ -227,14 +227,15 @@ def config_from_args(args) -> ExtractConfig:
     settings = {m: {k: v for k, v in kv.items() if v is not None} for m, kv in settings.items()}
     models = {m: getattr(args, f"{m}_model") for m in MODALITIES}
     if args.checkpoint is not None:
-        given = [f"--{m}-{k.replace('_', '-')}" for m, kv in settings.items() for k in kv if k != "batch_size"]
+        video_batch = settings["video"].pop("batch_size", None)  # clips per forward: speed only
+        given = [f"--{m}-{k.replace('_', '-')}" for m, kv in settings.items() for k in kv]
         if given or args.modalities is not None:
             raise ValueError(f"{(given or ['--modalities'])[0]}: cannot be combined with --checkpoint, whose "
-                             "recipe fixes every setting but the model ids")
+                             "recipe fixes every setting but the model ids and --video-batch-size")
         config = recipe_of_checkpoint(args.checkpoint, **run).with_model_ids(**models)
-        batch = {m: kv["batch_size"] for m, kv in settings.items() if "batch_size" in kv}  # speed only
-        return dataclasses.replace(config, **{m: dataclasses.replace(getattr(config, m), batch_size=b)
-                                              for m, b in batch.items()})
+        if video_batch is None:
+            return config
+        return dataclasses.replace(config, video=dataclasses.replace(config.video, batch_size=video_batch))
     d = ExtractConfig()
     parts = {m: dataclasses.replace(getattr(d, m), **kv) for m, kv in settings.items()}
     mods = tuple(x.strip() for x in (args.modalities or ",".join(d.modalities)).split(",") if x.strip())

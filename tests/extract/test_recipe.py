@@ -117,6 +117,11 @@ def test_extract_with_the_checkpoint_recipe_and_refuse_another(release_with_reci
     assert FeatureStore.open(tmp_path / "good").meta("story")["extract_recipe"]["text"] == recipe["text"]
     assert nforge(["predict", "--store", str(tmp_path / "good"), "--checkpoint", str(ckpt), "--out",
                    str(tmp_path / "p1"), "--no-progress"]) == 0
+    # clips per forward change no features: allowed beside --checkpoint, and the store still predicts
+    assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "fast"), "--checkpoint", str(ckpt),
+                   "--video-batch-size", "16", "--no-progress"]) == 0
+    assert nforge(["predict", "--store", str(tmp_path / "fast"), "--checkpoint", str(ckpt), "--out",
+                   str(tmp_path / "p3"), "--no-progress"]) == 0
     # a store extracted with the same model and layer count but without the release's subselection
     assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "bad"), "--modalities", "text",
                    "--text-model", recipe["text"]["model_id"], "--text-layers", "0.5,0.75,1",
@@ -131,6 +136,11 @@ def test_extract_with_the_checkpoint_recipe_and_refuse_another(release_with_reci
     assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "x"), "--checkpoint", str(ckpt),
                    "--text-layers", "1.0"]) == 2
     assert "--text-layers: cannot be combined with --checkpoint" in capsys.readouterr().err
+    # the text batch size is part of the recipe (with a pad token other than eos it changes the vectors)
+    assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "x"), "--checkpoint", str(ckpt),
+                   "--text-batch-size", "8"]) == 2
+    assert "--text-batch-size: cannot be combined with --checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_missing_model_is_one_line_and_creates_no_store(tmp_path, capsys):
