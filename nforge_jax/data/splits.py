@@ -86,13 +86,28 @@ def _unit_hash(value: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+def split_value(store: FeatureStore, name: str, attributes: Mapping[str, str] | None = None) -> str:
+    """Timeline ``name``'s value of its study's split attribute (``attributes``, default :data:`SPLIT_ATTRIBUTES`;
+    ``"timeline"`` for studies not listed): read from its meta, else from its name (``key=value`` parts);
+    ``"timeline"`` means the name itself."""
+    meta = store.meta(name)
+    attr = (SPLIT_ATTRIBUTES if attributes is None else attributes).get(meta["study"], "timeline")
+    if attr == "timeline":
+        return name
+    if attr in meta:
+        return str(meta[attr])
+    value = parse_timeline_name(name).get(attr)
+    if value is None:
+        raise PipelineError(f"timeline {name!r} (study {meta['study']!r}): split attribute {attr!r} is "
+                            "neither in its meta nor in its name; add it to the meta when writing")
+    return value
+
+
 def split_timelines(store: FeatureStore, timelines: Iterable[str] | None = None, *, val_ratio: float = 0.1,
                     attributes: Mapping[str, str] | None = None, seed: int = 42) -> tuple[list[str], list[str]]:
     """Deterministic train/val split of timelines by a hashed per-timeline attribute.
 
-    The attribute per study comes from ``attributes`` (default :data:`SPLIT_ATTRIBUTES`; ``"timeline"``
-    for studies not listed): its value is read from the timeline's meta, else from its name
-    (``key=value`` parts), and ``"timeline"`` means the name itself. A value goes to val when
+    The attribute's value per timeline is :func:`split_value`'s. A value goes to val when
     ``sha256(seed:value)`` maps below ``val_ratio``; a study with no val value gets its last value (sorted)
     moved to val. All timelines sharing a value land on the same side. Returns (train, val), sorted.
     """
@@ -101,18 +116,7 @@ def split_timelines(store: FeatureStore, timelines: Iterable[str] | None = None,
     attributes = SPLIT_ATTRIBUTES if attributes is None else attributes
     by_study: dict[str, dict[str, list[str]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for t in store_timelines(store, timelines):
-        meta = store.meta(t)
-        attr = attributes.get(meta["study"], "timeline")
-        if attr == "timeline":
-            value = t
-        elif attr in meta:
-            value = str(meta[attr])
-        else:
-            value = parse_timeline_name(t).get(attr)
-            if value is None:
-                raise PipelineError(f"timeline {t!r} (study {meta['study']!r}): split attribute {attr!r} is "
-                                    "neither in its meta nor in its name; add it to the meta when writing")
-        by_study[meta["study"]][value].append(t)
+        by_study[store.meta(t)["study"]][split_value(store, t, attributes)].append(t)
     train, val = [], []
     for study, values in by_study.items():
         names = sorted(values)

@@ -25,6 +25,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.val_ratio = 0.1  # fraction of split-attribute values held out for validation
     c.data.split_seed = 42
     c.data.val_values = ()  # explicit split-attribute values to validate on (overrides val_ratio)
+    c.data.test_values = ()  # split-attribute values kept out of training and validation (a final test set)
     c.data.split_attributes = ml_collections.FieldReference(None, field_type=dict)  # {study: attribute}; None = TRIBE's
     c.data.weigh_by = "recording_time"  # subject sampling: "recording_time", "uniform" or "none" (plain shuffle)
     c.data.worker_count = 0  # grain worker processes (0 = threads in this process)

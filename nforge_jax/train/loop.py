@@ -76,22 +76,35 @@ def store_layout(store: FeatureStore, timelines) -> tuple[tuple[tuple[str, int, 
 
 
 def split_for(cfg, store) -> tuple[list[str], list[str]]:
-    """(train, val) timelines: TRIBE's hashed split, or `data.val_values` (split-attribute values) when given."""
+    """(train, val) timelines: TRIBE's hashed split, or `data.val_values` (split-attribute values) when given.
+    Timelines whose value is in `data.test_values` are in neither: they stay unseen until a final test."""
     attributes = dict(cfg.data.split_attributes) if cfg.data.split_attributes else None
+    test = set(cfg.data.test_values)
+    kept = [n for n in store.timelines if splits.split_value(store, n, attributes) not in test]
+    if test and len(kept) == len(store.timelines):
+        raise TrainError(f"data.test_values {sorted(test)} match no timeline of {store.path}")
+    if not kept:
+        raise TrainError(f"data.test_values {sorted(test)} hold out every timeline of {store.path}: nothing to train on")
     if not cfg.data.val_values:
-        return splits.split_timelines(store, val_ratio=cfg.data.val_ratio, attributes=attributes,
-                                        seed=cfg.data.split_seed)
+        return splits.split_timelines(store, kept, val_ratio=cfg.data.val_ratio, attributes=attributes,
+                                      seed=cfg.data.split_seed)
     wanted = set(cfg.data.val_values)
-    attributes = attributes or splits.SPLIT_ATTRIBUTES
+    if wanted & test:
+        raise TrainError(f"data.val_values and data.test_values share {sorted(wanted & test)}: a test stimulus must not "
+                         f"choose the checkpoint")
     train_tl, val_tl = [], []
-    for name in store.timelines:
-        meta = store.meta(name)
-        attr = attributes.get(meta["study"], "timeline")
-        value = name if attr == "timeline" else str(meta.get(attr, splits.parse_timeline_name(name).get(attr)))
-        (val_tl if value in wanted else train_tl).append(name)
+    for name in kept:
+        (val_tl if splits.split_value(store, name, attributes) in wanted else train_tl).append(name)
     if not val_tl:
         raise TrainError(f"data.val_values {sorted(wanted)} match no timeline of {store.path}")
     return train_tl, val_tl
+
+
+def held_out_test_timelines(cfg, store) -> list[str]:
+    """The timelines `data.test_values` hold out of training and validation (in store order)."""
+    attributes = dict(cfg.data.split_attributes) if cfg.data.split_attributes else None
+    test = set(cfg.data.test_values)
+    return [n for n in store.timelines if splits.split_value(store, n, attributes) in test]
 
 
 # Config fields whose 0 means "off": an ml_collections field keeps one type, EncoderConfig says None.
