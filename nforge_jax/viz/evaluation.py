@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from nforge_jax.data.fsaverage import n_vertices
 from nforge_jax.viz.surface import plot_cortex, save_figure
 
 __all__ = ["plot_evaluation_maps", "plot_section_scores", "save_evaluation_figures"]
@@ -67,12 +68,13 @@ def plot_section_scores(rows: Sequence[Mapping], *, title: str = ""):
 
 
 def save_evaluation_figures(evaluation, out_dir, *, mesh: str = "fsaverage5") -> dict[str, Path]:
-    """Write maps_r.png, maps_ceiling.png, maps_r_over_ceiling.png and sections.png (when the evaluation has
-    section rows) into ``out_dir``; returns {name: path}."""
+    """Write maps_r.png, maps_ceiling.png, maps_r_over_ceiling.png (when the maps are on ``mesh``) and
+    sections.png (when the evaluation has section rows) into ``out_dir``; returns {name: path}."""
     out = Path(out_dir)
     paths = {}
+    on_mesh = np.shape(evaluation.r) == (n_vertices(mesh),)
     maps = plot_evaluation_maps(evaluation.r, evaluation.ceiling, evaluation.r_over_ceiling,
-                                method=evaluation.ceiling_method, mesh=mesh)
+                                method=evaluation.ceiling_method, mesh=mesh) if on_mesh else {}
     for name, fig in maps.items():
         paths[f"maps_{name}"] = save_figure(fig, out / f"maps_{name}.png")
     if any(row.get("kind") == "section" for row in evaluation.rois):
