@@ -17,12 +17,17 @@ def section_rows():
 
 
 def test_section_chart_draws_every_section_with_its_interval():
+    import matplotlib.pyplot as plt
+
     fig = plot_section_scores(section_rows() + [{"roi": "L_V1", "kind": "area"}])
-    ax = next(a for a in fig.axes if a.get_label() == "median_r")
-    bars = ax.patches
-    assert len(bars) == 22
-    assert bars[2].get_width() == pytest.approx(0.2)
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(fs.HCP_SECTIONS)
+    try:
+        ax = next(a for a in fig.axes if a.get_label() == "median_r")
+        bars = ax.patches
+        assert len(bars) == 22
+        assert bars[2].get_width() == pytest.approx(0.2)
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(fs.HCP_SECTIONS)
+    finally:
+        plt.close(fig)
     with pytest.raises(ValueError, match="no section rows"):
         plot_section_scores([{"roi": "L_V1", "kind": "area"}])
 
