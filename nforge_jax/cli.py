@@ -145,6 +145,29 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from nforge_jax.data.store import FeatureStore
+    from nforge_jax.inference.evaluate import evaluate
+
+    t0 = time.time()
+    pred_dir = Path(args.predictions)
+    if not pred_dir.is_dir():
+        raise UserError(f"{pred_dir}: no such directory; expected the --out directory of nforge predict")
+    store = FeatureStore.open(args.store)
+    result = evaluate(pred_dir, store, timelines=args.timelines, ceiling=args.ceiling, n_boot=args.n_boot,
+                      block_s=args.block_s, seed=args.seed)
+    out = Path(args.out) if args.out else pred_dir / "evaluation"
+    paths = result.save(out)
+    if not args.no_figures:
+        from nforge_jax.viz.evaluation import save_evaluation_figures
+
+        paths.update(save_evaluation_figures(result, out))
+    print(result.summary_text())
+    print(f"nforge evaluate: {', '.join(p.name for p in paths.values())} written to {out} in "
+          f"{time.time() - t0:.1f} s")
+    return 0
+
+
 def cmd_bench(args) -> int:
     """`nforge bench ...`: tools/bench.py's benchmarks (a source checkout's tools/ and tests/ are needed: the
     baselines run the PyTorch reference kept with the tests)."""
@@ -236,6 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore (resumable)")
     add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="score predictions against measured fMRI, with noise ceilings per "
+                                                "vertex and per ROI")
+    evaluate.add_argument("predictions", metavar="PRED_DIR", help="an nforge predict --out directory")
+    evaluate.add_argument("--store", required=True, help="the FeatureStore the predictions were made from (its fMRI "
+                                                         "is the measurement)")
+    evaluate.add_argument("--timelines", nargs="+", help="only these timelines (default: every predicted one)")
+    evaluate.add_argument("--ceiling", choices=["auto", "repeats", "subjects", "none"], default="auto",
+                          help="noise ceiling from repeated runs, from other subjects, or none (default auto: "
+                               "repeats if there are any, else subjects)")
+    evaluate.add_argument("--out", help="output directory (default: PRED_DIR/evaluation)")
+    evaluate.add_argument("--n-boot", type=int, default=1000, help="bootstrap draws for the ROI intervals "
+                                                                   "(0: none; default 1000)")
+    evaluate.add_argument("--block-s", type=float, default=25.0, help="bootstrap block length in s (default 25)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-figures", action="store_true", help="write the tables and maps only")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     bench = sub.add_parser("bench", help="benchmarks against their baselines (tools/bench.py; nforge bench --help)",
                            add_help=False)

@@ -52,12 +52,13 @@ def demo_config():
 
 
 def heldout_predictions(model, store, timelines, subjects_index):
-    """Predictions and targets aligned as in training, by :func:`timebase.align_targets`: the timeline's
-    features from its ``start_s``, output row j (stimulus time ``start_s + j``) paired with the BOLD sample
-    recorded the hemodynamic offset later (relative to the recording's ``fmri_start_s``); rows that have no
-    sample are dropped."""
+    """Predictions and targets aligned as in training (:func:`nforge_jax.inference.evaluate.measured_targets`,
+    which ``nforge evaluate`` uses too): the timeline's features from its ``start_s``, output row j (stimulus
+    time ``start_s + j``) paired with the BOLD sample recorded the hemodynamic offset later (relative to the
+    recording's ``fmri_start_s``); rows that have no sample are dropped."""
     from nforge_jax.data import timebase
     from nforge_jax.data.splits import subject_key
+    from nforge_jax.inference.evaluate import measured_targets
 
     preds, targets = [], []
     for name in timelines:
@@ -66,9 +67,7 @@ def heldout_predictions(model, store, timelines, subjects_index):
         row0 = timebase.feature_row(start_s, meta["feature_hz"])
         features = {m: np.asarray(store.features(name, m)[row0:], np.float32) for m in store.modalities(name)}
         pred = model.predict_features(features, subject=subjects_index[subject_key(meta)])
-        target, mask = timebase.align_targets(np.asarray(store.fmri(name), np.float32), len(pred), start_s=start_s,
-                                              offset_s=meta["offset_s"], fmri_hz=meta["fmri_hz"],
-                                              fmri_start_s=float(meta.get("fmri_start_s", 0.0)))
+        target, mask = measured_targets(store, name, len(pred))
         preds.append(pred[mask])
         targets.append(target[mask])
     return np.concatenate(preds), np.concatenate(targets)

@@ -12,7 +12,8 @@ HCP-MMP1 (Glasser et al. 2016) labels are read from the FreeSurfer annotation fi
 (163,842 vertices per hemisphere; the files MNE fetches as ``{lh,rh}.HCPMMP1.annot``). Names follow
 the annotation with the ``_ROI`` suffix removed: ``"L_V1"`` ... ``"R_V1"``; 180 areas per hemisphere.
 ``hcp_roi_indices("V1")`` gives both hemispheres of an area. The medial-wall label ``???`` is not an
-area. Use of the atlas falls under the HCP data terms (acknowledge the WU-Minn HCP consortium).
+area. ``HCP_SECTIONS`` groups the 180 areas into the 22 sections of Glasser et al. (2016), Supplementary
+Neuroanatomical Results, Table 1 (``hcp_section_indices("Early Auditory Cortex")``). Use of the atlas falls under the HCP data terms (acknowledge the WU-Minn HCP consortium).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ __all__ = [
     "hcp_roi_indices",
     "hcp_vertex_labels",
     "find_hcp_annot",
+    "HCP_SECTIONS",
+    "hcp_section_indices",
 ]
 
 HEMISPHERES = ("left", "right")
@@ -466,3 +469,45 @@ def hcp_vertex_labels(mesh: str = "fsaverage5", source: str | os.PathLike | None
     for name, idx in labels.items():
         out[idx] = name
     return out
+
+
+# The 22 sections of Glasser et al. (2016), Supplementary Neuroanatomical Results, Table 1: every one of the
+# 180 areas (names as in the annotation, without hemisphere prefix) in exactly one section.
+HCP_SECTIONS: dict[str, tuple[str, ...]] = {
+    "Primary Visual Cortex": ("V1",),
+    "Early Visual Cortex": ("V2", "V3", "V4"),
+    "Dorsal Stream Visual Cortex": ("V3A", "V3B", "V6", "V6A", "V7", "IPS1"),
+    "Ventral Stream Visual Cortex": ("V8", "VVC", "PIT", "FFC", "VMV1", "VMV2", "VMV3"),
+    "MT+ Complex and Neighboring Visual Areas": ("V3CD", "LO1", "LO2", "LO3", "V4t", "FST", "MT", "MST", "PH"),
+    "Somatosensory and Motor Cortex": ("4", "3a", "3b", "1", "2"),
+    "Paracentral Lobular and Mid Cingulate Cortex": ("24dd", "24dv", "6mp", "6ma", "SCEF", "5m", "5L", "5mv"),
+    "Premotor Cortex": ("55b", "6d", "6a", "FEF", "6v", "6r", "PEF"),
+    "Posterior Opercular Cortex": ("43", "FOP1", "OP4", "OP1", "OP2-3", "PFcm"),
+    "Early Auditory Cortex": ("A1", "LBelt", "MBelt", "PBelt", "RI"),
+    "Auditory Association Cortex": ("A4", "A5", "STSdp", "STSda", "STSvp", "STSva", "STGa", "TA2"),
+    "Insular and Frontal Opercular Cortex": ("52", "PoI2", "FOP4", "MI", "AVI", "AAIC", "Pir", "FOP3", "FOP2",
+                                             "Ig", "FOP5", "PoI1", "PI"),
+    "Medial Temporal Cortex": ("H", "PreS", "EC", "PeEc", "PHA1", "PHA2", "PHA3"),
+    "Lateral Temporal Cortex": ("PHT", "TE1p", "TE1m", "TE1a", "TE2p", "TE2a", "TGv", "TGd", "TF"),
+    "Temporo-Parieto-Occipital Junction": ("TPOJ1", "TPOJ2", "TPOJ3", "STV", "PSL"),
+    "Superior Parietal Cortex": ("LIPv", "LIPd", "VIP", "AIP", "MIP", "7PC", "7AL", "7Am", "7PL", "7Pm"),
+    "Inferior Parietal Cortex": ("PGp", "PGs", "PGi", "PFm", "PF", "PFt", "PFop", "IP0", "IP1", "IP2"),
+    "Posterior Cingulate Cortex": ("DVT", "ProS", "POS1", "POS2", "RSC", "v23ab", "d23ab", "31pv", "31pd", "31a",
+                                   "23d", "23c", "PCV", "7m"),
+    "Anterior Cingulate and Medial Prefrontal Cortex": ("33pr", "p24pr", "a24pr", "p24", "a24", "p32pr", "a32pr",
+                                                        "d32", "p32", "s32", "8BM", "9m", "10v", "10r", "25"),
+    "Orbital and Polar Frontal Cortex": ("47s", "47m", "a47r", "11l", "13l", "a10p", "p10p", "10pp", "10d", "OFC",
+                                         "pOFC"),
+    "Inferior Frontal Cortex": ("44", "45", "IFJp", "IFJa", "IFSp", "IFSa", "47l", "p47r"),
+    "DorsoLateral Prefrontal Cortex": ("8C", "8Av", "i6-8", "s6-8", "SFL", "8BL", "9p", "9a", "8Ad", "p9-46v",
+                                       "a9-46v", "46", "9-46d"),
+}
+
+
+def hcp_section_indices(section: str, mesh: str = "fsaverage5", source: str | os.PathLike | None = None) -> np.ndarray:
+    """Sorted whole-cortex vertex indices of one of :data:`HCP_SECTIONS` (both hemispheres)."""
+    if section not in HCP_SECTIONS:
+        close = difflib.get_close_matches(str(section), list(HCP_SECTIONS), n=3)
+        raise ValueError(f"section: unknown HCP-MMP1 section {section!r}; expected one of the 22 keys of "
+                         f"HCP_SECTIONS{'; closest: ' + ', '.join(close) if close else ''}")
+    return hcp_roi_indices(list(HCP_SECTIONS[section]), mesh, source)

@@ -54,6 +54,14 @@ Store convention (what :func:`make_synthetic_store` writes): features at 2 Hz fr
 ``offset_s = 5.0`` means the target paired with feature time ``t`` is ``fmri`` at ``t + 5`` s,
 which puts the HRF peak (5.1 s) where the offset expects it.
 
+Repeated presentations (``repeats``): a stimulus shown R times to each subject gives R runs with the
+same features and the same noiseless signal and independent noise, so the Pearson r between the perfect
+prediction and the mean of the R runs is ``c / sqrt(c^2 + (1 - c^2) / R)``
+(:meth:`SyntheticTruth.repeat_mean_ceiling`). Runs of a repeated stimulus carry meta ``repeat`` (1..R) and
+are named ``Synthetic:repeat=2,stimulus=stim-01,subject=sub-01`` (the project's sorted-key naming); a stimulus
+shown once keeps its name, its meta (no ``repeat`` key) and its arrays, and repeat 1 has the noise of the
+single run.
+
 Everything is deterministic from ``seed``; a stimulus's features and a subject's maps do not depend
 on how many subjects or timelines are generated.
 """
@@ -303,6 +311,17 @@ class SyntheticTruth:
         s = self._subject_index(subject)
         return _zscore(self.latents(features) @ self.readouts[s].astype(np.float64)).astype(np.float32)
 
+    def repeat_mean_ceiling(self, n_repeats) -> np.ndarray:
+        """(V,) the expected Pearson r between the perfect prediction and the mean of ``n_repeats`` runs:
+        ``c / sqrt(c^2 + (1 - c^2) / R)`` with ``c`` the single-run :attr:`noise_ceiling` (the noise of
+        the runs is independent, so averaging R runs divides its variance by R)."""
+        if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
+            raise ValueError(f"n_repeats: expected an int >= 1, got {n_repeats!r}")
+        c = self.noise_ceiling.astype(np.float64)
+        denom = np.sqrt(c * c + (1.0 - c * c) / int(n_repeats))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, c / np.where(denom > 0, denom, 1.0), 0.0)
+
     def _subject_index(self, subject: int | str) -> int:
         n = self.readouts.shape[0]
         if isinstance(subject, str):
@@ -361,6 +380,7 @@ class SyntheticRun:
     fmri: np.ndarray
     signal: np.ndarray
     meta: dict
+    repeat: int = 1
 
 
 def _subject_name(s: int) -> str:
@@ -371,9 +391,35 @@ def _stimulus_name(i: int) -> str:
     return f"stim-{i + 1:02d}"
 
 
-def _timeline_name(s: int, i: int) -> str:
+def _timeline_name(s: int, i: int, repeat: int | None = None) -> str:
     # The project's "Study:key=value,..." timeline naming (keys sorted), as the study readers write.
-    return f"{STUDY}:stimulus={_stimulus_name(i)},subject={_subject_name(s)}"
+    first = "" if repeat is None else f"repeat={repeat},"
+    return f"{STUDY}:{first}stimulus={_stimulus_name(i)},subject={_subject_name(s)}"
+
+
+def _check_repeats(repeats, n_timelines: int) -> dict[int, int]:
+    """{stimulus index: presentations} from an int (every stimulus) or {stimulus index: R} (others once)."""
+    def count(value, where):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{where}: expected an int >= 1 (presentations of a stimulus), got {value!r}")
+        return int(value)
+
+    if isinstance(repeats, Mapping):
+        out = dict.fromkeys(range(n_timelines), 1)
+        for key, value in repeats.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or not 0 <= key < n_timelines:
+                raise ValueError(f"repeats: stimulus index {key!r} is not in 0..{n_timelines - 1}")
+            out[int(key)] = count(value, f"repeats[{key}]")
+        return out
+    return dict.fromkeys(range(n_timelines), count(repeats, "repeats"))
+
+
+def _presentations(n_subjects: int, repeats: Mapping[int, int]) -> Iterator[tuple[int, int, int | None]]:
+    """(stimulus, subject, repeat or None for a stimulus shown once), stimulus-major."""
+    for i, n in repeats.items():
+        for s in range(n_subjects):
+            for r in ([None] if n == 1 else range(1, n + 1)):
+                yield i, s, r
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:
@@ -454,6 +500,7 @@ def generate_synthetic(
     mesh: str = "fsaverage5",
     modality_map: str = "atlas",
     source: str | os.PathLike | None = None,
+    repeats: int | Mapping[int, int] = 1,
 ) -> tuple[SyntheticTruth, Iterator[SyntheticRun]]:
     """The pure array generator: the planted truth and a lazy iterator over the runs.
 
@@ -461,6 +508,8 @@ def generate_synthetic(
     stimulus by stimulus, one in memory at a time, named
     ``Synthetic:stimulus=stim-01,subject=sub-01``, ``Synthetic:stimulus=stim-01,subject=sub-02``, ...
     (study ``Synthetic``; meta ``stimulus`` lets a train/val split hold out whole stimuli).
+    ``repeats``: presentations per stimulus and subject, an int for every stimulus or
+    ``{stimulus index: R}`` (the others once); see the module docstring for names and noise.
     ``noise`` scales the noise std (0: noiseless cortex). ``source`` is passed to
     :func:`fsaverage.get_hcp_labels` for ``modality_map="atlas"``.
     """
@@ -474,6 +523,7 @@ def generate_synthetic(
         raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
     if not isinstance(subject_variability, (int, float)) or not 0 <= subject_variability <= 1:
         raise ValueError(f"subject_variability: expected a number in [0, 1], got {subject_variability!r}")
+    n_shown = _check_repeats(repeats, int(n_timelines))
     weights, snr, ceiling, cortex = _modality_and_snr_maps(seed, mesh, modality_map, source, noise)
     hrf = glover_hrf()
     latent_weights = _latent_weights(seed, fdims, ldims, hrf)
@@ -483,8 +533,11 @@ def generate_synthetic(
                   subject_variability=float(subject_variability), seed=int(seed), mesh=mesh,
                   modality_map=modality_map, feature_hz=FEATURE_HZ, fmri_hz=FMRI_HZ,
                   offset_s=HEMODYNAMIC_OFFSET_S, hrf="glover1999 double gamma, 0.5 s taps, 32 s")
-    timelines = tuple({"name": _timeline_name(s, i), "subject": _subject_name(s), "stimulus": i}
-                      for i in range(n_timelines) for s in range(n_subjects))
+    if any(n > 1 for n in n_shown.values()):  # recorded only when used: single-presentation outputs unchanged
+        config["repeats"] = {str(i): n for i, n in n_shown.items()}
+    timelines = tuple({"name": _timeline_name(s, i, r), "subject": _subject_name(s), "stimulus": i,
+                       **({} if r is None else {"repeat": r})}
+                      for i, s, r in _presentations(int(n_subjects), n_shown))
     truth = SyntheticTruth(modality_weights=weights, snr=snr.astype(np.float32), noise_ceiling=ceiling,
                            cortex_mask=cortex, hrf=hrf.astype(np.float32), latent_weights=latent_weights,
                            readouts=readouts, timelines=timelines, config=config)
@@ -551,24 +604,29 @@ def _runs(truth: SyntheticTruth, fdims) -> Iterator[SyntheticRun]:
     seed, mesh, noise = cfg["seed"], cfg["mesh"], cfg["noise"]
     a = truth.noise_ceiling.astype(np.float64)
     b = np.sqrt(np.clip(1.0 - a * a, 0.0, 1.0))
-    for i in range(cfg["n_timelines"]):
-        feats = make_features(cfg["duration_s"], feature_dims=fdims, seed=seed, stimulus=i)
-        for s in range(cfg["n_subjects"]):
-            signal = truth.noiseless_bold(feats, s)
-            n = signal.shape[0]
-            eps = _noise(_rng(seed, _S_NOISE, s, i), n, mesh)
-            fmri = _zscore(a * signal + b * eps).astype(np.float32)
-            meta = {
-                "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
-                "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ,
-                "offset_s": HEMODYNAMIC_OFFSET_S, "mesh": mesh,
-                "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
-                                     "aggregation": None, "n_layers": fdims[mod][0], "dim": fdims[mod][1]}
-                               for mod in MODALITIES},
-                "synthetic": {"seed": int(seed), "noise": float(noise)},
-            }
-            yield SyntheticRun(name=_timeline_name(s, i), subject=_subject_name(s), stimulus=i,
-                               features=feats, fmri=fmri, signal=signal, meta=meta)
+    n_shown = {int(i): n for i, n in cfg.get("repeats", {}).items()} or dict.fromkeys(range(cfg["n_timelines"]), 1)
+    feats, signals = None, {}
+    for i, s, r in _presentations(cfg["n_subjects"], n_shown):
+        if feats is None or feats[0] != i:
+            feats, signals = (i, make_features(cfg["duration_s"], feature_dims=fdims, seed=seed, stimulus=i)), {}
+        if s not in signals:  # the repeats of a stimulus share the subject's noiseless signal
+            signals[s] = truth.noiseless_bold(feats[1], s)
+        signal = signals[s]
+        # repeat 1 draws the noise of a single presentation; later repeats their own streams
+        eps = _noise(_rng(seed, _S_NOISE, s, i, *([] if (r or 1) == 1 else [r - 1])), signal.shape[0], mesh)
+        fmri = _zscore(a * signal + b * eps).astype(np.float32)
+        meta = {
+            "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
+            **({} if r is None else {"repeat": r}),
+            "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ,
+            "offset_s": HEMODYNAMIC_OFFSET_S, "mesh": mesh,
+            "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
+                                 "aggregation": None, "n_layers": fdims[mod][0], "dim": fdims[mod][1]}
+                           for mod in MODALITIES},
+            "synthetic": {"seed": int(seed), "noise": float(noise)},
+        }
+        yield SyntheticRun(name=_timeline_name(s, i, r), subject=_subject_name(s), stimulus=i,
+                           features=feats[1], fmri=fmri, signal=signal, meta=meta, repeat=r or 1)
 
 
 def _noise(rng: np.random.Generator, n: int, mesh: str) -> np.ndarray:
@@ -585,7 +643,8 @@ def make_synthetic_store(path: str | os.PathLike, **settings) -> SyntheticTruth:
     """Write a synthetic FeatureStore at ``path`` (new or empty directory) and return the truth.
 
     ``settings``: those of :func:`generate_synthetic` (n_subjects, n_timelines, duration_s, noise, seed...).
-    One timeline per (subject, stimulus), named ``Synthetic:stimulus=stim-01,subject=sub-01``...; the truth is
+    One timeline per (subject, stimulus, presentation), named ``Synthetic:stimulus=stim-01,subject=sub-01``...
+    (``Synthetic:repeat=2,...`` for the runs of a repeated stimulus, see ``repeats``); the truth is
     also saved in the store directory as ``synthetic_truth.npz`` (read it back with ``SyntheticTruth.load(path)``).
     """
     truth, runs = generate_synthetic(**settings)

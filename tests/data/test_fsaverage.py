@@ -262,3 +262,14 @@ def test_bad_annotations_name_the_file(tmp_path):
     (d / "rh.HCPMMP1.annot").write_bytes(b"not an annotation")
     with pytest.raises(ValueError, match=r"lh\.HCPMMP1\.annot: not a readable FreeSurfer annotation"):
         fs.get_hcp_labels(source=d)
+
+
+def test_hcp_sections_cover_every_area_once():
+    areas = [a for section in fs.HCP_SECTIONS.values() for a in section]
+    assert len(fs.HCP_SECTIONS) == 22
+    assert len(areas) == 180 and len(set(areas)) == 180
+    assert set(areas) == {name[2:] for name in fs.get_hcp_labels()}  # the atlas's 180 areas per hemisphere
+    v1 = fs.hcp_section_indices("Primary Visual Cortex")
+    np.testing.assert_array_equal(v1, fs.hcp_roi_indices("V1"))
+    with pytest.raises(ValueError, match="closest: Early Auditory Cortex"):
+        fs.hcp_section_indices("Early Auditory")

@@ -254,3 +254,48 @@ def test_store_windows_pair_features_with_bold_five_seconds_later(tmp_path):
     r = {lag: pearson_columns(bold[lag : lag + 100].astype(np.float64), target.astype(np.float64)).mean()
          for lag in (3, 5, 7)}
     assert r[5] > 0.999 and r[3] < 0.95 and r[7] < 0.95
+
+
+def test_repeats_share_signal_with_independent_noise():
+    base_truth, base_runs = syn.generate_synthetic(n_subjects=1, n_timelines=2, duration_s=60, seed=3)
+    truth, runs = syn.generate_synthetic(n_subjects=1, n_timelines=2, duration_s=60, seed=3, repeats={1: 3})
+    base_runs, runs = list(base_runs), list(runs)
+    assert [r.name for r in runs] == ["Synthetic:stimulus=stim-01,subject=sub-01",
+                                      "Synthetic:repeat=1,stimulus=stim-02,subject=sub-01",
+                                      "Synthetic:repeat=2,stimulus=stim-02,subject=sub-01",
+                                      "Synthetic:repeat=3,stimulus=stim-02,subject=sub-01"]
+    assert [r.meta.get("repeat") for r in runs] == [None, 1, 2, 3]
+    assert [t.get("repeat") for t in truth.timelines] == [None, 1, 2, 3]
+    # the single presentation is unchanged, and repeat 1 is the run a single presentation would be
+    np.testing.assert_array_equal(runs[0].fmri, base_runs[0].fmri)
+    assert runs[0].meta == base_runs[0].meta and "repeats" not in base_truth.config
+    np.testing.assert_array_equal(runs[1].fmri, base_runs[1].fmri)
+    for run in runs[2:]:
+        np.testing.assert_array_equal(run.signal, runs[1].signal)
+        for m in run.features:
+            np.testing.assert_array_equal(run.features[m], runs[1].features[m])
+    m = truth.cortex_mask
+    noise = [r.fmri[:, m].astype(np.float64) - truth.noise_ceiling[m] * r.signal[:, m] for r in runs[1:]]
+    assert abs(pearson_columns(noise[0], noise[1]).mean()) < 0.05  # independent noise
+    assert not np.array_equal(runs[2].fmri, runs[3].fmri)
+
+
+def test_repeat_mean_ceiling_is_analytic_and_empirical():
+    truth, runs = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=300, seed=6, repeats=4)
+    runs = list(runs)
+    c = truth.noise_ceiling.astype(np.float64)
+    np.testing.assert_allclose(truth.repeat_mean_ceiling(1), c, atol=1e-7)
+    np.testing.assert_allclose(truth.repeat_mean_ceiling(4), c / np.sqrt(c**2 + (1 - c**2) / 4), atol=1e-7)
+    mean = np.mean([r.fmri for r in runs], axis=0).astype(np.float64)
+    r = pearson_columns(runs[0].signal.astype(np.float64), mean)
+    m = truth.cortex_mask
+    assert abs(np.median(r[m]) - np.median(truth.repeat_mean_ceiling(4)[m])) < 0.02
+    with pytest.raises(ValueError, match="n_repeats"):
+        truth.repeat_mean_ceiling(0)
+
+
+@pytest.mark.parametrize("repeats, match", [(0, "repeats: expected an int >= 1"), ({5: 2}, "stimulus index 5"),
+                                            ({0: 1.5}, r"repeats\[0\]")])
+def test_bad_repeats(repeats, match):
+    with pytest.raises(ValueError, match=match):
+        syn.generate_synthetic(n_timelines=2, duration_s=20, repeats=repeats)

@@ -8,6 +8,11 @@ its released checkpoint:
 - timeline: ``"<Study>:" + ",".join(f"{k}={v}" for k, v in sorted(timeline.items()))``;
 - ``subject`` column: ``"<Study>/<timeline['subject']>"``; ``study``: the study name; every other
   timeline key as ``str(value)``.
+
+Repeated presentations: a reader whose runs show a whole stimulus again (Wen2017's segments, LeBel's
+``wheretheressmoke``) names the stimulus of a run (:meth:`Study.stimulus_of`); :meth:`Study.presentations` then
+numbers each subject's runs of a stimulus 1, 2, ... in timeline order, and the store meta records them as
+``stimulus`` and ``repeat`` (what ``nforge evaluate`` averages and takes its repeat noise ceiling from).
 """
 
 from __future__ import annotations
@@ -111,7 +116,26 @@ class Study:
         timeline has no fMRI (Algonauts' Friends season 7)."""
         raise NotImplementedError
 
+    def stimulus_of(self, timeline: Mapping[str, Any]) -> str | None:
+        """The stimulus a run shows as a whole (equal for runs that repeat it), or None when runs are not
+        repeats of one another."""
+        return None
+
     # ----------------------------------------------------------------------------------------- shared
+    def presentations(self, timelines) -> dict[str, dict]:
+        """{timeline name: {"stimulus", "repeat"}}: each subject's runs of one stimulus numbered 1, 2, ... in
+        the order given (timelines without a stimulus are left out)."""
+        seen: dict[tuple, int] = {}
+        out = {}
+        for tl in timelines:
+            stimulus = self.stimulus_of(tl)
+            if stimulus is None:
+                continue
+            key = (str(tl["subject"]), str(stimulus))
+            seen[key] = seen.get(key, 0) + 1
+            out[self.timeline_name(tl)] = {"stimulus": str(stimulus), "repeat": seen[key]}
+        return out
+
     def load_events(self, timeline: Mapping[str, Any]) -> pd.DataFrame:
         """Validated events table of one timeline (TRIBE's standardized columns and order)."""
         name = self.timeline_name(timeline)

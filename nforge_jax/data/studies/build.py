@@ -2,8 +2,8 @@
 
 Each timeline becomes one store entry named by its TRIBE timeline string, holding the (n_1Hz, 20484)
 float32 fMRI target and a meta dict: study, subject (``<Study>/<id>``), tr_s, offset_s 5.0, fmri_hz 1.0,
-feature_hz 2.0, n_trs, the fMRI space and source files, the timeline's keys, and its events table in a
-compact column form (:func:`events_to_meta` / :func:`events_from_meta`). Features are added later by the
+feature_hz 2.0, n_trs, the fMRI space and source files, the timeline's keys, ``stimulus`` and ``repeat`` where
+the study's runs repeat a stimulus (``Study.presentations``), and its events table in a compact column form (:func:`events_to_meta` / :func:`events_from_meta`). Features are added later by the
 extractors. Timelines without fMRI (Algonauts' Friends season 7) are listed in the summary, not written:
 a store entry needs an array.
 
@@ -141,6 +141,7 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
                 raise
             store = FeatureStore.create(path)
     timelines = list(study.iter_timelines())  # small dicts only
+    shown = study.presentations(timelines)  # numbered over every run, before any limit
     count = study.check_count(len(timelines))
     if strict and not count["ok"]:
         raise StudyDataError(count["message"] + "; pass strict=False to build from it anyway")
@@ -176,6 +177,7 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
                 str(first[c]) for c in ("filepath", "filepath_right", "mask_filepath")
                 if c in first.index and isinstance(first[c], str) and first[c]],
             events=events_to_meta(events),
+            **shown.get(name, {}),
         )
         store.write_timeline(name, fmri=fmri, meta=meta, overwrite=overwrite)
         summary["written"].append(name)

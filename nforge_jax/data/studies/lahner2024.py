@@ -16,6 +16,14 @@ probed duration, ``middle_frame_captions`` = its five GIT captions joined by new
 file is present), ``Audio`` for clips that carry sound, and ``Fmri`` (start 0, 1/1.75 Hz, the masked
 MNI volume).
 
+Repeats are of clips, not of runs: the test clips come back in several test runs (each run its own order,
+mixed with others), so no run repeats another and timelines carry no ``stimulus`` meta; ``nforge evaluate``'s
+run-level repeat ceiling (which averages whole runs sample by sample) therefore does not apply, and a
+clip-level ceiling would need per-clip responses (GLM betas), which are not read here. What is recorded is
+per event: ``stim_file`` (the clip id) and ``repeat``, the clip's presentation number for this subject
+(1, 2, ...), counted over the subject's runs in timeline order (sessions, then train runs, then test runs:
+the file names do not give the acquisition order inside a session) and over earlier trials of the run.
+
 The betas pickles under ``derivatives/versionB/fsaverage/GLM`` are never read: unpickling runs code.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -75,6 +84,7 @@ class Lahner2024Bold(Study):
     def __init__(self, root, subjects=None):
         super().__init__(root, subjects)
         self._captions: dict | None = None
+        self._clip_history: dict[int, dict[tuple, Counter]] = {}
 
     def _normalize_subject(self, subject) -> str:
         s = super()._normalize_subject(subject).removeprefix("sub-")
@@ -142,11 +152,34 @@ class Lahner2024Bold(Study):
                 self._captions = caps
         return self._captions
 
+    def _run_key(self, tl: Mapping[str, Any]) -> tuple:
+        return int(tl["session"]), str(tl["split"]), int(tl["run"])
+
+    def clips_shown_before(self, tl: Mapping[str, Any]) -> Counter:
+        """{stim_file: presentations to this subject} in the runs before ``tl`` (timeline order; runs whose
+        events file is absent count nothing)."""
+        subject = int(tl["subject"])
+        if subject not in self._clip_history:
+            history, shown = {}, Counter()
+            for session in SESSIONS:
+                for split, runs in RUNS.items():
+                    for run in runs:
+                        other = dict(subject=subject, session=session, split=split, run=run)
+                        history[self._run_key(other)] = Counter(shown)
+                        path = self.events_path(other)
+                        if path.is_file():
+                            table = read_bids_events(path)
+                            shown.update(str(stim) for stim, kind in zip(table.stim_file, table.trial_type)
+                                         if str(kind) != "oddball" and isinstance(stim, str) and stim.strip())
+            self._clip_history[subject] = history
+        return Counter(self._clip_history[subject][self._run_key(tl)])
+
     # ------------------------------------------------------------------------------------------ events
     def timeline_events(self, tl: Mapping[str, Any]) -> list[dict]:
         events_path = self.require(self.events_path(tl), "BIDS events file", tl)
         table = read_bids_events(events_path)
         captions = self.captions()
+        shown = self.clips_shown_before(tl)
         rows: list[dict] = []
         for i, trial in enumerate(table.itertuples(index=False)):
             if str(trial.trial_type) == "oddball":
@@ -157,14 +190,16 @@ class Lahner2024Bold(Study):
                                      f"'train/0001.mp4' for trial_type {trial.trial_type!r}, got {stim!r}")
             clip = self.require(self.stimuli / stim, f"stimulus clip (events row {i})", tl)
             info = probe_video(clip)
+            shown[stim] += 1
             row = dict(type="Video", start=float(trial.onset), duration=info.duration, filepath=str(clip),
-                       frequency=info.fps, offset=0.0, stim_file=stim)
+                       frequency=info.fps, offset=0.0, stim_file=stim, repeat=shown[stim])
             caps = captions.get(Path(stim).stem)
             if caps:
                 row["middle_frame_captions"] = "\n".join(caps)
             rows.append(row)
             if info.has_audio:
                 rows.append(dict(type="Audio", start=float(trial.onset), duration=info.duration,
-                                 filepath=str(clip), frequency=info.audio_rate, offset=0.0, stim_file=stim))
+                                 filepath=str(clip), frequency=info.audio_rate, offset=0.0, stim_file=stim,
+                                 repeat=shown[stim]))
         rows.append(self.fmri_row(tl, self.fmri_source(tl), layout="custom"))
         return rows

@@ -20,6 +20,8 @@ hemisphere), else the masked MNI volume projected to fsaverage5.
 Events: ``Audio`` (the story wav, start 10 s: the sound begins 10 s after the scan), ``Word`` and
 ``Phoneme`` rows from the TextGrid (start + 10 s, lower-cased, silence/noise marks dropped), ``Fmri``
 (start 0, 0.5 Hz); ``split`` = "test" for wheretheressmoke, else "train".
+Repeats: a run's ``stimulus`` is its story; a subject's runs of ``wheretheressmoke`` are its repeats, numbered
+1, 2, ... (``repeat``, store meta) in session order, the numbered runs of a session before its run-less file.
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ class Lebel2023Bold(Study):
                 # stories in file-name order; the repeated story's runs 1..10 before the run-less file
                 for task, run in sorted(found, key=lambda k: (k[0], k[1] is None, k[1] or 0)):
                     yield dict(subject=subject, session=session, task=task, run=run)
+
+    def stimulus_of(self, tl: Mapping[str, Any]) -> str:
+        return str(tl["task"])
 
     # ------------------------------------------------------------------------------------------- files
     def wav_path(self, tl: Mapping[str, Any]) -> Path:

@@ -12,6 +12,8 @@ Timelines: subject folder x segment folder (names starting with ``subject`` and 
 natural order), runs 1-2 for ``seg*`` and 1-10 for ``test*``: 3 x (18 x 2 + 5 x 10) = 258.
 Events: ``Video`` (start 0), ``Audio`` (the mp4's audio track, if any), ``Fmri`` (start 0, 0.5 Hz, the
 MNI volume read as-is: the dataset ships no brain mask). The dataset has no transcripts.
+Repeats: every run of a segment shows the whole segment again (2 runs of a training segment, 10 of a test
+segment), so a run's ``stimulus`` is its segment and ``repeat`` its run (store meta, see ``Study.presentations``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Wen2017(Study):
             for seg in segs:
                 for run in range(1, 3 if seg.startswith("seg") else 11):
                     yield dict(subject=sdir.name, seg=seg, run=run)
+
+    def stimulus_of(self, tl: Mapping[str, Any]) -> str:
+        return str(tl["seg"])
 
     def video_path(self, tl: Mapping[str, Any]) -> Path:
         return self.dataset / "stimuli" / f"{tl['seg']}.mp4"
