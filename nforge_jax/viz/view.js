@@ -29,6 +29,11 @@ function rgbStrings (bytes, count) {
   return out;
 }
 
+function nextPaint () {
+  // resolves once the browser has drawn the current state (plotly renders WebGL on animation frames)
+  return new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+}
+
 function formatNumber (x) {
   if (!Number.isFinite(x)) return 'no value';
   return Math.abs(x) >= 1e4 || (Math.abs(x) < 1e-3 && x !== 0) ? x.toExponential(2) : x.toPrecision(3);
@@ -115,6 +120,7 @@ class Viewer {
     document.getElementById('frame-label').textContent = this.labels[t];
     await Plotly.restyle('brain', { vertexcolor: [style.colors], text: [style.text] }, [0]);
     await this.moveMarker();
+    await nextPaint();
     document.body.dataset.frame = String(t);
   }
 
@@ -140,6 +146,7 @@ class Viewer {
     await Plotly.react('timecourse', [line, marker], Object.assign({}, document.getElementById('timecourse').layout,
       { title: { text: `${this.area_names[a]}: mean over its ${n} vertices`, font: { size: 13 } } }));
     await this.moveMarker();
+    await nextPaint();
     document.body.dataset.area = this.area_names[a];
   }
 
@@ -213,6 +220,7 @@ async function main () {
   await viewer.drawTimecourse();
   viewer.wireControls();
   document.getElementById('status').textContent = '';
+  await nextPaint();
   document.body.dataset.frame = '0';
   document.body.dataset.ready = '1';
   window.nforgeViewer = viewer;
