@@ -208,6 +208,10 @@ def find_chromium() -> str:
                 "apt-get update && apt-get install -y chromium (or set NFORGE_CHROMIUM to a Chromium binary)")
 
 
+def test_chromium_is_installed():
+    assert os.access(find_chromium(), os.X_OK)
+
+
 def browser_frames():
     """Frame 0: left hemisphere positive (hot colours), right negative (cold); frame 1 the reverse; then two
     smooth random frames. Values vary smoothly so the cortex shows many colours."""
@@ -316,7 +320,11 @@ def test_hover_names_the_area(page):
         text = label.text_content()
         area = re.match(r"[LR]_[^\s<]+?(?=vertex)", text)
         assert area and area.group(0) in names and area.group(0).startswith(prefix), text
-        assert re.search(r"vertex \d+: [≈≤≥] -?\d", text), text
+        # the vertex under the cursor is on that hemisphere and its value is the data's, to a colour level
+        vertex, value = re.search(r"vertex (\d+): [≈≤≥] (-?[\d.]+)", text).groups()
+        frame = int(page.evaluate("document.body.dataset.frame"))
+        assert (int(vertex) < HALF) == (side == "left"), text
+        assert abs(float(value) - page.frames_data[frame, int(vertex)]) <= 1.0 / 254 + 1e-3, text
         assert area.group(0) in page.locator("#hover-info").text_content()
         page.mouse.move(1, 1)
 
