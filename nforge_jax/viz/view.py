@@ -14,6 +14,7 @@ import base64
 import gzip
 import html
 import json
+import numbers
 import re
 from importlib import resources
 from pathlib import Path
@@ -87,8 +88,10 @@ def _check_out_path(out_path) -> Path:
 def _frames(values, frame_labels, tr_s, start_s, mesh) -> tuple[np.ndarray, list[str], list | None]:
     """(T, V) float32 frames, their labels, and their times in s (None for named maps: no time axis)."""
     v = n_vertices(mesh)
-    if isinstance(tr_s, bool) or not isinstance(tr_s, (int, float)) or not tr_s > 0:
+    if isinstance(tr_s, bool) or not isinstance(tr_s, numbers.Real) or not (np.isfinite(tr_s) and tr_s > 0):
         raise ValueError(f"tr_s: expected a positive number of seconds per frame, got {tr_s!r}")
+    if isinstance(start_s, bool) or not isinstance(start_s, numbers.Real) or not np.isfinite(start_s):
+        raise ValueError(f"start_s: expected the time of the first frame in seconds, got {start_s!r}")
     if isinstance(values, Mapping):
         if not values:
             raise ValueError("values: expected at least one named map, got an empty mapping")

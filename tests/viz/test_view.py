@@ -105,6 +105,7 @@ def test_the_page_is_one_file_without_external_resources(tmp_path):
     (np.zeros(V), {"vmin": 1.0, "vmax": 1.0}, "vmin < vmax"),
     (np.zeros((2, V)), {"frame_labels": ["a"]}, "expected 2 labels"),
     (np.zeros(V), {"tr_s": 0}, "tr_s"),
+    (np.zeros(V), {"start_s": float("nan")}, "start_s"),
     ({}, {}, "empty mapping"),
     ({"r": np.zeros(10)}, {}, "values['r']: expected shape (20484,)"),
     (np.zeros(V), {"cmap": "no_such_map"}, "unknown colormap"),
