@@ -140,7 +140,11 @@ class Viewer {
     this.area = a;
     const T = this.n_frames;
     const y = Array.from(this.area_means.subarray(a * T, (a + 1) * T), m => (Number.isFinite(m) ? m : null));
-    const line = { type: 'scatter', mode: T > 1 ? 'lines' : 'markers', x: this.xs(), y, line: { color: '#1f5fa8', width: 2 }, name: this.area_names[a], hoverinfo: 'x+y' };
+    // a line over time; separate points for named maps (their order means nothing)
+    const line = {
+      type: 'scatter', mode: this.times && T > 1 ? 'lines' : 'markers', x: this.xs(), y, name: this.area_names[a],
+      line: { color: '#1f5fa8', width: 2 }, marker: { color: '#1f5fa8', size: 9 }, hoverinfo: 'x+y'
+    };
     const marker = { type: 'scatter', mode: 'markers', x: [], y: [], marker: { color: '#d62728', size: 10 }, hoverinfo: 'skip' };
     const n = this.area_vertex_counts[a];
     await Plotly.react('timecourse', [line, marker], Object.assign({}, document.getElementById('timecourse').layout,
