@@ -197,6 +197,72 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from nforge_jax.viz.view import view_predictions
+
+    values, options = read_view_source(Path(args.source), args.timeline)
+    if args.tr is not None:
+        options["tr_s"] = args.tr
+    options.setdefault("title", Path(args.source).name)
+    if args.title is not None:
+        options["title"] = args.title
+    try:
+        path = view_predictions(values, args.out, vmin=args.vmin, vmax=args.vmax, **options)
+    except ValueError as e:  # the library names its arguments; the CLI names its flags and the source file
+        text = str(e)
+        for argument, flag in (("out_path:", "--out"), ("tr_s:", "--tr"), ("values", args.source + ": values")):
+            if text.startswith(argument):
+                text = flag + text[len(argument.rstrip(":")):]
+                break
+        raise UserError(text) from None
+    n_frames = len(values) if isinstance(values, dict) else (values.shape[0] if values.ndim == 2 else 1)
+    print(f"nforge view: wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {n_frames} frames)")
+    return 0
+
+
+def read_view_source(source: Path, timeline: str | None):
+    """`nforge view SOURCE`: (values, view_predictions options) from an `nforge predict` output directory (one
+    timeline), a .npy array (T, V) or (V,), or an .npz of named maps (V,) each."""
+    import numpy as np
+
+    if not source.exists():
+        raise UserError(f"{source}: no such file or directory")
+    if source.is_dir():
+        return _read_predictions_dir(source, timeline)
+    if timeline is not None:
+        raise UserError(f"--timeline {timeline}: only for an nforge predict output directory; {source} is a file")
+    suffix = source.suffix.lower()
+    if suffix == ".npy":
+        return np.load(source, allow_pickle=False), {}
+    if suffix == ".npz":
+        with np.load(source, allow_pickle=False) as maps:
+            if not maps.files:
+                raise UserError(f"{source}: no arrays in the .npz; expected named maps such as r, ceiling")
+            return {name: maps[name] for name in maps.files}, {}
+    raise UserError(f"{source}: expected an nforge predict output directory, a .npy (T, V) or (V,) array, "
+                    "or an .npz of named (V,) maps")
+
+
+def _read_predictions_dir(source: Path, timeline: str | None):
+    from nforge_jax.inference.batch import finished_timelines, read_marker, read_predictions
+
+    done = finished_timelines(source)
+    if not done:
+        what = "no timeline has finished yet" if read_marker(source) else "not an nforge predict output directory"
+        raise UserError(f"{source}: {what} (no <timeline>.json beside its .npy)")
+    names = sorted(done)
+    shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+    if timeline is None and len(names) > 1:
+        raise UserError(f"{source} holds {len(names)} timelines; choose one with --timeline: {shown}")
+    name = names[0] if timeline is None else timeline
+    if name not in done:
+        raise UserError(f"--timeline {name}: no finished predictions in {source}; it has: {shown}")
+    record = done[name]
+    options = {"title": f"{name} ({source.name})", "tr_s": float(record.get("tr_s", 1.0)),
+               "start_s": float(record.get("start_s", 0.0))}
+    return read_predictions(source, name), options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nforge", description="Predict cortical fMRI from text, audio and video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -276,6 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-figures", action="store_true", help="write the tables and maps only")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    view = sub.add_parser("view", help="one self-contained HTML page to explore predictions in a browser")
+    view.add_argument("source", help="an nforge predict output directory, a .npy (T, 20484) or (20484,) array, "
+                                     "or an .npz of named (20484,) maps (e.g. r, ceiling)")
+    view.add_argument("--out", required=True, help="the .html file to write")
+    view.add_argument("--timeline", help="which timeline of a predict output directory (required if it holds several)")
+    view.add_argument("--vmin", type=float, help="colour scale minimum (default: -vmax for data around 0)")
+    view.add_argument("--vmax", type=float, help="colour scale maximum (default: the 99th percentile of |values|)")
+    view.add_argument("--tr", type=float, help="seconds per frame (default: the predictions' TR, else 1)")
+    view.add_argument("--title", help="page title (default: the timeline or file name)")
+    view.set_defaults(func=cmd_view)
 
     bench = sub.add_parser("bench", help="benchmarks against their baselines (tools/bench.py; nforge bench --help)",
                            add_help=False)

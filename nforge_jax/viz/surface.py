@@ -24,14 +24,7 @@ def plot_cortex(values, *, title: str = "", cmap: str = "cold_hot", vmin=None, v
     values = np.asarray(values, np.float64)
     if values.shape != (fs.n_vertices,):
         raise ValueError(f"values: expected shape ({fs.n_vertices},) for {mesh}, got {values.shape}")
-    finite = values[np.isfinite(values)]
-    if symmetric is None:
-        symmetric = finite.size > 0 and finite.min() < 0 < finite.max()
-    if vmax is None:
-        vmax = float(np.nanpercentile(np.abs(finite), 99)) if finite.size else 1.0
-        vmax = vmax or 1.0
-    if vmin is None:
-        vmin = -vmax if symmetric else float(finite.min()) if finite.size else 0.0
+    vmin, vmax = color_range(values, vmin=vmin, vmax=vmax, symmetric=symmetric)
     n = fs.n_vertices_per_hemi
     cmap = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
     # NaN marks "no value" (e.g. the medial wall): drawn as the bare sulcal background via the threshold.
@@ -54,6 +47,21 @@ def plot_cortex(values, *, title: str = "", cmap: str = "cold_hot", vmin=None, v
     if title:
         fig.suptitle(title)
     return fig
+
+
+def color_range(values, *, vmin=None, vmax=None, symmetric=None) -> tuple[float, float]:
+    """The colour scale of a map (or of every frame of a movie): unset ends default to the 99th percentile of
+    |values| (robust to a few outliers) and, for data on both sides of zero (``symmetric``), to -vmax."""
+    values = np.asarray(values, np.float64)
+    finite = values[np.isfinite(values)]
+    if symmetric is None:
+        symmetric = finite.size > 0 and finite.min() < 0 < finite.max()
+    if vmax is None:
+        vmax = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+        vmax = vmax or 1.0
+    if vmin is None:
+        vmin = -vmax if symmetric else float(finite.min()) if finite.size else 0.0
+    return vmin, vmax
 
 
 def save_figure(fig, path) -> Path:
