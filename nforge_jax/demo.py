@@ -1,23 +1,35 @@
 """`nforge demo`: the whole path, offline, on synthetic data with a planted ground truth.
 
-1. write a FeatureStore of synthetic stimuli and fMRI on the real fsaverage5 mesh (known noise ceiling);
-2. train a small encoder (configs/demo.py) with validation on held-out stimuli, checkpoints, TensorBoard;
-3. reload the best model with `NForgeModel.from_pretrained` and predict the held-out stimuli;
-4. score every vertex (Pearson r, and r over the known noise ceiling);
-5. attribute each vertex's prediction to text / audio / video (integrated gradients) and compare with the
-   planted modality map;
-6. render PNGs and write `summary.json`.
+1. write FeatureStores of synthetic stimuli and fMRI on the real fsaverage5 mesh (known noise ceiling): two
+   training subjects, and a third, new subject kept apart for adaptation; the two test stimuli are shown
+   three times to every subject (repeats give the noise ceiling);
+2. train a small encoder (configs/demo.py): validation stimuli choose the checkpoint, the test stimuli are
+   seen by neither training nor validation (``data.test_values``);
+3. reload the best model with `NForgeModel.from_pretrained` and predict the test stimuli;
+4. `evaluate` them: per-vertex r, the noise ceiling estimated from the repeats (compared with the analytic one),
+   r / ceiling, per-ROI medians with bootstrap intervals;
+5. split each vertex's explained variance among text / audio / video (variance shares of time-resolved
+   integrated gradients) and compare the dominant modality with the planted one;
+6. adapt to the new subject from 10 % of a training subject's data (ridge on the frozen latent) and compare
+   with the nearest training head and with no calibration (the average subject), on the unseen test stimuli;
+7. render PNGs and write ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-STORE_SPEC = dict(n_subjects=2, n_timelines=12, duration_s=400.0)
+# Subjects differ (half of each subject's read-out is its own), so a new subject needs calibration.
+STORE_SPEC = dict(n_subjects=3, n_timelines=14, duration_s=400.0, subject_variability=0.5, repeats={12: 3, 13: 3})
+NEW_SUBJECT = "sub-03"  # kept out of training: the subject the demo adapts to
+VAL_STIMULI = ("stim-11", "stim-12")  # choose the checkpoint
+TEST_STIMULI = ("stim-13", "stim-14")  # scored once at the end; shown 3 times to every subject
+CALIBRATION_STIMULI = ("stim-01",)  # 400 s of the new subject = 10 % of a training subject's 4,000 s
 
 
 def _write_json_atomic(path: Path, doc: dict):
@@ -35,7 +47,8 @@ def demo_config():
     c.seed = 0
     c.data.batch_size = 8
     c.data.split_attributes = {"Synthetic": "stimulus"}  # hold out whole stimuli
-    c.data.val_values = ("stim-11", "stim-12")  # two whole stimuli never seen in training
+    c.data.val_values = VAL_STIMULI  # two whole stimuli never seen in training choose the checkpoint
+    c.data.test_values = TEST_STIMULI  # seen by neither training nor validation
     c.data.weigh_by = "none"
     c.model.hidden = 96
     c.model.depth = 2
@@ -51,151 +64,185 @@ def demo_config():
     return c
 
 
-def heldout_predictions(model, store, timelines, subjects_index):
-    """Predictions and targets aligned as in training (:func:`nforge_jax.inference.evaluate.measured_targets`,
-    which ``nforge evaluate`` uses too): the timeline's features from its ``start_s``, output row j (stimulus
-    time ``start_s + j``) paired with the BOLD sample recorded the hemodynamic offset later (relative to the
-    recording's ``fmri_start_s``); rows that have no sample are dropped."""
+def timeline_predictions(model, store, timelines, subject) -> dict[str, np.ndarray]:
+    """{timeline: (rows, V) predictions} from each timeline's features (read from its ``start_s``), as
+    ``nforge predict`` writes them. subject: an index / name for every timeline, or a callable meta -> subject."""
     from nforge_jax.data import timebase
-    from nforge_jax.data.splits import subject_key
-    from nforge_jax.inference.evaluate import measured_targets
 
-    preds, targets = [], []
+    out = {}
     for name in timelines:
         meta = store.meta(name)
-        start_s = float(meta.get("start_s", 0.0))
-        row0 = timebase.feature_row(start_s, meta["feature_hz"])
+        row0 = timebase.feature_row(float(meta.get("start_s", 0.0)), meta["feature_hz"])
         features = {m: np.asarray(store.features(name, m)[row0:], np.float32) for m in store.modalities(name)}
-        pred = model.predict_features(features, subject=subjects_index[subject_key(meta)])
-        target, mask = measured_targets(store, name, len(pred))
-        preds.append(pred[mask])
-        targets.append(target[mask])
-    return np.concatenate(preds), np.concatenate(targets)
+        out[name] = model.predict_features(features, subject=subject(meta) if callable(subject) else subject)
+    return out
 
 
 def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> dict:
-    from nforge_jax.data.splits import make_subjects_index
+    from nforge_jax.data.splits import make_subjects_index, subject_key
+    from nforge_jax.inference.attribution import store_variance_shares
+    from nforge_jax.inference.evaluate import evaluate
     from nforge_jax.inference.model import NForgeModel
-    from nforge_jax.train.loop import split_for, train
+    from nforge_jax.train.loop import held_out_test_timelines, split_for, train
+    from nforge_jax.viz.evaluation import save_evaluation_figures
 
     t0 = time.time()
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    store_dir, train_dir, fig_dir = out / "store", out / "train", out / "figures"
+    store_dir, new_dir, train_dir, fig_dir = out / "store", out / "new_subject_store", out / "train", out / "figures"
 
-    log(f"[1/6] synthetic store: {STORE_SPEC['n_subjects']} subjects x {STORE_SPEC['n_timelines']} stimuli x "
-        f"{STORE_SPEC['duration_s']:.0f} s on fsaverage5 -> {store_dir}")
-    truth, store = _synthetic_store(store_dir, seed)
+    log(f"[1/7] synthetic stores on fsaverage5: 2 training subjects + 1 new subject, {STORE_SPEC['n_timelines']} "
+        f"stimuli x {STORE_SPEC['duration_s']:.0f} s, test stimuli shown 3 times -> {store_dir}, {new_dir}")
+    truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed)
 
     cfg = demo_config()
     cfg.seed = seed
     cfg.data.store = str(store_dir)
     if epochs:
         cfg.train.epochs = epochs
-    log(f"[2/6] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
+    log(f"[2/7] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
         f"(pip install \"nforge_jax[tensorboard]\")")
     summary_train = train(cfg, train_dir, log=log)
 
-    log("[3/6] reloading the best model with NForgeModel.from_pretrained and predicting held-out stimuli")
+    log("[3/7] reloading the best model with NForgeModel.from_pretrained and predicting the unseen test stimuli")
     model = NForgeModel.from_pretrained(summary_train["best_model"])
     _, val_tl = split_for(cfg, store)
-    pred, target = heldout_predictions(model, store, val_tl, make_subjects_index(store))
+    test_tl = held_out_test_timelines(cfg, store)
+    subjects = make_subjects_index(store)
+    preds = timeline_predictions(model, store, test_tl, lambda meta: subjects[subject_key(meta)])
 
-    log("[4/6] scoring every vertex against the known noise ceiling")
-    scores = _score(pred, target, truth)
+    log("[4/7] evaluate: r, noise ceiling from the repeats, r / ceiling, per-ROI medians with bootstrap intervals")
+    result = evaluate(preds, store, timelines=test_tl, ceiling="auto")
+    eval_paths = result.save(out / "evaluation")
+    cortex = truth.cortex_mask & (truth.noise_ceiling > 0)
+    analytic = truth.repeat_mean_ceiling(STORE_SPEC["repeats"][12])
+    log(result.summary_text())
 
-    log("[5/6] integrated-gradients attribution of every vertex to text / audio / video")
-    dominant, planted, agreement = _attribution(model, store, val_tl[0], truth, scores["cortex"])
+    log("[5/7] variance shares: each vertex's explained variance split among text / audio / video")
+    shares = store_variance_shares(model, store, test_tl, subject=subjects)
+    dominant, planted, agreement = _dominant_modality(shares, truth, cortex)
 
-    log("[6/6] rendering figures")
-    paths = _figures(fig_dir, pred, target, truth, scores, dominant, planted)
-    cortex, median_r, median_ratio = scores["cortex"], scores["median_r"], scores["median_ratio"]
+    log(f"[6/7] adapting to the new subject {NEW_SUBJECT} from {len(CALIBRATION_STIMULI) * STORE_SPEC['duration_s']:.0f} s "
+        "(10 % of a training subject's data); scored on the unseen test stimuli")
+    adaptation = _adaptation(model, new_store)
+
+    log("[7/7] rendering figures")
+    paths = {**save_evaluation_figures(result, fig_dir),
+             **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation)}
+    cortex_row = result.roi("cortex")
     summary = {
-        "median_r": median_r,
-        "median_r_over_ceiling": median_ratio,
-        "median_noise_ceiling": float(np.median(truth.noise_ceiling[cortex])),
-        "n_vertices": int(scores["r"].shape[0]),
+        "median_r": cortex_row["median_r"],
+        "median_r_over_ceiling": cortex_row["median_r_over_ceiling"],
+        "median_r_over_ceiling_ci": [cortex_row["median_r_over_ceiling_ci_low"],
+                                     cortex_row["median_r_over_ceiling_ci_high"]],
+        "ceiling_method": result.ceiling_method,
+        "median_noise_ceiling": float(np.nanmedian(result.ceiling[cortex])),
+        "median_noise_ceiling_analytic": float(np.median(analytic[cortex])),
+        "n_vertices": int(result.r.shape[0]),
         "n_cortical_vertices": int(cortex.sum()),
-        "heldout_timelines": val_tl,
+        "validation_timelines": val_tl,
+        "test_timelines": test_tl,
         "attribution_agreement": agreement,
+        "attribution_method": "variance shares of time-resolved integrated gradients (split R^2), test stimuli",
+        "adaptation": adaptation,
         "train": {k: summary_train[k] for k in ("steps", "epochs", "best_val_pearson", "seconds")},
         "seconds": time.time() - t0,
-        "paths": {"store": str(store_dir), "train": str(train_dir), "best_model": summary_train["best_model"],
-                  "tensorboard": str(train_dir / "tb"), **{k: str(v) for k, v in paths.items()},
-                  "summary": str(out / "summary.json")},
+        "paths": {"store": str(store_dir), "new_subject_store": str(new_dir), "train": str(train_dir),
+                  "best_model": summary_train["best_model"], "tensorboard": str(train_dir / "tb"),
+                  **{f"evaluation_{k}": str(v) for k, v in eval_paths.items()},
+                  **{k: str(v) for k, v in paths.items()}, "summary": str(out / "summary.json")},
     }
     _write_json_atomic(out / "summary.json", summary)
-    log(f"median r {median_r:.3f}, median r / noise ceiling {median_ratio:.3f} over {int(cortex.sum())} cortical "
-        f"vertices; attribution matches the planted modality at {agreement:.0%} of strongly driven vertices")
+    a = adaptation
+    log(f"test stimuli: median r {summary['median_r']:.3f}, median r / noise ceiling {summary['median_r_over_ceiling']:.3f} "
+        f"over {int(cortex.sum())} cortical vertices (ceiling from repeats {summary['median_noise_ceiling']:.3f}, "
+        f"analytic {summary['median_noise_ceiling_analytic']:.3f}); variance shares match the planted modality at "
+        f"{agreement:.0%} of strongly driven vertices; new subject r / ceiling: ridge {a['ridge']['median_r_over_ceiling']:.2f}, "
+        f"nearest head {a['nearest']['median_r_over_ceiling']:.2f}, no calibration {a['none']['median_r_over_ceiling']:.2f}")
     return summary
 
 
-def _synthetic_store(store_dir: Path, seed: int):
-    """(truth, FeatureStore) of the demo's synthetic data; a rerun reuses the store it already wrote."""
+def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int):
+    """(truth, training FeatureStore, new-subject FeatureStore); a rerun reuses the stores it already wrote (the
+    truth file is written last)."""
     from nforge_jax.data.store import FeatureStore
-    from nforge_jax.data.synthetic import TRUTH_FILE, SyntheticTruth, make_synthetic_store
+    from nforge_jax.data.synthetic import TRUTH_FILE, SyntheticTruth, generate_synthetic
 
-    if (store_dir / TRUTH_FILE).is_file():
-        truth = SyntheticTruth.load(store_dir / TRUTH_FILE)
-    else:
-        truth = make_synthetic_store(store_dir, seed=seed, **STORE_SPEC)
-    return truth, FeatureStore.open(store_dir)
-
-
-def _score(pred, target, truth) -> dict:
-    """Per-vertex Pearson r, r over the known noise ceiling, and their medians over cortical vertices."""
-    from nforge_jax.inference.adapt import pearson_per_vertex
-
-    r = pearson_per_vertex(pred, target)
-    cortex = truth.cortex_mask & (truth.noise_ceiling > 0)
-    ratio = np.full_like(r, np.nan)
-    ratio[cortex] = r[cortex] / truth.noise_ceiling[cortex]
-    return {"r": r, "ratio": ratio, "cortex": cortex, "median_r": float(np.nanmedian(r[cortex])),
-            "median_ratio": float(np.nanmedian(ratio[cortex]))}
+    if not (store_dir / TRUTH_FILE).is_file():
+        for partial in (store_dir, new_dir):  # what a killed earlier run left: the demo's own output
+            shutil.rmtree(partial, ignore_errors=True)
+        truth, runs = generate_synthetic(seed=seed, **STORE_SPEC)
+        stores = {True: FeatureStore.create(store_dir), False: FeatureStore.create(new_dir)}
+        for run in runs:
+            new = run.subject == NEW_SUBJECT
+            if new and run.meta["stimulus"] not in CALIBRATION_STIMULI + TEST_STIMULI:
+                continue
+            stores[not new].write_timeline(run.name, features=run.features, fmri=run.fmri, meta=run.meta)
+        truth.save(store_dir / TRUTH_FILE)
+    return SyntheticTruth.load(store_dir / TRUTH_FILE), FeatureStore.open(store_dir), FeatureStore.open(new_dir)
 
 
-def _attribution(model, store, name, truth, cortex):
-    """(dominant modality per vertex by integrated gradients, planted dominant modality, their agreement on
-    strongly driven vertices); |IG| is averaged over the whole windows of timeline ``name`` (per window: scores
-    of the window's mean prediction)."""
+def _dominant_modality(shares: dict, truth, cortex):
+    """(dominant modality per vertex by variance share, planted dominant modality, their agreement on strongly
+    driven vertices: planted weight > 0.6 and single-run ceiling > 0.6)."""
     from nforge_jax.data.synthetic import MODALITIES
-    from nforge_jax.inference.attribution import ModalityAttributor
 
-    window = model.config.window_steps
-    n_steps_total = store.features(name, store.modalities(name)[0]).shape[0]
-    attributor = ModalityAttributor(model, method="gradient", n_steps=8)
-    scores = np.zeros((len(MODALITIES), truth.noise_ceiling.shape[0]))
-    starts = range(0, n_steps_total - window + 1, window)
-    for start in starts:
-        feats = {m: np.asarray(store.features(name, m)[start : start + window], np.float32)
-                 for m in store.modalities(name)}
-        attribution = attributor.attribute(feats)
-        scores += np.stack([np.abs(attribution[m]) for m in MODALITIES]) / len(starts)
-    dominant = scores.argmax(0)
+    dominant = np.nan_to_num(np.stack([shares[m] for m in MODALITIES]), nan=-np.inf).argmax(0)
     planted = truth.modality_weights.argmax(0)
     strong = cortex & (truth.modality_weights.max(0) > 0.6) & (truth.noise_ceiling > 0.6)
     agreement = float((dominant[strong] == planted[strong]).mean()) if strong.any() else float("nan")
     return dominant, planted, agreement
 
 
-def _figures(fig_dir: Path, pred, target, truth, scores: dict, dominant, planted) -> dict:
-    """Render the demo's PNGs; returns {name: path}."""
-    from nforge_jax.viz.surface import plot_cortex, save_figure
+def _adaptation(model, new_store) -> dict:
+    """The new subject's test scores (median r and r / ceiling over cortex, ceiling from its repeats) with three
+    heads: ridge on the frozen latent from the calibration stimulus, the nearest training head, no calibration."""
+    from nforge_jax.inference.adapt import SubjectAdapter
+    from nforge_jax.inference.evaluate import evaluate, measured_targets
 
-    r, ratio, cortex = scores["r"], scores["ratio"], scores["cortex"]
-    median_r, median_ratio = scores["median_r"], scores["median_ratio"]
+    names = {stim: [n for n in new_store.timelines if new_store.meta(n)["stimulus"] == stim]
+             for stim in CALIBRATION_STIMULI + TEST_STIMULI}
+    calibration = []
+    for stim in CALIBRATION_STIMULI:
+        for name, pred in timeline_predictions(model, new_store, names[stim], None).items():
+            fmri, mask = measured_targets(new_store, name, len(pred))
+            calibration.append({"features": _features(new_store, name), "fmri": fmri, "mask": mask})
+    test_tl = [n for stim in TEST_STIMULI for n in names[stim]]
+    heads = {"ridge": SubjectAdapter.from_ridge(model, calibration, regularization="cv"),
+             "nearest": SubjectAdapter.from_nearest_neighbor(model, calibration)}
+    out = {}
+    for label in ("ridge", "nearest", "none"):
+        if label == "none":
+            preds = timeline_predictions(model, new_store, test_tl, None)
+        else:
+            preds = {n: heads[label].predict_features(model, _features(new_store, n)) for n in test_tl}
+        row = evaluate(preds, new_store, timelines=test_tl, ceiling="auto", n_boot=0).roi("cortex")
+        out[label] = {"median_r": row["median_r"], "median_r_over_ceiling": row["median_r_over_ceiling"]}
+    out["calibration_s"] = float(len(CALIBRATION_STIMULI) * STORE_SPEC["duration_s"])
+    out["nearest_row"] = int(heads["nearest"].source_row)
+    out["nearest_is_average"] = out["nearest_row"] == model.config.n_subjects  # the shared average row
+    return out
+
+
+def _features(store, name) -> dict:
+    from nforge_jax.data import timebase
+
+    meta = store.meta(name)
+    row0 = timebase.feature_row(float(meta.get("start_s", 0.0)), meta["feature_hz"])
+    return {m: np.asarray(store.features(name, m)[row0:], np.float32) for m in store.modalities(name)}
+
+
+def _figures(fig_dir: Path, preds, store, result, truth, dominant, planted, cortex, adaptation) -> dict:
+    """The demo's own PNGs (the evaluation maps come from `viz.evaluation`); returns {name: path}."""
+    from nforge_jax.viz.surface import save_figure
+
     return {
-        "r_map": save_figure(plot_cortex(np.where(cortex, r, np.nan), title=f"held-out Pearson r (median {median_r:.2f})", cmap="hot",
-                                         vmin=0.0, vmax=1.0, colorbar_label="r"), fig_dir / "r_cortex.png"),
-        "r_over_ceiling_map": save_figure(plot_cortex(np.clip(ratio, 0, 1.2), title=f"r / noise ceiling "
-                                                      f"(median {median_ratio:.2f})", cmap="viridis", vmin=0.0,
-                                                      vmax=1.2, colorbar_label="r / ceiling"),
-                                          fig_dir / "r_over_ceiling_cortex.png"),
-        "attribution_map": save_figure(_modality_figure(dominant, cortex, "dominant modality by integrated gradients"),
+        "attribution_map": save_figure(_modality_figure(dominant, cortex, "dominant modality by variance share"),
                                        fig_dir / "attribution.png"),
         "planted_map": save_figure(_modality_figure(planted, cortex, "planted (true) dominant modality"),
                                    fig_dir / "planted_modality.png"),
-        "timecourses": save_figure(_timecourse_figure(pred, target, r, truth), fig_dir / "timecourses.png"),
+        "timecourses": save_figure(_timecourse_figure(preds, store, result, truth), fig_dir / "timecourses.png"),
+        "adaptation": save_figure(_adaptation_figure(adaptation), fig_dir / "adaptation.png"),
     }
 
 
@@ -211,24 +258,57 @@ def _modality_figure(codes, cortex, title):
                        vmax=3.5, symmetric=False, colorbar_label="1 text, 2 audio, 3 video")
 
 
-def _timecourse_figure(pred, target, r, truth):
+def _timecourse_figure(preds, store, result, truth):
+    """Prediction vs the mean of the repeats of the first test stimulus (first subject) at the best-predicted
+    vertex of each planted modality."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from nforge_jax.inference.evaluate import measured_targets
+
+    first = store.meta(result.timelines[0])
+    group = [n for n in result.timelines if store.meta(n)["stimulus"] == first["stimulus"]
+             and store.meta(n)["subject"] == first["subject"]]
+    pred = preds[group[0]]
+    aligned = [measured_targets(store, n, len(pred)) for n in group]
+    keep = aligned[0][1]
+    target = np.mean([t for t, _ in aligned], axis=0)[keep]
+    pred = pred[keep]
+    r = result.r
     names = ("text", "audio", "video")
     fig, axes = plt.subplots(3, 1, figsize=(11, 7), sharex=True)
     n = min(len(pred), 200)
     for ax, m in zip(axes, range(3)):
         candidates = np.where((truth.modality_weights.argmax(0) == m) & np.isfinite(r))[0]
         v = candidates[np.nanargmax(r[candidates])] if candidates.size else int(np.nanargmax(r))
-        ax.plot(target[:n, v], color="0.5", lw=1, label="measured (synthetic) fMRI")
+        ax.plot(target[:n, v], color="0.5", lw=1, label=f"measured (synthetic) fMRI, mean of {len(group)} repeats")
         ax.plot(pred[:n, v], color="C3", lw=1.5, label="predicted")
         ax.set_ylabel("z")
-        ax.set_title(f"vertex {v} ({names[m]}-driven), r = {r[v]:.2f}, ceiling {truth.noise_ceiling[v]:.2f}",
-                     fontsize=9)
+        ax.set_title(f"vertex {v} ({names[m]}-driven), r = {r[v]:.2f}, ceiling {result.ceiling[v]:.2f}", fontsize=9)
     axes[0].legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("time (s, held-out stimuli)")
+    axes[-1].set_xlabel(f"time (s, test stimulus {first['stimulus']}, {first['subject']})")
+    fig.tight_layout()
+    return fig
+
+
+def _adaptation_figure(adaptation):
+    """Median r / ceiling of the new subject on the test stimuli, per head."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    nearest = "nearest head\n(the average row)" if adaptation["nearest_is_average"] else "nearest\ntraining head"
+    labels = {"none": "no calibration\n(average subject)", "nearest": nearest,
+              "ridge": f"ridge head\n({adaptation['calibration_s']:.0f} s calibration)"}
+    values = [adaptation[k]["median_r_over_ceiling"] for k in labels]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bars = ax.bar(list(labels.values()), values, color=["0.6", "tab:orange", "tab:green"])
+    ax.bar_label(bars, fmt="%.2f")
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("median r / noise ceiling")
+    ax.set_title("a new subject, unseen test stimuli", fontsize=10)
     fig.tight_layout()
     return fig

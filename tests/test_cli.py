@@ -35,13 +35,20 @@ def test_demo_runs_end_to_end_without_torch(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["n_vertices"] == 20484
-    for key in ("median_r", "median_r_over_ceiling", "seconds", "attribution_agreement"):
+    for key in ("median_r", "median_r_over_ceiling", "seconds", "attribution_agreement", "median_noise_ceiling"):
         assert isinstance(summary[key], float), key
     assert -1.0 <= summary["median_r"] <= 1.0
+    assert summary["ceiling_method"].startswith("repeats")
+    # The test stimuli choose nothing: neither training nor validation saw them.
+    assert summary["test_timelines"] and not set(summary["test_timelines"]) & set(summary["validation_timelines"])
+    assert {"stim-13", "stim-14"} == {n.split("stimulus=")[1].split(",")[0] for n in summary["test_timelines"]}
+    for label in ("ridge", "nearest", "none"):
+        assert isinstance(summary["adaptation"][label]["median_r_over_ceiling"], float), label
     for path in summary["paths"].values():
         assert os.path.exists(path), path
-    with open(summary["paths"]["r_map"], "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for name in ("maps_r", "maps_r_over_ceiling", "attribution_map", "adaptation"):
+        with open(summary["paths"][name], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
     assert str(tmp_path / "demo") in proc.stdout
 
 
