@@ -11,7 +11,7 @@ label is > 0, in C (array) order. Users of TRIBE v2 report 8,802 voxels.
 Projection, per run (what neuralset's ``FmriExtractor(fwhm=6.0, projection=MaskProjector(...))`` does):
 multiply every volume by the brain mask if there is one, smooth it with nilearn's isotropic Gaussian
 (``smooth_img``, FWHM in mm), resample it onto the atlas grid with nilearn's ``resample_to_img`` (3rd-order
-spline, values clipped to the data's range and 0) and take the grid's voxels. :func:`project_bold` does
+spline, 0 outside the BOLD's field of view, no clipping) and take the grid's voxels. :func:`project_bold` does
 exactly this but evaluates the spline only at the grid's voxels, frame by frame (same numbers, a fraction of
 the time and memory); cleaning and 1 Hz resampling are :func:`nforge_jax.data.targets.clean_and_resample`.
 
@@ -407,10 +407,10 @@ def project_bold(bold, grid: SubcorticalGrid, fwhm: float | None = 6.0, *, mask=
 
     ``bold``: a 4-D NIfTI path or nibabel image in MNI space; ``mask``: its brain mask (path or image, same
     voxel grid) or None; ``fwhm``: Gaussian smoothing in mm before projection (6.0 for TRIBE v2's
-    subcortical grid, None or 0 for none). Non-finite values become 0 (nilearn's smoothing does the same).
-    Frame by frame: mask, smooth (nilearn's ``smooth_array``), 3rd-order spline at the grid's voxels with
-    nilearn's boundary rule (0 outside the BOLD's field of view), then, over the whole run, nilearn's clip
-    to ``[min(data, 0), max(data, 0)]``.
+    subcortical grid, None or 0 for none). Smoothing sets non-finite values to 0 (as nilearn's does).
+    Frame by frame: mask, smooth (nilearn's ``smooth_array``), then the 3rd-order spline that
+    ``resample_to_img`` uses, evaluated only at the grid's voxels (0 outside the BOLD's field of view; like
+    ``resample_to_img``, no clipping of the spline's overshoot).
     """
     from nilearn.image.image import smooth_array
     from scipy import ndimage
@@ -421,21 +421,19 @@ def project_bold(bold, grid: SubcorticalGrid, fwhm: float | None = 6.0, *, mask=
     data, affine, brain = _read_bold(bold, mask)
     coords = _source_coords(grid, data.shape[:3], affine)
     out = np.empty((data.shape[3], grid.n_voxels), np.float64)
-    lo, hi = 0.0, 0.0
     for t in range(data.shape[3]):
         frame = data[..., t].astype(np.float64)  # TRIBE v2 masks with get_fdata(): float64 from here on
         if brain is not None:
             frame *= brain
-        frame[~np.isfinite(frame)] = 0.0
-        if fwhm is not None:
-            frame = smooth_array(frame, affine, fwhm=fwhm, ensure_finite=False, copy=False)
-        lo, hi = min(lo, float(frame.min())), max(hi, float(frame.max()))
+        if fwhm is not None:  # smoothing also sets non-finite values to 0
+            frame = smooth_array(frame, affine, fwhm=fwhm, ensure_finite=True, copy=False)
+        elif coords is not None and not np.all(np.isfinite(frame)):
+            raise ValueError(f"bold: frame {t} has non-finite values; unsmoothed (fwhm=None) they cannot be "
+                             "resampled onto the grid: smooth (fwhm > 0) or replace them first")
         if coords is None:
             out[t] = frame[tuple(grid.ijk.T)]
         else:
             ndimage.map_coordinates(frame, coords, output=out[t], order=3, mode="constant", cval=0.0)
-    if coords is not None:
-        np.clip(out, lo, hi, out=out)
     return out.astype(np.float32)
 
 
