@@ -2,8 +2,10 @@
 
 Command:   nforge demo --out DIR
            (or, on a store you made: nforge train --config configs/demo.py --config.data.store=STORE --workdir W)
-Runtime:   about 5 minutes on a 2-core CPU (store ~40 s, training ~3 min, scoring/attribution/figures ~1 min).
-Expected:  median over cortical vertices of (held-out r / noise ceiling) >= 0.8; see DIR/summary.json.
+Runtime:   about 6 minutes on a 2-core CPU (stores ~1 min, training ~3 min, evaluate / variance shares /
+           adaptation / figures ~2 min).
+Expected:  on the test stimuli (data.test_values: in neither training nor validation), median over cortical
+           vertices of r / noise ceiling (ceiling from the repeats) >= 0.8; see DIR/summary.json.
 """
 
 from nforge_jax.demo import demo_config
