@@ -36,6 +36,7 @@ import numpy as np
 
 from nforge_jax.inference.checks import (check_batch_size, check_features, check_finite, feature_start_row,
                                          readout_row, resolve_subject)
+from nforge_jax.data.timebase import output_rows
 from nforge_jax.inference.predictor import Predictor
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
 
@@ -332,6 +333,9 @@ class ModalityAttributor:
         Returns `VarianceSplit.result`'s dict.
         """
         subject = self.subject if subject is None else resolve_subject(self._subjects, subject)
+        (n_steps,) = check_features(self.config, features, leads=(("T",),), where="features")
+        n_rows = output_rows(n_steps, self.config.window_steps, self.config.n_output_timesteps)
+        VarianceSplit.check_target(fmri, rows, n_rows, self.config.n_outputs)  # before the costly part
         names, latents = self._timeline_latents(features, batch_size)
         split = VarianceSplit(self.config.modalities, self.config.n_outputs)
         split.add(names, latents, self._readout(subject)[0], target=fmri, rows=rows)
@@ -368,7 +372,7 @@ class VarianceSplit:
         """names: the present modalities; latents (n_rows, 2 + M, R) from `ModalityAttributor`; readout_weights
         (R, V); target: (n_rows, V) measured responses or None (split the prediction's own variance)."""
         n_rows, v = latents.shape[0], self.sst.shape[0]
-        keep = self._check_rows(rows, n_rows)
+        keep = self.check_target(target, rows, n_rows, v)
         if self.has_target is None:
             self.has_target = target is not None
         elif self.has_target != (target is not None):
@@ -381,12 +385,8 @@ class VarianceSplit:
         gap = lat[:, 0] - lat[:, 1] - lat[:, 2:].sum(1)
         parts -= parts.mean(0)
         if target is not None:
-            target = np.asarray(target, np.float64)
-            if target.shape != (n_rows, v):
-                raise ValueError(f"fmri: expected ({n_rows}, {v}) responses aligned with the prediction rows, "
-                                 f"got shape {target.shape}")
-            check_finite(target[keep], "fmri")
-            target = target[keep] - target[keep].mean(0)
+            target = np.asarray(target, np.float64)[keep]
+            target -= target.mean(0)
         step = max(1, self._CHUNK_VALUES // (parts.shape[1] * v))
         for lo in range(0, len(parts), step):
             a = np.matmul(parts[lo: lo + step].transpose(1, 0, 2), readout_weights)  # (K, t, V)
@@ -402,16 +402,20 @@ class VarianceSplit:
         self.n_rows += len(parts)
 
     @staticmethod
-    def _check_rows(rows, n_rows: int) -> np.ndarray:
-        if rows is None:
-            return np.ones(n_rows, bool)
-        rows = np.asarray(rows)
-        if rows.shape != (n_rows,) or rows.dtype != bool:
+    def check_target(target, rows, n_rows: int, n_outputs: int) -> np.ndarray:
+        """The boolean mask of scored rows; ValueError naming ``fmri`` or ``rows`` when they do not fit."""
+        keep = np.ones(n_rows, bool) if rows is None else np.asarray(rows)
+        if keep.shape != (n_rows,) or keep.dtype != bool:
             raise ValueError(f"rows: expected a boolean mask of the {n_rows} prediction rows, got "
-                             f"{rows.dtype} array of shape {rows.shape}")
-        if rows.sum() < 2:
-            raise ValueError(f"rows: selects {int(rows.sum())} rows; a variance needs at least 2")
-        return rows
+                             f"{keep.dtype} array of shape {keep.shape}")
+        if keep.sum() < 2:
+            raise ValueError(f"rows: selects {int(keep.sum())} rows; a variance needs at least 2")
+        if target is not None:
+            if np.shape(target) != (n_rows, n_outputs):
+                raise ValueError(f"fmri: expected ({n_rows}, {n_outputs}) responses aligned with the prediction "
+                                 f"rows, got shape {np.shape(target)}")
+            check_finite(np.asarray(target)[keep], "fmri")
+        return keep
 
     def result(self) -> dict:
         """{m: (V,) for every modality, "baseline": (V,), "total": (V,) their sum, "measure", "n_rows",
