@@ -23,6 +23,21 @@ Methods:
 
 `attribute_timesteps` gives, for one vertex set, integrated gradients per input time step (and per feature
 with the "zeros" baseline) through `jax.grad` of the set's mean prediction, batched over the path points.
+
+Time-resolved attribution and variance shares (`decompose`, `variance_shares`, `store_variance_shares`):
+  The time-mean scores above say how a modality shifts a vertex's mean level, not what drives its time course
+  (on the demo, the argmax of mean |IG| matched the planted modality at 73 % of strongly driven vertices).
+  Here every output row is attributed: IG_m(t, v) = ∫₀¹ ∂f(b + α(x − b))[t, v]/∂s_m dα, with one `jax.jacfwd`
+  (M forward-mode tangents) per path point giving every output row of a window at once, Gauss-Legendre nodes
+  on [0, 1] (`path_quadrature`), then the read-out for every vertex. Timelines go through the model's own
+  windowing (`Predictor.run_windows`). Completeness: f(x) = f(b) + Σ_m IG_m + gap (the gap, reported, falls
+  fast with n_steps: relative 1.4e-3 at 8 steps, 1.9e-5 at 16 on the demo model).
+  Parts: "baseline" = f(x) − Σ_m IG_m (f(b) plus the gap, so the parts sum to the prediction exactly) and one
+  per modality. Each part a_k and the target are centred over a timeline's scored rows; over timelines the
+  sums are pooled. With measured responses y (himalaya's `r2_score_split`, product measure):
+  r2_k = (2 a_k·y − a_k·ŷ) / ‖y‖², summing to the model's R² of the centred prediction, 1 − ‖y − ŷ‖² / ‖y‖².
+  Without: share_k = a_k·ŷ / ‖ŷ‖² = cov(a_k, ŷ) / var(ŷ), summing to 1. Shares may be negative (a part that
+  moves against the rest). All of it runs in the R-dimensional latent until the last product with the read-out.
 """
 
 from __future__ import annotations
