@@ -28,12 +28,14 @@ ROIs' sizes (permutation p, z, and the same per pair). On the demo model (held-o
 windows; V1, A1, 44, 45, MT, STSdp; 500 random draws from the cortex) the profiles are distinct above chance
 but by little: 0.0236 bits against 0.0190 ± 0.0016 (z 2.9, p 0.002). ROIs planted with different modalities
 differ (A1|44 z 2.6, V1|STSdp z 2.5, V1|A1 z 1.9); ROIs planted with the same one do not (44|45 z −1.2, V1|MT
-z 0.5), as they should: the synthetic data give every vertex the same HRF. The divergences are small because
-the rollout is diffuse: its rows spread over 5.8 of at most 7.6 bits (diagonal 0.25), so the ROIs' token
-weights, 0.20 bits apart before the rollout, are averaged by one shared matrix. Other relevances did not
-separate the ROIs better against the same null (z 2.2-2.7 each, on stimulus 11's 4 windows): |c_q| without rollout, |c_q − mean c|,
-gradient × input at the transformer's input tokens, each token's share of the ROI's time-course variance. Small
-random vertex sets mix modalities at random, so their profiles differ from each other almost as much.
+z 0.5), as they should: the synthetic data give every vertex the same HRF. The divergences are small
+because the rollout is diffuse: its rows spread over 5.8 of at most 7.6 bits (diagonal 0.25; stimulus 11),
+so the ROIs' token weights, 0.20 bits apart before the rollout, are averaged by one shared matrix. Other
+relevances did not separate the ROIs better against the same null (z 2.2-2.7 each, on stimulus 11's 4
+windows): |c_q| without rollout, |c_q − mean c|, gradient × input at the transformer's input tokens, each
+token's share of the ROI's time-course variance. Small random vertex sets mix modalities at random, so their
+profiles differ from each
+other almost as much.
 """
 
 from __future__ import annotations

@@ -470,23 +470,27 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.data.timebase import align_targets
 
-    attributor = ModalityAttributor(model, method="gradient", n_steps=n_steps, baseline=baseline,
-                                    subject=None if isinstance(subject, Mapping) else subject)
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     timelines = [timelines] if isinstance(timelines, str) else list(timelines)
     missing = [t for t in timelines if t not in store]
     if not timelines or missing:
         raise ValueError(f"timelines: expected timelines of the store {store.path}, got {missing or 'none'}")
+    without = [name for name in timelines if fmri and store.fmri(name) is None]
+    if without:
+        raise ValueError(f"timeline {without[0]!r}: no fMRI in the store; pass fmri=False to split the "
+                         "prediction's own variance")
+    subjects = [resolve_subject(model, subject)] * len(timelines) if not isinstance(subject, Mapping) else None
+    if isinstance(subject, Mapping):  # each timeline's own subject, all checked before any computation
+        keys = [subject_key(store.meta(name)) for name in timelines]
+        absent = [(k, n) for k, n in zip(keys, timelines) if k not in subject]
+        if absent:
+            raise ValueError(f"subject: no entry for {absent[0][0]!r} (the subject of timeline {absent[0][1]!r})")
+        subjects = [resolve_subject(model, subject[k]) for k in keys]
+    attributor = ModalityAttributor(model, method="gradient", n_steps=n_steps, baseline=baseline, subject=subjects[0])
     check_store_recipe(store, timelines, (getattr(model, "metadata", None) or {}).get("extract_recipe"))
     split = VarianceSplit(attributor.config.modalities, attributor.config.n_outputs)
-    for name in timelines:
+    for name, who in zip(timelines, subjects):
         meta = store.meta(name)
-        who = attributor.subject
-        if isinstance(subject, Mapping):
-            key = subject_key(meta)
-            if key not in subject:
-                raise ValueError(f"subject: no entry for {key!r} (the subject of timeline {name!r})")
-            who = resolve_subject(attributor._subjects, subject[key])
         start_s = float(meta.get("start_s", 0.0))
         row0 = feature_start_row(start_s, f"timeline {name!r} (meta start_s)")
         feats = {m: np.asarray(store.features(name, m)[row0:], np.float32)
@@ -496,11 +500,7 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
         names, latents = attributor._timeline_latents(feats, batch_size)
         target = keep = None
         if fmri:
-            recording = store.fmri(name)
-            if recording is None:
-                raise ValueError(f"timeline {name!r}: no fMRI in the store; pass fmri=False to split the "
-                                 "prediction's own variance")
-            target, keep = align_targets(np.asarray(recording, np.float32), len(latents), start_s=start_s,
+            target, keep = align_targets(np.asarray(store.fmri(name), np.float32), len(latents), start_s=start_s,
                                          offset_s=meta["offset_s"], fmri_hz=meta["fmri_hz"],
                                          fmri_start_s=float(meta.get("fmri_start_s", 0.0)))
         split.add(names, latents, attributor._readout(who)[0], target=target, rows=keep)

@@ -265,7 +265,8 @@ def test_split_equals_himalaya_on_the_models_parts(att):
     f = timeline(seed=12)
     parts = att.decompose(f)
     y = np.random.default_rng(1).standard_normal(parts["prediction"].shape)
-    stacked = np.stack([parts["prediction"] - sum(parts[m] for m in MODS)] + [parts[m] for m in MODS]).astype(np.float64)
+    baseline = parts["prediction"] - sum(parts[m] for m in MODS)
+    stacked = np.stack([baseline] + [parts[m] for m in MODS]).astype(np.float64)
     expected = r2_score_split(centred(y), stacked - stacked.mean(1, keepdims=True))
     got = att.variance_shares(f, fmri=y)
     for k, name in enumerate(("baseline",) + MODS):
