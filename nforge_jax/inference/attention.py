@@ -34,8 +34,7 @@ so the ROIs' token weights, 0.20 bits apart before the rollout, are averaged by 
 relevances did not separate the ROIs better against the same null (z 2.2-2.7 each, on stimulus 11's 4
 windows): |c_q| without rollout, |c_q − mean c|, gradient × input at the transformer's input tokens, each
 token's share of the ROI's time-course variance. Small random vertex sets mix modalities at random, so their
-profiles differ from each
-other almost as much.
+profiles differ from each other almost as much.
 """
 
 from __future__ import annotations

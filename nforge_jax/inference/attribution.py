@@ -49,9 +49,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nforge_jax.data.timebase import output_rows
 from nforge_jax.inference.checks import (check_batch_size, check_features, check_finite, feature_start_row,
                                          readout_row, resolve_subject)
-from nforge_jax.data.timebase import output_rows
 from nforge_jax.inference.predictor import Predictor
 from nforge_jax.model.encoder import FmriEncoder, adaptive_pool_matrix
 
@@ -479,13 +479,14 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
     if without:
         raise ValueError(f"timeline {without[0]!r}: no fMRI in the store; pass fmri=False to split the "
                          "prediction's own variance")
-    subjects = [resolve_subject(model, subject)] * len(timelines) if not isinstance(subject, Mapping) else None
     if isinstance(subject, Mapping):  # each timeline's own subject, all checked before any computation
         keys = [subject_key(store.meta(name)) for name in timelines]
         absent = [(k, n) for k, n in zip(keys, timelines) if k not in subject]
         if absent:
             raise ValueError(f"subject: no entry for {absent[0][0]!r} (the subject of timeline {absent[0][1]!r})")
         subjects = [resolve_subject(model, subject[k]) for k in keys]
+    else:
+        subjects = [resolve_subject(model, subject)] * len(timelines)
     attributor = ModalityAttributor(model, method="gradient", n_steps=n_steps, baseline=baseline, subject=subjects[0])
     check_store_recipe(store, timelines, (getattr(model, "metadata", None) or {}).get("extract_recipe"))
     split = VarianceSplit(attributor.config.modalities, attributor.config.n_outputs)
