@@ -1,12 +1,14 @@
 """AttentionExtractor and attention_to_roi_scores: the model's own maps, rollout by hand, ROI token weights
-against a hand computation, and a planted model whose two ROIs read early and late moments."""
+against a hand computation, and a planted model whose two ROIs read early and late moments; distinctness of
+ROI profiles against random ROIs (above chance when ROIs read different moments, none when they read the same)."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from nforge_jax.inference.attention import AttentionExtractor, attention_rollout, attention_to_roi_scores
+from nforge_jax.inference.attention import (AttentionExtractor, attention_rollout, attention_to_roi_scores,
+                                           jensen_shannon)
 from nforge_jax.model import EncoderConfig, FmriEncoder, MlpSpec
 
 DIMS = (("text", 2, 16), ("audio", 1, 8))
@@ -76,13 +78,17 @@ def test_token_weights_equal_hand_contributions():
     assert not np.allclose(got["x"] / got["x"].sum(), got["y"] / got["y"].sum(), atol=1e-3)
 
 
-def planted_model():
+def planted_model(readout=None):
     """Text features only; early steps carry feature 0, late steps feature 1, all steps feature 2.
     Sublayers are silenced (zero output projections) so the final state of step q is its own normalised
-    input; ROI A's vertices read hidden dim 0 and ROI B's hidden dim 1."""
-    config = EncoderConfig(feature_dims=(("text", 1, 8), ("audio", 1, 8)), n_outputs=4, n_output_timesteps=5,
-                           hidden=64, depth=1, heads=2, low_rank_head=None, n_subjects=0, subject_bias=False,
-                           time_pos_embedding=False, projector=MlpSpec())
+    input. readout (64, V): default 4 vertices, ROI A's (0, 1) reading hidden dim 0 and ROI B's (2, 3) dim 1."""
+    if readout is None:
+        readout = np.zeros((64, 4), np.float32)
+        readout[0, :2] = 1.0  # ROI A = vertices 0, 1
+        readout[1, 2:] = 1.0  # ROI B = vertices 2, 3
+    config = EncoderConfig(feature_dims=(("text", 1, 8), ("audio", 1, 8)), n_outputs=readout.shape[1],
+                           n_output_timesteps=5, hidden=64, depth=1, heads=2, low_rank_head=None, n_subjects=0,
+                           subject_bias=False, time_pos_embedding=False, projector=MlpSpec())
     enc = FmriEncoder(config, rngs=nnx.Rngs(4))
     proj = enc.projectors["text"].layers[0]  # 8 -> 32, the first half of the hidden vector
     proj.kernel[...] = jnp.eye(8, 32)
@@ -91,10 +97,7 @@ def planted_model():
     attn.to_out.kernel[...] = jnp.zeros_like(attn.to_out.kernel[...])
     ff.w2.kernel[...] = jnp.zeros_like(ff.w2.kernel[...])
     ff.w2.bias[...] = jnp.zeros_like(ff.w2.bias[...])
-    w = np.zeros((1, 64, 4), np.float32)
-    w[0, 0, :2] = 1.0  # ROI A = vertices 0, 1
-    w[0, 1, 2:] = 1.0  # ROI B = vertices 2, 3
-    enc.predictor.weights[...] = jnp.asarray(w)
+    enc.predictor.weights[...] = jnp.asarray(readout, jnp.float32)[None]
     x = np.zeros((10, 1, 8), np.float32)
     x[:3, 0, 0] = 1.0
     x[7:, 0, 1] = 1.0
@@ -114,6 +117,50 @@ def test_planted_rois_draw_on_different_moments():
     assert early_a > 0.5 and late_b > 0.5
     assert early_a > early_b + 0.4 and late_b > late_a + 0.4
     assert int(np.argmax(prof["A"])) < 3 <= 7 <= int(np.argmax(prof["B"]))
+
+
+def test_jensen_shannon_by_hand():
+    assert jensen_shannon(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+    assert jensen_shannon(np.array([0.2, 0.8]), np.array([0.2, 0.8])) == pytest.approx(0.0, abs=1e-15)
+    by_hand = 0.5 * (0.5 * np.log2(0.5 / 0.75) + 0.5 * np.log2(0.5 / 0.25)) + 0.5 * np.log2(1 / 0.75)
+    assert jensen_shannon(np.array([0.5, 0.5]), np.array([1.0, 0.0])) == pytest.approx(by_hand, rel=1e-12)
+
+
+def test_rois_reading_different_moments_are_more_distinct_than_random_rois():
+    readout = np.zeros((64, 40), np.float32)
+    readout[0, :20] = 1.0  # vertices 0-19 read the early moments, 20-39 the late ones
+    readout[1, 20:] = 1.0
+    enc, f = planted_model(readout)
+    rois = {"A": np.arange(5), "B": np.arange(20, 25)}
+    out = AttentionExtractor(enc).roi_distinctness(f, rois, n_permutations=99, seed=1)
+    # random ROIs of 5 vertices mix early and late readers: their profiles are closer to each other
+    assert out["p"] <= 0.05 and out["z"] > 2, out
+    assert out["divergence"] > 2 * out["null_mean"]
+    assert out["null"].shape == (99,) and set(out["pairs"]) == {"A|B"}
+    assert out["pairs"]["A|B"]["divergence"] == pytest.approx(out["divergence"])
+
+
+def test_rois_reading_the_same_moments_are_not_distinct():
+    rng = np.random.default_rng(2)
+    readout = np.zeros((64, 40), np.float32)
+    readout[0] = readout[1] = rng.uniform(0.5, 2.0, 40)  # every vertex: the same direction, its own scale
+    enc, f = planted_model(readout)
+    rois = {"A": np.arange(5), "B": np.arange(20, 25), "C": np.array([7, 30])}
+    out = AttentionExtractor(enc).roi_distinctness(f, rois, n_permutations=20, vertex_pool=np.arange(10, 40))
+    assert out["divergence"] < 1e-9 and out["null_mean"] < 1e-9, out
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(roi_indices={"A": [0]}), "at least 2 ROIs"),
+    (dict(n_permutations=0), "n_permutations"),
+    (dict(vertex_pool=np.arange(6)), "vertex_pool: 6 vertices"),
+    (dict(vertex_pool=np.array([0, 99])), r"roi_indices\['vertex_pool'\]"),
+])
+def test_bad_distinctness_arguments_are_named(kw, needle):
+    enc, f = planted_model(np.ones((64, 40), np.float32))
+    args = {"roi_indices": {"A": np.arange(5), "B": np.arange(20, 25)}, **kw}
+    with pytest.raises(ValueError, match=needle):
+        AttentionExtractor(enc).roi_distinctness(f, **args)
 
 
 @pytest.mark.parametrize("call,needle", [
