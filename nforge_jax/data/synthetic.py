@@ -79,6 +79,8 @@ import scipy.signal
 import scipy.stats
 
 from nforge_jax.data import fsaverage
+from nforge_jax.data.regions import grid_of_space
+from nforge_jax.data.spaces import FSAVERAGE5, SUBCORTICAL, OutputSpace, space_of, subcortical_space
 from nforge_jax.data.store import FeatureStore, atomic_open
 from nforge_jax.data.timebase import FEATURE_HZ, FMRI_HZ, HEMODYNAMIC_OFFSET_S
 
@@ -87,6 +89,8 @@ __all__ = [
     "DEFAULT_FEATURE_DIMS",
     "DEFAULT_LATENT_DIMS",
     "ANCHOR_AREAS",
+    "ANCHOR_STRUCTURES",
+    "SPACES",
     "HRF_DT",
     "SyntheticTruth",
     "SyntheticRun",
@@ -113,6 +117,22 @@ ANCHOR_AREAS = {
     "video": ("V1", "V2", "V3", "V4", "V3A", "V3B", "V6", "V6A", "V7", "V8", "MT", "MST", "FST",
               "LO1", "LO2", "LO3", "V3CD", "PIT", "FFC", "VVC", "VMV1", "VMV2", "VMV3", "PH"),
 }
+
+# Subcortical anchors (Harvard-Oxford structures, both sides): weight of each modality in a structure's anchor.
+# The thalamus relays vision (LGN, pulvinar) and hearing (MGN); the striatum (caudate, putamen) follows sound
+# and rhythm; hippocampus and amygdala follow narrative and meaning; pallidum and accumbens answer to all three.
+# The lateral ventricles (CSF) carry no signal, like the cortex's medial wall.
+ANCHOR_STRUCTURES = {
+    "thalamus": {"video": 1.0, "audio": 1.0},
+    "caudate": {"audio": 1.0},
+    "putamen": {"audio": 1.0},
+    "hippocampus": {"text": 1.0},
+    "amygdala": {"text": 1.0},
+    "pallidum": {"text": 1.0, "audio": 1.0, "video": 1.0},
+    "accumbens": {"text": 1.0, "audio": 1.0, "video": 1.0},
+}
+_NO_SIGNAL_STRUCTURES = ("lateral_ventricle",)
+SPACES = (FSAVERAGE5, SUBCORTICAL)
 
 _ANCHOR_SMOOTH_ITERS = 8
 _FIELD_SMOOTH_ITERS = 12
@@ -287,6 +307,11 @@ class SyntheticTruth:
     config: dict
 
     modalities = MODALITIES
+
+    @property
+    def space(self) -> OutputSpace:
+        """The output space of the truth's arrays (config ``space``; a cortical truth records none)."""
+        return space_of(self.config.get("space"), self.noise_ceiling.shape[0], "synthetic truth")
 
     @property
     def subjects(self) -> list[str]:
@@ -465,10 +490,89 @@ def _check_latent_dims(latent_dims, feature_dims) -> dict[str, int]:
     return dims
 
 
-def _anchor_fields(seed: int, mesh: str, modality_map: str, source) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed anchors (3, V) in [0, 1] and the cortex mask (V,)."""
-    v = fsaverage.n_vertices(mesh)
-    if modality_map == "atlas":
+class _Mesh:
+    """Smoothing on a cortical mesh (diffusion over mesh edges), the cortical synthetic data's geometry."""
+
+    def __init__(self, mesh: str):
+        self.mesh = mesh
+        self.n = fsaverage.n_vertices(mesh)
+
+    def smooth(self, data: np.ndarray, n_iter: int) -> np.ndarray:
+        return fsaverage.smooth(data, n_iter, mesh=self.mesh, axis=-1)
+
+    def random_field(self, rng: np.random.Generator, n_fields: int, n_iter: int) -> np.ndarray:
+        return fsaverage.smooth_random_field(rng, n_fields, n_iter, mesh=self.mesh)
+
+
+class _Voxels:
+    """The same smoothing over the 6 face neighbours of a voxel grid (`data.subcortical.SubcorticalGrid`):
+    ``S = D^-1 (I + A)`` with ``A`` the voxels' face adjacency, so fields never leak outside the grid."""
+
+    def __init__(self, grid):
+        import scipy.sparse as sp
+
+        self.grid = grid
+        ijk = np.asarray(grid.ijk, np.int64)
+        shape = np.asarray(grid.shape, np.int64)
+        self.n = len(ijk)
+        flat = np.ravel_multi_index(ijk.T, tuple(shape))
+        order = np.argsort(flat)
+        rows, cols = [], []
+        for axis in range(3):
+            step = np.zeros(3, np.int64)
+            step[axis] = 1
+            nb = ijk + step
+            inside = nb[:, axis] < shape[axis]
+            key = np.ravel_multi_index(np.where(inside[:, None], nb, 0).T, tuple(shape))
+            pos = np.clip(np.searchsorted(flat[order], key), 0, self.n - 1)
+            hit = inside & (flat[order][pos] == key)
+            rows.append(np.flatnonzero(hit))
+            cols.append(order[pos[hit]])
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        a = sp.coo_matrix((np.ones(2 * len(r), np.float32), (np.r_[r, c], np.r_[c, r])), shape=(self.n, self.n))
+        m = (a + sp.identity(self.n, dtype=np.float32)).tocsr()
+        deg = np.asarray(m.sum(axis=1)).ravel()
+        self.operator = (sp.diags((1.0 / deg).astype(np.float32)) @ m).tocsr().astype(np.float32)
+        self._norms: dict[int, np.ndarray] = {}
+
+    def smooth(self, data: np.ndarray, n_iter: int) -> np.ndarray:
+        x = np.ascontiguousarray(np.moveaxis(np.asarray(data), -1, 0), dtype=np.float32)
+        shape = x.shape
+        x = x.reshape(self.n, -1)
+        for _ in range(n_iter):
+            x = self.operator @ x
+        return np.moveaxis(x.reshape(shape), 0, -1)
+
+    def _row_norms(self, n_iter: int) -> np.ndarray:
+        """L2 norm of each row of S**n_iter (the std of smoothed unit white noise), S**n_iter by repeated
+        squaring (float32: the norms agree with float64 to 1e-7; about 1.5 s for 12 steps on 8,803 voxels)."""
+        if n_iter not in self._norms:
+            power, base, k = None, self.operator, int(n_iter)
+            while k:
+                if k & 1:
+                    power = base if power is None else (power @ base).tocsr()
+                k >>= 1
+                if k:
+                    base = (base @ base).tocsr()
+            if power is None:
+                self._norms[n_iter] = np.ones(self.n)
+            else:
+                self._norms[n_iter] = np.sqrt(np.asarray(power.multiply(power).sum(axis=1), np.float64).ravel())
+        return self._norms[n_iter]
+
+    def random_field(self, rng: np.random.Generator, n_fields: int, n_iter: int) -> np.ndarray:
+        out = self.smooth(rng.standard_normal((n_fields, self.n), dtype=np.float32), n_iter)
+        out /= self._row_norms(n_iter).astype(np.float32)
+        return out
+
+
+def _anchor_fields(seed: int, geometry, modality_map: str, source) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed anchors (3, V) in [0, 1] and the mask of outputs that carry signal (V,)."""
+    v = geometry.n
+    if modality_map == "atlas" and isinstance(geometry, _Voxels):
+        ind, cortex = _structure_anchors(geometry.grid)
+    elif modality_map == "atlas":
+        mesh = geometry.mesh
         labels = fsaverage.get_hcp_labels(mesh, source)
         cortex = np.zeros(v, bool)
         for idx in labels.values():
@@ -478,13 +582,25 @@ def _anchor_fields(seed: int, mesh: str, modality_map: str, source) -> tuple[np.
             ind[m, fsaverage.hcp_roi_indices(list(ANCHOR_AREAS[mod]), mesh, source)] = 1.0
     elif modality_map == "random":
         cortex = np.ones(v, bool)
-        field = fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 0), 3, _FIELD_SMOOTH_ITERS, mesh=mesh)
-        ind = (field > 1.0).astype(np.float32)  # about 16 % of the cortex per modality
+        field = geometry.random_field(_rng(seed, _S_MAPS, 0), 3, _FIELD_SMOOTH_ITERS)
+        ind = (field > 1.0).astype(np.float32)  # about 16 % of the outputs per modality
     else:
         raise ValueError(f"modality_map: expected 'atlas' or 'random', got {modality_map!r}")
-    soft = fsaverage.smooth(ind, _ANCHOR_SMOOTH_ITERS, mesh=mesh, axis=-1)
+    soft = geometry.smooth(ind, _ANCHOR_SMOOTH_ITERS)
     peak = np.maximum(soft.max(axis=1, keepdims=True), 1e-6)
     return np.clip(soft / peak, 0.0, 1.0), cortex
+
+
+def _structure_anchors(grid) -> tuple[np.ndarray, np.ndarray]:
+    """Indicator anchors (3, V) of :data:`ANCHOR_STRUCTURES` on the grid and its signal mask (no ventricles)."""
+    ind = np.zeros((3, grid.n_voxels), np.float32)
+    for structure, mix in ANCHOR_STRUCTURES.items():
+        idx = grid.structure_indices(structure)
+        for mod, weight in mix.items():
+            ind[MODALITIES.index(mod), idx] = weight
+    signal = np.ones(grid.n_voxels, bool)
+    signal[grid.structure_indices(list(_NO_SIGNAL_STRUCTURES))] = False
+    return ind, signal
 
 
 def generate_synthetic(
@@ -501,6 +617,8 @@ def generate_synthetic(
     modality_map: str = "atlas",
     source: str | os.PathLike | None = None,
     repeats: int | Mapping[int, int] = 1,
+    space: str | None = None,
+    grid=None,
 ) -> tuple[SyntheticTruth, Iterator[SyntheticRun]]:
     """The pure array generator: the planted truth and a lazy iterator over the runs.
 
@@ -512,6 +630,9 @@ def generate_synthetic(
     ``{stimulus index: R}`` (the others once); see the module docstring for names and noise.
     ``noise`` scales the noise std (0: noiseless cortex). ``source`` is passed to
     :func:`fsaverage.get_hcp_labels` for ``modality_map="atlas"``.
+    ``space``: None or "fsaverage5" (the cortex of ``mesh``) or "subcortical": the voxels of ``grid`` (a
+    `data.subcortical.SubcorticalGrid`, default ``load_grid()``), anchored on structures
+    (:data:`ANCHOR_STRUCTURES`) and smoothed over face-neighbour voxels; its runs' meta record the space.
     """
     for name, val in (("n_subjects", n_subjects), ("n_timelines", n_timelines), ("seed", seed)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < (0 if name == "seed" else 1):
@@ -524,10 +645,11 @@ def generate_synthetic(
     if not isinstance(subject_variability, (int, float)) or not 0 <= subject_variability <= 1:
         raise ValueError(f"subject_variability: expected a number in [0, 1], got {subject_variability!r}")
     n_shown = _check_repeats(repeats, int(n_timelines))
-    weights, snr, ceiling, cortex = _modality_and_snr_maps(seed, mesh, modality_map, source, noise)
+    geometry, space_dict = _check_space(space, mesh, grid)
+    weights, snr, ceiling, cortex = _modality_and_snr_maps(seed, geometry, modality_map, source, noise)
     hrf = glover_hrf()
     latent_weights = _latent_weights(seed, fdims, ldims, hrf)
-    readouts = _readouts(seed, n_subjects, ldims, weights, subject_variability, mesh)
+    readouts = _readouts(seed, n_subjects, ldims, weights, subject_variability, geometry)
     config = dict(n_subjects=int(n_subjects), n_timelines=int(n_timelines), duration_s=duration_s,
                   feature_dims={k: list(x) for k, x in fdims.items()}, latent_dims=ldims, noise=float(noise),
                   subject_variability=float(subject_variability), seed=int(seed), mesh=mesh,
@@ -535,19 +657,45 @@ def generate_synthetic(
                   offset_s=HEMODYNAMIC_OFFSET_S, hrf="glover1999 double gamma, 0.5 s taps, 32 s")
     if any(n > 1 for n in n_shown.values()):  # recorded only when used: single-presentation outputs unchanged
         config["repeats"] = {str(i): n for i, n in n_shown.items()}
+    if space_dict is not None:  # the cortex's config (and files) stay as they were
+        config["space"], config["mesh"] = space_dict, None
     timelines = tuple({"name": _timeline_name(s, i, r), "subject": _subject_name(s), "stimulus": i,
                        **({} if r is None else {"repeat": r})}
                       for i, s, r in _presentations(int(n_subjects), n_shown))
     truth = SyntheticTruth(modality_weights=weights, snr=snr.astype(np.float32), noise_ceiling=ceiling,
                            cortex_mask=cortex, hrf=hrf.astype(np.float32), latent_weights=latent_weights,
                            readouts=readouts, timelines=timelines, config=config)
-    return truth, _runs(truth, fdims)
+    return truth, _runs(truth, fdims, geometry)
 
 
-def _modality_and_snr_maps(seed, mesh, modality_map, source, noise):
+_VOXEL_GEOMETRIES: dict = {}
+
+
+def _check_space(space, mesh, grid):
+    """(smoothing geometry, the space's dict for a subcortical truth, else None)."""
+    if space is None or (space == FSAVERAGE5 and mesh == "fsaverage5"):
+        if grid is not None:
+            raise ValueError("grid: only used with space='subcortical'")
+        return _Mesh(mesh), None
+    if space != SUBCORTICAL:
+        raise ValueError(f"space: expected None, 'fsaverage5' (with mesh='fsaverage5') or 'subcortical', "
+                         f"got {space!r}")
+    if grid is None:
+        from nforge_jax.data.subcortical import load_grid
+
+        grid = load_grid()
+    space = subcortical_space(grid)
+    key = space.key()
+    if key not in _VOXEL_GEOMETRIES:  # the smoothing norms cost a second or two: once per grid and process
+        _VOXEL_GEOMETRIES.clear()
+        _VOXEL_GEOMETRIES[key] = _Voxels(grid)
+    return _VOXEL_GEOMETRIES[key], space.to_dict()
+
+
+def _modality_and_snr_maps(seed, geometry, modality_map, source, noise):
     """(modality mixture (3, V) float32, snr (V,), noise ceiling (V,) float32, cortex mask (V,))."""
-    anchors, cortex = _anchor_fields(seed, mesh, modality_map, source)
-    jitter = fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 1), 4, _FIELD_SMOOTH_ITERS, mesh=mesh)
+    anchors, cortex = _anchor_fields(seed, geometry, modality_map, source)
+    jitter = geometry.random_field(_rng(seed, _S_MAPS, 1), 4, _FIELD_SMOOTH_ITERS)
     logits = 3.0 * anchors + 0.5 * jitter[:3]
     weights = np.exp(logits - logits.max(axis=0))
     weights = (weights / weights.sum(axis=0)).astype(np.float32)
@@ -578,19 +726,17 @@ def _latent_weights(seed, fdims, ldims, hrf) -> dict[str, np.ndarray]:
     return latent_weights
 
 
-def _readouts(seed, n_subjects, ldims, weights, subject_variability, mesh) -> np.ndarray:
+def _readouts(seed, n_subjects, ldims, weights, subject_variability, geometry) -> np.ndarray:
     """Per-subject readouts (n_subjects, n_latents, V): unit-norm per vertex and modality, scaled by
     sqrt(weight)."""
-    v = fsaverage.n_vertices(mesh)
-    shared = {mod: fsaverage.smooth_random_field(_rng(seed, _S_MAPS, 10 + m), ldims[mod], _FIELD_SMOOTH_ITERS,
-                                                 mesh=mesh)
+    v = geometry.n
+    shared = {mod: geometry.random_field(_rng(seed, _S_MAPS, 10 + m), ldims[mod], _FIELD_SMOOTH_ITERS)
               for m, mod in enumerate(MODALITIES)}
     readouts = np.empty((n_subjects, sum(ldims.values()), v), np.float32)
     for s in range(n_subjects):
         rows = []
         for m, mod in enumerate(MODALITIES):
-            own = fsaverage.smooth_random_field(_rng(seed, _S_SUBJECT, s, m), ldims[mod], _FIELD_SMOOTH_ITERS,
-                                                mesh=mesh)
+            own = geometry.random_field(_rng(seed, _S_SUBJECT, s, m), ldims[mod], _FIELD_SMOOTH_ITERS)
             r = np.sqrt(1 - subject_variability) * shared[mod] + np.sqrt(subject_variability) * own
             r /= np.maximum(np.linalg.norm(r, axis=0, keepdims=True), 1e-12)
             rows.append(np.sqrt(weights[m])[None] * r)
@@ -598,10 +744,11 @@ def _readouts(seed, n_subjects, ldims, weights, subject_variability, mesh) -> np
     return readouts
 
 
-def _runs(truth: SyntheticTruth, fdims) -> Iterator[SyntheticRun]:
+def _runs(truth: SyntheticTruth, fdims, geometry) -> Iterator[SyntheticRun]:
     """The runs of ``truth``'s timelines, stimulus-major: one stimulus's features in memory at a time."""
     cfg = truth.config
     seed, mesh, noise = cfg["seed"], cfg["mesh"], cfg["noise"]
+    where = {"mesh": mesh} if "space" not in cfg else {"space": cfg["space"]}
     a = truth.noise_ceiling.astype(np.float64)
     b = np.sqrt(np.clip(1.0 - a * a, 0.0, 1.0))
     n_shown = {int(i): n for i, n in cfg.get("repeats", {}).items()} or dict.fromkeys(range(cfg["n_timelines"]), 1)
@@ -613,13 +760,13 @@ def _runs(truth: SyntheticTruth, fdims) -> Iterator[SyntheticRun]:
             signals[s] = truth.noiseless_bold(feats[1], s)
         signal = signals[s]
         # repeat 1 draws the noise of a single presentation; later repeats their own streams
-        eps = _noise(_rng(seed, _S_NOISE, s, i, *([] if (r or 1) == 1 else [r - 1])), signal.shape[0], mesh)
+        eps = _noise(_rng(seed, _S_NOISE, s, i, *([] if (r or 1) == 1 else [r - 1])), signal.shape[0], geometry)
         fmri = _zscore(a * signal + b * eps).astype(np.float32)
         meta = {
             "study": STUDY, "subject": _subject_name(s), "stimulus": _stimulus_name(i),
             **({} if r is None else {"repeat": r}),
             "tr_s": 1.0 / FMRI_HZ, "feature_hz": FEATURE_HZ, "fmri_hz": FMRI_HZ,
-            "offset_s": HEMODYNAMIC_OFFSET_S, "mesh": mesh,
+            "offset_s": HEMODYNAMIC_OFFSET_S, **where,
             "extractors": {mod: {"model_id": f"nforge_jax.synthetic.{mod}", "layer_fractions": None,
                                  "aggregation": None, "n_layers": fdims[mod][0], "dim": fdims[mod][1]}
                            for mod in MODALITIES},
@@ -629,10 +776,10 @@ def _runs(truth: SyntheticTruth, fdims) -> Iterator[SyntheticRun]:
                            features=feats[1], fmri=fmri, signal=signal, meta=meta, repeat=r or 1)
 
 
-def _noise(rng: np.random.Generator, n: int, mesh: str) -> np.ndarray:
+def _noise(rng: np.random.Generator, n: int, geometry) -> np.ndarray:
     """(n, V) unit-variance noise: spatially smooth + white, AR(1) in time, stationary."""
-    v = fsaverage.n_vertices(mesh)
-    e = fsaverage.smooth_random_field(rng, n, _NOISE_SMOOTH_ITERS, mesh=mesh)
+    v = geometry.n
+    e = geometry.random_field(rng, n, _NOISE_SMOOTH_ITERS)
     e *= np.sqrt(1.0 - _NOISE_WHITE_FRACTION)
     e += np.sqrt(_NOISE_WHITE_FRACTION) * rng.standard_normal((n, v), dtype=np.float32)
     e[1:] *= np.sqrt(1.0 - _NOISE_AR**2)
