@@ -31,8 +31,11 @@ Noise ceilings (an upper bound on that Pearson r, so ``r / ceiling`` compares ve
 ``r / ceiling`` is reported where the ceiling exceeds ``min_ceiling`` (NaN elsewhere), unclipped; summaries
 (medians) are clipped to [0, 1] with the raw value kept beside them.
 
-Per ROI (HCP-MMP1 areas per hemisphere, the 22 sections of Glasser et al. 2016 over both hemispheres, and
-the whole labelled cortex): vertices, median r, median ceiling, median r / ceiling and 95 % moving-block
+Output spaces (`data.spaces`): the store's timelines name theirs (meta ``space``; 20,484 columns and none named:
+fsaverage5); predictions of another space are refused with SpaceMismatch (an ``nforge predict`` directory by
+the space its marker records, else by the number of columns). Per ROI (`data.regions`; on the cortex the
+HCP-MMP1 areas per hemisphere, the 22 sections of Glasser et al. 2016 over both hemispheres and the whole
+labelled cortex; on the subcortical grid the structures per side and over both sides and the grey matter): outputs, median r, median ceiling, median r / ceiling and 95 % moving-block
 bootstrap intervals of the two medians over time: the samples are cut into sub-blocks (per target, never
 across two) whose per-vertex sums of x, y, xy, x^2, y^2 form a table; a block is ``k`` consecutive
 sub-blocks of one target, about ``block_s`` seconds; a draw picks blocks uniformly with replacement until it
@@ -53,7 +56,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from nforge_jax.data import fsaverage, timebase
+from nforge_jax.data import timebase
+from nforge_jax.data.regions import region_medians, region_sets
+from nforge_jax.data.spaces import SUBCORTICAL, OutputSpace, SpaceMismatch, check_same_space, space_of_meta
 from nforge_jax.data.splits import subject_key
 from nforge_jax.data.store import FeatureStore, atomic_open
 from nforge_jax.inference.batch import MARKER, finished_timelines, read_marker, timeline_inputs
@@ -65,7 +70,7 @@ MIN_SAMPLES = 20  # fewer evaluated samples give no meaningful correlation
 _MAX_SUB_BLOCKS = 256  # bounds the bootstrap table: 256 x 5 x V float32 (105 MB on fsaverage5)
 _SUB_BLOCKS_PER_BLOCK = 5  # a block may start at every 5th of its length (moving blocks)
 _BOOT_CHUNK = 50
-ROI_SETS = ("hcp",)
+ROI_SETS = ("auto", "hcp", "structures")
 _ROI_FIELDS = ("roi", "kind", "n_vertices", "median_r", "median_r_ci_low", "median_r_ci_high", "median_ceiling",
                "median_r_over_ceiling", "median_r_over_ceiling_raw", "median_r_over_ceiling_ci_low",
                "median_r_over_ceiling_ci_high")
@@ -191,13 +196,15 @@ class _Target:
         return self.runs[0] if len(self.runs) == 1 else self.runs.mean(axis=0)
 
 
-def _prediction_dir(directory: Path, store: FeatureStore, wanted: Sequence[str] | None) -> dict[str, np.ndarray]:
+def _prediction_dir(directory: Path, store: FeatureStore,
+                    wanted: Sequence[str] | None) -> tuple[dict[str, np.ndarray], OutputSpace | None]:
     """The finished predictions of an ``nforge predict`` directory, after checking they were made from this
-    store's features (the inputs each timeline's record lists)."""
+    store's features (the inputs each timeline's record lists), and the space its marker records (or None)."""
     if not directory.is_dir():
         raise ValueError(f"predictions {directory}: not a directory; expected an `nforge predict` output "
                          "directory or a mapping {timeline name: (rows, vertices) array}")
-    if read_marker(directory) is None:
+    marker = read_marker(directory)
+    if marker is None:
         raise ValueError(f"predictions {directory}: no {MARKER}; expected an `nforge predict` output directory")
     done = finished_timelines(directory)
     if not done:
@@ -219,7 +226,20 @@ def _prediction_dir(directory: Path, store: FeatureStore, wanted: Sequence[str] 
                              f"store {store.path} holds ({', '.join(changed)} differ); evaluate against the store "
                              "the predictions were made from, or predict again")
         out[name] = np.load(directory / rec["file"], mmap_mode="r", allow_pickle=False)
-    return out
+    space = marker.get("space")
+    return out, None if space is None else OutputSpace.from_dict(space, f"predictions {directory / MARKER} (space)")
+
+
+def _store_space(store: FeatureStore, names: Sequence[str]) -> OutputSpace:
+    """The one output space of the evaluated timelines (meta ``space``, else inferred from the fMRI columns)."""
+    first = None
+    for name in names:
+        space = space_of_meta(store.meta(name), store.fmri(name).shape[1], f"timeline {name!r}")
+        if first is None:
+            first = (name, space)
+        else:
+            check_same_space(first[1], space, expected_what=f"timeline {first[0]!r}", got_what=f"timeline {name!r}")
+    return first[1]
 
 
 def _check_timelines(predictions: Mapping[str, np.ndarray], store: FeatureStore,
@@ -237,9 +257,13 @@ def _check_timelines(predictions: Mapping[str, np.ndarray], store: FeatureStore,
             raise ValueError(f"timeline {name!r}: the store {store.path} holds no fMRI for it")
         pred = predictions[name]
         shape = getattr(pred, "shape", None)
-        if shape is None or len(shape) != 2 or shape[1] != fmri.shape[1]:
+        if shape is None or len(shape) != 2:
             raise ValueError(f"predictions[{name!r}]: expected a (rows, {fmri.shape[1]}) array (the store's "
-                             f"vertices), got shape {shape}")
+                             f"outputs), got shape {shape}")
+        if shape[1] != fmri.shape[1]:
+            raise SpaceMismatch(f"predictions[{name!r}]: expected a (rows, {fmri.shape[1]}) array, the store's "
+                                f"{space_of_meta(store.meta(name), fmri.shape[1]).describe()}; got {shape[1]:,} "
+                                "columns (predictions of another output space)")
         finite = np.isfinite(np.asarray(pred)).all(axis=1)
         if not finite.all():
             raise ValueError(f"predictions[{name!r}]: row {int(np.flatnonzero(~finite)[0])} holds NaN or inf")
@@ -393,43 +417,9 @@ def _bootstrap_r(table: np.ndarray, rows: np.ndarray, starts: np.ndarray, lens: 
 
 # ------------------------------------------------------------------------------------------ ROIs
 
-def _roi_sets(rois, mesh: str, n_vertices: int) -> list[tuple[str, str, np.ndarray]]:
-    """[(name, kind, vertex indices)]: "all vertices" first, then the requested HCP-MMP1 ROIs."""
-    out = [("all vertices", "all", np.arange(n_vertices))]
-    if rois is None or (not isinstance(rois, str) and len(rois) == 0):
-        return out
-    if isinstance(rois, str) and rois == "hcp":
-        labels = fsaverage.get_hcp_labels(mesh)
-        out.append(("cortex", "cortex", np.unique(np.concatenate(list(labels.values())))))
-        out += [(name, "section", fsaverage.hcp_section_indices(name, mesh)) for name in fsaverage.HCP_SECTIONS]
-        return out + [(name, "area", idx) for name, idx in labels.items()]
-    if isinstance(rois, str):
-        raise ValueError(f"rois: expected 'hcp', None or a list of HCP-MMP1 area / section names, got {rois!r}")
-    for name in rois:
-        if name in fsaverage.HCP_SECTIONS:
-            out.append((name, "section", fsaverage.hcp_section_indices(name, mesh)))
-        else:
-            out.append((str(name), "area", fsaverage.hcp_roi_indices(name, mesh)))
-    return out
-
-
-def _nan_median_rows(values: np.ndarray) -> np.ndarray:
-    """(B, n) -> (B,) median of each row's finite values (NaN for none); much faster than np.nanmedian."""
-    ordered = np.sort(np.where(np.isfinite(values), values, np.inf), axis=1)
-    k = np.isfinite(ordered).sum(axis=1)
-    lo = np.take_along_axis(ordered, np.maximum((k - 1) // 2, 0)[:, None], axis=1)[:, 0]
-    hi = np.take_along_axis(ordered, np.minimum(k // 2, values.shape[1] - 1)[:, None], axis=1)[:, 0]
-    with np.errstate(invalid="ignore"):
-        return np.where(k > 0, (lo + hi) / 2.0, np.nan)
-
-
 def _roi_medians(values: np.ndarray, roi_sets) -> np.ndarray:
     """(B, V) -> (B, n_roi) medians over each ROI's finite values (NaN for none)."""
-    out = np.full((len(values), len(roi_sets)), np.nan)
-    for j, (_, _, idx) in enumerate(roi_sets):
-        if len(idx):
-            out[:, j] = _nan_median_rows(values[:, idx])
-    return out
+    return region_medians(values, roi_sets)
 
 
 def _ratio(r: np.ndarray, ceiling: np.ndarray, min_ceiling: float) -> np.ndarray:
@@ -484,6 +474,15 @@ class Evaluation:
     n_targets: int
     n_samples: int
     info: dict
+    space: dict | None = None
+
+    @property
+    def output_space(self) -> OutputSpace | None:
+        return None if self.space is None else OutputSpace.from_dict(self.space, "evaluation space")
+
+    @property
+    def is_subcortical(self) -> bool:
+        return self.space is not None and self.space.get("name") == SUBCORTICAL
 
     def roi(self, name: str) -> dict:
         """The row of ROI ``name`` ("all vertices", "cortex", a section or an area such as "L_V1")."""
@@ -494,32 +493,38 @@ class Evaluation:
 
     def to_json(self) -> dict:
         """evaluation.json's content: method, counts, medians over all vertices (and the cortex), per-ROI rows."""
-        head = {row["kind"]: row for row in self.rois if row["kind"] in ("all", "cortex")}
-        return {"format": "nforge_jax.Evaluation", "ceiling_method": self.ceiling_method,
+        head = {row["kind"]: row for row in self.rois if row["kind"] in ("all", "cortex", "grey")}
+        return {"format": "nforge_jax.Evaluation", "space": self.space, "ceiling_method": self.ceiling_method,
                 "n_timelines": len(self.timelines), "n_targets": self.n_targets, "n_samples": self.n_samples,
                 "medians": {k: {f: row[f] for f in _ROI_FIELDS[2:]} for k, row in head.items()},
                 "timelines": list(self.timelines), "info": self.info, "rois": self.rois}
 
     def summary_text(self) -> str:
-        """One screen: method, medians over the cortex (or all vertices) and the 22 sections."""
-        head = next((row for row in self.rois if row["kind"] == "cortex"), self.rois[0])
+        """One screen: method, medians over the cortex (subcortical grey matter, or every output) and the 22
+        sections (the subcortical structures)."""
+        head = next((row for row in self.rois if row["kind"] in ("cortex", "grey")), self.rois[0])
         lines = [f"{self.n_timelines_text()}, {self.n_samples} samples at 1 Hz",
                  f"noise ceiling: {self.ceiling_method}" + (f" ({self.info['note']})" if self.info.get("note") else ""),
-                 f"{head['roi']} ({head['n_vertices']} vertices), medians: r {_fmt(head['median_r'])} "
+                 f"{head['roi']} ({head['n_vertices']} {self.output_unit}), medians: r {_fmt(head['median_r'])} "
                  f"[{_fmt(head['median_r_ci_low'])}, {_fmt(head['median_r_ci_high'])}], ceiling "
                  f"{_fmt(head['median_ceiling'])}, r/ceiling {_fmt(head['median_r_over_ceiling'])} "
                  f"[{_fmt(head['median_r_over_ceiling_ci_low'])}, {_fmt(head['median_r_over_ceiling_ci_high'])}]"
                  + ("" if head["median_r_over_ceiling_raw"] is None else
                     f" (raw {head['median_r_over_ceiling_raw']:.3f})")]
-        sections = [row for row in self.rois if row["kind"] == "section"]
+        sections = [row for row in self.rois if row["kind"] in ("section", "structure")]
         if sections:
-            lines.append(f"{'section (both hemispheres)':<45} {'n':>5}  {'r':>5} {'95% CI':>13}  {'ceil':>5}  "
+            what = "section (both hemispheres)" if sections[0]["kind"] == "section" else "structure (both sides)"
+            lines.append(f"{what:<45} {'n':>5}  {'r':>5} {'95% CI':>13}  {'ceil':>5}  "
                          f"{'r/ceil':>6}")
             for row in sections:
                 lines.append(f"{row['roi'][:45]:<45} {row['n_vertices']:>5}  {_fmt(row['median_r'])} "
                              f"[{_fmt(row['median_r_ci_low'])},{_fmt(row['median_r_ci_high'])}]  "
                              f"{_fmt(row['median_ceiling'])}  {_fmt(row['median_r_over_ceiling'], 6)}")
         return "\n".join(lines)
+
+    @property
+    def output_unit(self) -> str:
+        return "vertices" if self.space is None else self.output_space.unit
 
     def n_timelines_text(self) -> str:
         repeats = "" if self.n_targets == len(self.timelines) else f" (repeats averaged: {self.n_targets} targets)"
@@ -556,7 +561,7 @@ def _check_settings(n_boot, block_s, min_ceiling) -> None:
         raise ValueError(f"min_ceiling: expected a number in [0, 1), got {min_ceiling!r}")
 
 
-def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceiling="auto", rois="hcp",
+def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceiling="auto", rois="auto",
              n_boot: int = 1000, block_s: float = 25.0, seed: int = 0, min_ceiling: float = 0.05,
              mesh: str = "fsaverage5") -> Evaluation:
     """Score predictions against the store's measured fMRI, with a noise ceiling (see the module docstring).
@@ -564,18 +569,25 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     predictions: an ``nforge predict`` output directory (its timelines' recorded inputs must match ``store``) or
     a mapping {timeline name: (rows, V) array} (row j: stimulus time start_s + j, as predict writes them).
     store: a FeatureStore or its path. timelines: the timelines to evaluate (default: every predicted one).
-    ceiling: "auto" | "repeats" | "subjects" | "none" | None | a (V,) array. rois: "hcp" (HCP-MMP1 areas per
-    hemisphere, the 22 sections, the labelled cortex), None, or a list of area / section names; "all vertices"
-    is always reported. n_boot: bootstrap draws (0: no intervals); block_s: bootstrap block length (s).
+    ceiling: "auto" | "repeats" | "subjects" | "none" | None | a (V,) array. rois: "auto" (the space's own: "hcp"
+    on fsaverage5, "structures" on the subcortical grid), "hcp" (HCP-MMP1 areas per hemisphere, the 22
+    sections, the labelled cortex), "structures" (per side and both sides, the grey matter), None, or a list
+    of area / section / structure names; every output ("all vertices" / "all voxels") is always reported.
+    Predictions of another output space than the store's raise SpaceMismatch. n_boot: bootstrap draws (0: no intervals); block_s: bootstrap block length (s).
     """
     _check_settings(n_boot, block_s, min_ceiling)
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
+    marked = None
     if isinstance(predictions, Mapping):
         where = "the predictions given"
     else:
         where = str(predictions)
-        predictions = _prediction_dir(Path(predictions), store, timelines)
+        predictions, marked = _prediction_dir(Path(predictions), store, timelines)
     names = _check_timelines(predictions, store, timelines, where)
+    space = _store_space(store, names)
+    if marked is not None:
+        check_same_space(space, marked, expected_what=f"the store {store.path}", got_what=f"predictions {where}")
+    roi_sets = region_sets(space, rois, mesh=mesh)
     targets = [_make_target(store, group, predictions) for group in _group_repeats(store, names)]
     n_samples = sum(len(t.rows) for t in targets)
     if n_samples < MIN_SAMPLES:
@@ -590,8 +602,6 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     del x, y
     r = _r_from_sums(_with_counts(table.sum(axis=0, keepdims=True), rows.sum(keepdims=True)))[0]
     ratio = _ratio(r, ceil, min_ceiling)
-    roi_sets = _roi_sets(rois, mesh, n_vertices) if n_vertices == fsaverage.n_vertices(mesh) else \
-        _roi_sets(None, mesh, n_vertices)
     boot_r, boot_ratio = [], []
     for draws in _bootstrap_r(table, rows, starts, lens, int(n_boot), np.random.default_rng(seed)):
         boot_r.append(_roi_medians(draws, roi_sets))
@@ -603,4 +613,4 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
             "min_ceiling": float(min_ceiling), "store": str(store.path), "predictions": where}
     return Evaluation(r=r, ceiling=ceil, r_over_ceiling=ratio, ceiling_method=method,
                       rois=_roi_rows(r, ceil, ratio, boot_r, boot_ratio, roi_sets), timelines=names,
-                      n_targets=len(targets), n_samples=n_samples, info=info)
+                      n_targets=len(targets), n_samples=n_samples, info=info, space=space.to_dict())
