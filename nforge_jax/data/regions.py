@@ -5,7 +5,7 @@
 * ``subcortical`` (the Harvard-Oxford grid of `data.subcortical`): every voxel, the grey matter (every
   structure but the lateral ventricles), each structure over both sides (``"thalamus"``...) and per side
   (``"left_thalamus"``...).
-* ``unspecified``: every output only.
+* ``unspecified``: every output only (the cortex's sets when it has a mesh's vertex count).
 
 A region set is a list of ``(name, kind, indices)`` (kinds: "all", "cortex", "section", "area" on the cortex;
 "all", "grey", "structure", "structure_side" on the subcortical grid). :func:`region_summary` turns per-output
@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from nforge_jax.data import fsaverage
-from nforge_jax.data.spaces import FSAVERAGE5, SUBCORTICAL, OutputSpace, SpaceMismatch, space_of, subcortical_space
+from nforge_jax.data.spaces import SUBCORTICAL, OutputSpace, SpaceMismatch, space_of, subcortical_space
 
 __all__ = ["ROI_CHOICES", "region_sets", "grid_of_space", "nan_median_rows", "region_medians", "region_summary"]
 
@@ -88,12 +88,12 @@ def _structure_sets(rois, grid) -> list[tuple[str, str, np.ndarray]]:
 
 def region_sets(space, rois="auto", *, mesh: str = "fsaverage5", grid=None) -> list[tuple[str, str, np.ndarray]]:
     """``[(name, kind, indices)]`` of ``space`` (an OutputSpace, its dict, or a number of outputs): every output
-    first ("all vertices" / "all voxels" / "all outputs"), then ``rois``: "auto" (the space's own: "hcp" on the
+    first ("all voxels" on the subcortical grid, else "all vertices"), then ``rois``: "auto" (the space's own: "hcp" on the
     cortex, "structures" on the subcortical grid, nothing otherwise), "hcp", "structures", None (nothing more)
     or a list of names (HCP-MMP1 areas / sections, or structures such as "thalamus", "left_putamen").
     ``grid``: the subcortical grid (default: found as :func:`grid_of_space` says)."""
     space = _as_space(space)
-    everything = {FSAVERAGE5: "all vertices", SUBCORTICAL: "all voxels"}.get(space.name, "all outputs")
+    everything = "all voxels" if space.name == SUBCORTICAL else "all vertices"  # the name evaluations have used
     out = [(everything, "all", np.arange(space.n_outputs))]
     if rois is None or (not isinstance(rois, str) and len(rois) == 0):
         return out
