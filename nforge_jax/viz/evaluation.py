@@ -1,5 +1,6 @@
-"""Figures of an evaluation against measured fMRI (``nforge evaluate``): cortical maps of r, the noise ceiling and
-r / ceiling, and a bar chart of the 22 HCP-MMP1 sections with bootstrap intervals.
+"""Figures of an evaluation against measured fMRI (``nforge evaluate``): maps of r, the noise ceiling and
+r / ceiling (on the cortex, or in MNI slices for the subcortical grid), and a bar chart of the 22 HCP-MMP1
+sections (or of the subcortical structures per side) with bootstrap intervals.
 
 The functions take plain arrays and ROI rows (the fields of rois.csv), so anything with the attributes of
 ``nforge_jax.inference.Evaluation`` (r, ceiling, r_over_ceiling, ceiling_method, rois) can be drawn.
@@ -7,43 +8,54 @@ The functions take plain arrays and ROI rows (the fields of rois.csv), so anythi
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from nforge_jax.data.fsaverage import n_vertices
+from nforge_jax.data.regions import grid_of_space
+from nforge_jax.data.spaces import SUBCORTICAL, OutputSpace
 from nforge_jax.viz.surface import plot_cortex, save_figure
 
 __all__ = ["plot_evaluation_maps", "plot_section_scores", "save_evaluation_figures"]
 
 
-def plot_evaluation_maps(r, ceiling, r_over_ceiling, *, method: str = "", mesh: str = "fsaverage5") -> dict:
-    """{"r", "ceiling", "r_over_ceiling"}: cortical figures (NaN drawn as the bare surface; r / ceiling shown
-    clipped to [0, 1], ceilings of method "none" omitted)."""
-    figures = {"r": plot_cortex(np.asarray(r, np.float64), title="Pearson r (prediction vs measured)",
-                                cmap="cold_hot", symmetric=True, mesh=mesh, colorbar_label="r")}
+def plot_evaluation_maps(r, ceiling, r_over_ceiling, *, method: str = "", mesh: str = "fsaverage5",
+                         grid=None) -> dict:
+    """{"r", "ceiling", "r_over_ceiling"}: cortical figures, or subcortical slices when ``grid`` (a
+    `data.subcortical.SubcorticalGrid`) is given (NaN not drawn; r / ceiling shown clipped to [0, 1], ceilings
+    of method "none" omitted)."""
+    if grid is None:
+        draw = functools.partial(plot_cortex, mesh=mesh)
+    else:
+        from nforge_jax.viz.volume import plot_subcortical
+
+        draw = functools.partial(plot_subcortical, grid=grid)
+    figures = {"r": draw(np.asarray(r, np.float64), title="Pearson r (prediction vs measured)", cmap="cold_hot",
+                         symmetric=True, colorbar_label="r")}
     ceiling = np.asarray(ceiling, np.float64)
     if np.isfinite(ceiling).any():
-        figures["ceiling"] = plot_cortex(ceiling, title=f"noise ceiling on r: {method}", cmap="viridis", vmin=0.0,
-                                         vmax=1.0, symmetric=False, mesh=mesh, colorbar_label="ceiling")
+        figures["ceiling"] = draw(ceiling, title=f"noise ceiling on r: {method}", cmap="viridis", vmin=0.0,
+                                  vmax=1.0, symmetric=False, colorbar_label="ceiling")
         ratio = np.clip(np.asarray(r_over_ceiling, np.float64), 0.0, 1.0)
-        figures["r_over_ceiling"] = plot_cortex(ratio, title="r / noise ceiling (clipped to [0, 1])",
-                                                cmap="viridis", vmin=0.0, vmax=1.0, symmetric=False, mesh=mesh,
-                                                colorbar_label="r / ceiling")
+        figures["r_over_ceiling"] = draw(ratio, title="r / noise ceiling (clipped to [0, 1])", cmap="viridis",
+                                         vmin=0.0, vmax=1.0, symmetric=False, colorbar_label="r / ceiling")
     return figures
 
 
-def plot_section_scores(rows: Sequence[Mapping], *, title: str = ""):
-    """Bars of median r and median r / ceiling per section (rows of kind "section"), with their 95 % intervals."""
+def plot_section_scores(rows: Sequence[Mapping], *, title: str = "", kind: str = "section"):
+    """Bars of median r and median r / ceiling per section (rows of kind ``kind``: "section", or "structure" /
+    "structure_side" for the subcortical structures), with their 95 % intervals."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    rows = [row for row in rows if row.get("kind") == "section"]
+    rows = [row for row in rows if row.get("kind") == kind]
     if not rows:
-        raise ValueError("rows: no section rows (kind 'section'); evaluate with rois='hcp'")
+        raise ValueError(f"rows: no rows of kind {kind!r}; evaluate with rois='auto' (or 'hcp' / 'structures')")
     value = lambda row, key: np.nan if row.get(key) is None else float(row[key])  # noqa: E731
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.32 * len(rows) + 1.5), sharey=True)
     y = np.arange(len(rows))
@@ -58,7 +70,7 @@ def plot_section_scores(rows: Sequence[Mapping], *, title: str = ""):
         ax.set_xlabel(label)
         ax.set_label(key)
         ax.axvline(0, color="k", lw=0.5)
-    axes[0].set_yticks(y, [row["roi"] for row in rows], fontsize=8)
+    axes[0].set_yticks(y, [row["roi"].replace("_", " ") for row in rows], fontsize=8)
     axes[0].invert_yaxis()
     axes[1].set_xlim(0, 1.05)
     if title:
@@ -67,17 +79,28 @@ def plot_section_scores(rows: Sequence[Mapping], *, title: str = ""):
     return fig
 
 
-def save_evaluation_figures(evaluation, out_dir, *, mesh: str = "fsaverage5") -> dict[str, Path]:
-    """Write maps_r.png, maps_ceiling.png, maps_r_over_ceiling.png (when the maps are on ``mesh``) and
-    sections.png (when the evaluation has section rows) into ``out_dir``; returns {name: path}."""
+def save_evaluation_figures(evaluation, out_dir, *, mesh: str = "fsaverage5", grid=None) -> dict[str, Path]:
+    """Write maps_r.png, maps_ceiling.png, maps_r_over_ceiling.png (when the maps are on ``mesh`` or on the
+    subcortical grid) and sections.png (section rows) or structures.png (structure rows) into ``out_dir``;
+    returns {name: path}. ``grid``: the subcortical grid of a subcortical evaluation (default: found as
+    `data.regions.grid_of_space` finds it)."""
     out = Path(out_dir)
     paths = {}
-    on_mesh = np.shape(evaluation.r) == (n_vertices(mesh),)
+    space = getattr(evaluation, "space", None)
+    if space is not None and space.get("name") == SUBCORTICAL:
+        grid = grid_of_space(OutputSpace.from_dict(space, "evaluation space"), grid)
+        on_maps = True
+    else:
+        grid, on_maps = None, np.shape(evaluation.r) == (n_vertices(mesh),)
     maps = plot_evaluation_maps(evaluation.r, evaluation.ceiling, evaluation.r_over_ceiling,
-                                method=evaluation.ceiling_method, mesh=mesh) if on_mesh else {}
+                                method=evaluation.ceiling_method, mesh=mesh, grid=grid) if on_maps else {}
     for name, fig in maps.items():
         paths[f"maps_{name}"] = save_figure(fig, out / f"maps_{name}.png")
     if any(row.get("kind") == "section" for row in evaluation.rois):
         fig = plot_section_scores(evaluation.rois, title=f"HCP-MMP1 sections; ceiling: {evaluation.ceiling_method}")
         paths["sections"] = save_figure(fig, out / "sections.png")
+    if any(row.get("kind") == "structure_side" for row in evaluation.rois):
+        fig = plot_section_scores(evaluation.rois, kind="structure_side",
+                                  title=f"subcortical structures; ceiling: {evaluation.ceiling_method}")
+        paths["structures"] = save_figure(fig, out / "structures.png")
     return paths
