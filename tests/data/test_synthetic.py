@@ -299,3 +299,108 @@ def test_repeat_mean_ceiling_is_analytic_and_empirical():
 def test_bad_repeats(repeats, match):
     with pytest.raises(ValueError, match=match):
         syn.generate_synthetic(n_timelines=2, duration_s=20, repeats=repeats)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The subcortical grid
+
+
+@pytest.fixture(scope="module")
+def grid():
+    from nforge_jax.data.subcortical import load_grid
+
+    return load_grid()
+
+
+@pytest.fixture(scope="module")
+def subcortical(grid):
+    truth, runs = syn.generate_synthetic(space="subcortical", grid=grid, n_subjects=2, n_timelines=1,
+                                         duration_s=600, seed=5)
+    return truth, next(runs)
+
+
+def voxel_neighbours(grid):
+    """Face-neighbour pairs (i, j) of the grid's voxels, found from their coordinates."""
+    where = {tuple(v): k for k, v in enumerate(np.asarray(grid.ijk).tolist())}
+    pairs = [(k, where[(i + di, j + dj, l + dl)]) for (i, j, l), k in where.items()
+             for di, dj, dl in ((1, 0, 0), (0, 1, 0), (0, 0, 1)) if (i + di, j + dj, l + dl) in where]
+    return np.array(pairs)
+
+
+def test_subcortical_runs_record_the_space(subcortical, grid, tmp_path):
+    from nforge_jax.data.spaces import subcortical_space
+
+    truth, run = subcortical
+    space = subcortical_space(grid)
+    assert truth.space == space and truth.config["space"] == space.to_dict() and truth.config["mesh"] is None
+    assert run.fmri.shape == run.signal.shape == (600, grid.n_voxels)
+    assert truth.readouts.shape == (2, 12, grid.n_voxels) and truth.modality_weights.shape == (3, grid.n_voxels)
+    assert run.meta["space"] == space.to_dict() and "mesh" not in run.meta
+    truth.save(tmp_path / "t.npz")
+    assert syn.SyntheticTruth.load(tmp_path / "t.npz").space == space
+    small = syn.make_synthetic_store(tmp_path / "store", space="subcortical", grid=grid, n_subjects=1,
+                                     n_timelines=1, duration_s=20)
+    store = FeatureStore.open(tmp_path / "store")
+    (name,) = store.timelines
+    assert store.meta(name)["space"] == space.to_dict() and store.fmri(name).shape == (20, grid.n_voxels)
+    assert small.space == space
+
+
+def test_subcortical_noise_ceiling_matches_empirical_correlation(subcortical, grid):
+    truth, run = subcortical
+    r = pearson_columns(run.signal.astype(np.float64), run.fmri.astype(np.float64))
+    c = truth.noise_ceiling.astype(np.float64)
+    m = truth.cortex_mask
+    assert abs(np.mean(r[m] - c[m])) < 0.01
+    assert np.median(c[m]) > 0.75  # structures are anchors: high ceilings, as in the cortex's anchor areas
+    ventricles = grid.structure_indices("lateral_ventricle")
+    assert not m[ventricles].any() and m.sum() == grid.n_voxels - len(ventricles)
+    assert (c[ventricles] == 0).all() and abs(r[ventricles].mean()) < 0.02
+    np.testing.assert_allclose(truth.noiseless_bold(run.features, 0), run.signal, atol=1e-5)
+
+
+def test_subcortical_structures_carry_the_planted_modalities(subcortical, grid):
+    truth, _ = subcortical
+    mean = {s: dict(zip(syn.MODALITIES, truth.modality_weights[:, grid.structure_indices(s)].mean(1)))
+            for s in ("thalamus", "caudate", "putamen", "hippocampus", "amygdala", "pallidum", "accumbens")}
+    for s in ("caudate", "putamen"):
+        assert mean[s]["audio"] > 0.7
+    for s in ("hippocampus", "amygdala"):
+        assert mean[s]["text"] > 0.7
+    assert min(mean["thalamus"]["video"], mean["thalamus"]["audio"]) > 0.35 > 0.1 > mean["thalamus"]["text"]
+    for s in ("pallidum", "accumbens"):  # mixed: no modality holds most of the variance
+        assert max(mean[s].values()) < 0.6 and min(mean[s].values()) > 0.1
+
+
+def test_subcortical_maps_are_smooth_over_voxel_neighbours(subcortical, grid):
+    truth, run = subcortical
+    pairs = voxel_neighbours(grid)
+    assert len(pairs) > 2 * grid.n_voxels  # most voxels have several face neighbours
+    rng = np.random.default_rng(0)
+    fields = [*truth.modality_weights, truth.readouts[0, 0], run.fmri[100] - run.signal[100] * truth.noise_ceiling]
+    for field in fields:
+        assert np.corrcoef(field[pairs[:, 0]], field[pairs[:, 1]])[0, 1] > 0.3
+        shuffled = rng.permutation(field)
+        assert abs(np.corrcoef(shuffled[pairs[:, 0]], shuffled[pairs[:, 1]])[0, 1]) < 0.1  # the check can fail
+
+
+def test_subcortical_is_deterministic_and_the_cortex_unchanged(grid):
+    a, runs_a = syn.generate_synthetic(space="subcortical", grid=grid, n_subjects=1, n_timelines=1, duration_s=20)
+    b, runs_b = syn.generate_synthetic(space="subcortical", grid=grid, n_subjects=1, n_timelines=1, duration_s=20)
+    np.testing.assert_array_equal(next(runs_a).fmri, next(runs_b).fmri)
+    np.testing.assert_array_equal(a.readouts, b.readouts)
+    c, runs_c = syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=20)
+    d, runs_d = syn.generate_synthetic(space="fsaverage5", n_subjects=1, n_timelines=1, duration_s=20)
+    run_c, run_d = next(runs_c), next(runs_d)
+    np.testing.assert_array_equal(run_c.fmri, run_d.fmri)
+    assert run_c.meta == run_d.meta and "space" not in run_c.meta and c.config == d.config
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(space="volume"), "space: expected None, 'fsaverage5'"),
+    (dict(space="fsaverage5", mesh="fsaverage4"), "space: expected None"),
+    (dict(grid=object()), "grid: only used with space='subcortical'"),
+])
+def test_bad_space(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        syn.generate_synthetic(n_subjects=1, n_timelines=1, duration_s=20, **kwargs)
