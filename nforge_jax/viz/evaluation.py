@@ -55,7 +55,7 @@ def plot_section_scores(rows: Sequence[Mapping], *, title: str = "", kind: str =
 
     rows = [row for row in rows if row.get("kind") == kind]
     if not rows:
-        raise ValueError(f"rows: no rows of kind {kind!r}; evaluate with rois='auto' (or 'hcp' / 'structures')")
+        raise ValueError(f"rows: no {kind} rows (kind {kind!r}); evaluate with rois='auto' (or 'hcp' / 'structures')")
     value = lambda row, key: np.nan if row.get(key) is None else float(row[key])  # noqa: E731
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.32 * len(rows) + 1.5), sharey=True)
     y = np.arange(len(rows))
