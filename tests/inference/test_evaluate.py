@@ -237,3 +237,36 @@ def test_cli_user_errors_are_one_line(predicted, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert lines[0].startswith("nforge evaluate: error: ") and expected in lines[0], lines[0]
+
+
+# ------------------------------------------------------------------------------------------- output spaces
+
+def test_the_space_is_recorded_and_other_spaces_refused(repeated, tmp_path):
+    from nforge_jax.data.spaces import SpaceMismatch
+
+    truth, store, perfect = repeated
+    names = names_of(truth, 1)
+    ev = evaluate(perfect, store, timelines=names, n_boot=0)
+    assert ev.space == {"name": "fsaverage5", "n_outputs": 20484}  # no meta space + 20,484 columns
+    assert ev.to_json()["space"] == ev.space and "cortex (" in ev.summary_text() and "vertices)" in ev.summary_text()
+    assert not ev.is_subcortical and {row["kind"] for row in ev.rois} == {"all", "cortex", "section", "area"}
+    with pytest.raises(SpaceMismatch, match=r"expected a \(rows, 20484\) array, the store's fsaverage5"):
+        evaluate({n: perfect[n][:, :8803] for n in names}, store, timelines=names, n_boot=0)
+    with pytest.raises(ValueError, match="rois: expected 'auto', 'hcp'"):
+        evaluate(perfect, store, timelines=names, rois="structures", n_boot=0)
+    # one evaluation holds one space: timelines of two spaces are refused, naming both
+    mixed = FeatureStore.create(tmp_path / "mixed")
+    rng = np.random.default_rng(0)
+    preds = {}
+    for stimulus, n_out in (("a", 30), ("b", 40)):
+        name = f"New:stimulus={stimulus},subject=s1"
+        mixed.write_timeline(name, features={"text": rng.standard_normal((80, 1, 4)).astype(np.float32)},
+                             fmri=rng.standard_normal((45, n_out)).astype(np.float32),
+                             meta={"study": "New", "subject": "s1", "stimulus": stimulus, "tr_s": 1.0})
+        preds[name] = rng.standard_normal((40, n_out)).astype(np.float32)
+    with pytest.raises(SpaceMismatch, match=r"timeline 'New:stimulus=b,subject=s1' is unspecified \(40 outputs\) "
+                                            r"but timeline 'New:stimulus=a,subject=s1' is unspecified \(30"):
+        evaluate(preds, mixed, n_boot=0)
+    one = evaluate({k: v for k, v in preds.items() if "=a," in k}, mixed, n_boot=0)
+    assert [row["roi"] for row in one.rois] == ["all vertices"] and one.space["name"] == "unspecified"
+    assert "(30 outputs)" in one.summary_text()
