@@ -52,8 +52,8 @@ def grid_of_space(space: OutputSpace, grid=None, source: str | os.PathLike | Non
     got = subcortical_space(grid)
     if got.key() != space.key():
         raise SpaceMismatch(f"the subcortical grid at hand ({got.describe()}, {grid.source}) is not the grid of "
-                            f"{space.describe()}: pass the grid, or point source= or $NFORGE_HARVARD_OXFORD at the atlas "
-                            "it was made with")
+                            f"{space.describe()}: pass the grid, or point source= or $NFORGE_HARVARD_OXFORD at "
+                            "the atlas it was made with")
     return grid
 
 
@@ -88,9 +88,10 @@ def _structure_sets(rois, grid) -> list[tuple[str, str, np.ndarray]]:
 
 def region_sets(space, rois="auto", *, mesh: str = "fsaverage5", grid=None) -> list[tuple[str, str, np.ndarray]]:
     """``[(name, kind, indices)]`` of ``space`` (an OutputSpace, its dict, or a number of outputs): every output
-    first ("all voxels" on the subcortical grid, else "all vertices"), then ``rois``: "auto" (the space's own: "hcp" on the
-    cortex, "structures" on the subcortical grid, nothing otherwise), "hcp", "structures", None (nothing more)
-    or a list of names (HCP-MMP1 areas / sections, or structures such as "thalamus", "left_putamen").
+    first ("all voxels" on the subcortical grid, else "all vertices"), then ``rois``: "auto" (the space's own:
+    "hcp" on the cortex, "structures" on the subcortical grid, nothing otherwise), "hcp", "structures", None
+    (nothing more) or a list of names (HCP-MMP1 areas / sections, or structures such as "thalamus",
+    "left_putamen").
     ``grid``: the subcortical grid (default: found as :func:`grid_of_space` says)."""
     space = _as_space(space)
     everything = "all voxels" if space.name == SUBCORTICAL else "all vertices"  # the name evaluations have used

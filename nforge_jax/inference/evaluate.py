@@ -32,15 +32,15 @@ Noise ceilings (an upper bound on that Pearson r, so ``r / ceiling`` compares ve
 (medians) are clipped to [0, 1] with the raw value kept beside them.
 
 Output spaces (`data.spaces`): the store's timelines name theirs (meta ``space``; 20,484 columns and none named:
-fsaverage5); predictions of another space are refused with SpaceMismatch (an ``nforge predict`` directory by
-the space its marker records, else by the number of columns). Per ROI (`data.regions`; on the cortex the
-HCP-MMP1 areas per hemisphere, the 22 sections of Glasser et al. 2016 over both hemispheres and the whole
-labelled cortex; on the subcortical grid the structures per side and over both sides and the grey matter): outputs, median r, median ceiling, median r / ceiling and 95 % moving-block
-bootstrap intervals of the two medians over time: the samples are cut into sub-blocks (per target, never
-across two) whose per-vertex sums of x, y, xy, x^2, y^2 form a table; a block is ``k`` consecutive
-sub-blocks of one target, about ``block_s`` seconds; a draw picks blocks uniformly with replacement until it
-holds as many sub-blocks as the data, and its sums are its sub-block counts times the table. The ceiling is
-held fixed (the intervals are those of r's sampling over time).
+fsaverage5); predictions of another space are refused with SpaceMismatch (an ``nforge predict`` directory by the
+space its marker records, else by the number of columns). Per ROI (`data.regions`; on the cortex the HCP-MMP1 areas
+per hemisphere, the 22 sections of Glasser et al. 2016 over both hemispheres and the whole labelled cortex; on the
+subcortical grid the structures per side and over both sides and the grey matter): outputs, median r, median
+ceiling, median r / ceiling and 95 % moving-block bootstrap intervals of the two medians over time: the samples are
+cut into sub-blocks (per target, never across two) whose per-vertex sums of x, y, xy, x^2, y^2 form a table; a block
+is ``k`` consecutive sub-blocks of one target, about ``block_s`` seconds; a draw picks blocks uniformly with
+replacement until it holds as many sub-blocks as the data, and its sums are its sub-block counts times the table.
+The ceiling is held fixed (the intervals are those of r's sampling over time).
 """
 
 from __future__ import annotations
@@ -569,11 +569,12 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     predictions: an ``nforge predict`` output directory (its timelines' recorded inputs must match ``store``) or
     a mapping {timeline name: (rows, V) array} (row j: stimulus time start_s + j, as predict writes them).
     store: a FeatureStore or its path. timelines: the timelines to evaluate (default: every predicted one).
-    ceiling: "auto" | "repeats" | "subjects" | "none" | None | a (V,) array. rois: "auto" (the space's own: "hcp"
-    on fsaverage5, "structures" on the subcortical grid), "hcp" (HCP-MMP1 areas per hemisphere, the 22
-    sections, the labelled cortex), "structures" (per side and both sides, the grey matter), None, or a list
-    of area / section / structure names; every output ("all vertices" / "all voxels") is always reported.
-    Predictions of another output space than the store's raise SpaceMismatch. n_boot: bootstrap draws (0: no intervals); block_s: bootstrap block length (s).
+    ceiling: "auto" | "repeats" | "subjects" | "none" | None | a (V,) array. rois: "auto" (the space's own: "hcp" on
+    fsaverage5, "structures" on the subcortical grid), "hcp" (HCP-MMP1 areas per hemisphere, the 22 sections, the
+    labelled cortex), "structures" (per side and both sides, the grey matter), None, or a list of area / section /
+    structure names; every output ("all vertices" / "all voxels") is always reported. Predictions of another output
+    space than the store's raise SpaceMismatch. n_boot: bootstrap draws (0: no intervals); block_s: bootstrap block
+    length (s).
     """
     _check_settings(n_boot, block_s, min_ceiling)
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)

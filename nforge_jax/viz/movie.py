@@ -49,9 +49,10 @@ def render_frames(preds, *, mesh: str = "fsaverage5", vmin=None, vmax=None, cmap
 def write_activity_movie(preds, path, fps: float = 2.0, *, mesh: str = "fsaverage5", vmin=None, vmax=None,
                          cmap: str = "cold_hot", title: str = "", tr_seconds: float = 1.0,
                          colorbar_label: str = "", grid=None, volume_kind: str = "slices") -> Path:
-    """Writes ``preds`` (T, V) as a movie at ``path`` (.gif or .mp4), ``fps`` frames per second; returns the
-    path. ``grid`` (and ``volume_kind``): subcortical activity, as in :func:`render_frames`. The file appears complete or not at all (temporary file + rename). Rendering costs about a second
-    per frame on a CPU: pass a slice of the predictions for long runs."""
+    """Writes ``preds`` (T, V) as a movie at ``path`` (.gif or .mp4), ``fps`` frames per second; returns the path.
+    ``grid`` (and ``volume_kind``): subcortical activity, as in :func:`render_frames`. The file appears complete
+    or not at all (temporary file + rename). Rendering costs about a second per frame on a CPU: pass a slice of
+    the predictions for long runs."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
