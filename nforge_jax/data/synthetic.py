@@ -49,6 +49,16 @@ ceiling 0.85 in the anchor areas and 0.5 elsewhere at ``noise=1``; the medial wa
 carries no signal (ceiling 0). ``modality_map="random"`` needs no atlas and uses smooth random
 anchor fields instead.
 
+**Subcortical truth** (``space="subcortical"``, the voxels of a `data.subcortical.SubcorticalGrid`): the same
+features, latents, HRF, read-outs, noise and repeats, with two changes. Smoothing (anchors, random fields,
+noise) diffuses over the 6 face neighbours of each voxel (``S = D^-1 (I + A)``, exactly normalised like the
+mesh's) instead of mesh edges. Anchors are structures (:data:`ANCHOR_STRUCTURES`, both sides): thalamus -> video
+and audio equally (LGN and MGN relays), caudate and putamen -> audio, hippocampus and amygdala -> text, pallidum
+and accumbens -> all three (mixed; the putamen's audio anchor spreads into them, so they lean to audio). The
+lateral ventricles carry no signal (ceiling 0, like the medial wall; ``cortex_mask`` is then the mask of voxels
+that carry signal). The truth's config and every run's meta record the space (``subcortical_space(grid)
+.to_dict()``); a cortical truth records none, so its files are what they were.
+
 Store convention (what :func:`make_synthetic_store` writes): features at 2 Hz from the stimulus start;
 ``fmri[j]`` is the BOLD at ``j`` s after the start, at 1 Hz (TR 1 s), z-scored per run; meta
 ``offset_s = 5.0`` means the target paired with feature time ``t`` is ``fmri`` at ``t + 5`` s,
@@ -289,7 +299,7 @@ class SyntheticTruth:
 
     modality_weights (3, V): fraction of each vertex's signal variance from text, audio, video.
     snr (V,), noise_ceiling (V,): ``noise_ceiling = sqrt(snr / (1 + snr))``, the expected Pearson r
-    between the noiseless signal and the stored target. cortex_mask (V,): vertices that carry signal.
+    between the noiseless signal and the stored target. cortex_mask (V,): vertices (voxels) that carry signal.
     hrf (64,): the kernel on the 2 Hz grid (``HRF_DT`` s per tap). latent_weights: modality ->
     (n_layers * dim, latent_dim). readouts (n_subjects, sum(latent_dims), V): per subject, the
     sqrt(weight)-scaled readout of the stacked latents. timelines: one dict per stored run
