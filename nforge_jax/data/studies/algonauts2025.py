@@ -193,7 +193,7 @@ class Algonauts2025Bold(Study):
                              language="english", modality="heard", split=split))
             rows.extend(dict(type="Word", start=on, duration=du, text=w, language="english", modality="heard",
                              split=split) for w, on, du in words)
-        src = self.fmri_source(tl)
+        src = self.target_source(tl)
         if src is not None:
             rows.append(self.fmri_row(tl, src, layout="fmriprep", split=split))
         return rows
