@@ -36,6 +36,7 @@ from nforge_jax.data.spaces import (FSAVERAGE5, SUBCORTICAL, UNSPECIFIED, Output
 N_LEVELS = 255  # colour codes 0..254 span [vmin, vmax]
 NAN_CODE = 255  # "no value": drawn in the sulcal grey
 HEMI_GAP_MM = 8.0  # space between the hemispheres, which overlap on the inflated surface
+ANATOMY_MAX_GREY = 170  # the brightest anatomy behind the subcortical voxels
 PLOTLY_JS = ("nilearn", "_assets/js/plotly-gl3d-latest.min.js")
 
 
@@ -102,8 +103,8 @@ def resolve_view_space(space, n_columns: int | None, *, mesh: str = "fsaverage5"
         raise ValueError(f"values: {n_columns} columns match no output space; expected {n_vertices(mesh)} "
                          f"({mesh} vertices) or {grid.n_voxels} (subcortical grid voxels) per frame or map")
     if isinstance(space, OutputSpace) and space.grid:
-        check_same_space(space, subcortical_space(grid), expected_what="space",
-                         got_what=f"the subcortical grid ({grid.source})")
+        check_same_space(space, subcortical_space(grid), expected_what="the values' space",
+                         got_what=f"the subcortical grid loaded here ({grid.source})")
     return SUBCORTICAL, grid
 
 
@@ -236,7 +237,8 @@ def _volume_payload(grid) -> dict:
 
 def mni_background(grid) -> np.ndarray:
     """nilearn's MNI152 template (shipped with nilearn, 2 mm) resampled onto the grid: uint8 grey levels,
-    0 outside the brain, 255 at the template's 99.5th percentile."""
+    0 outside the brain, ANATOMY_MAX_GREY (dim enough that the coloured voxels stand out) at its 99.5th
+    percentile."""
     from nilearn.datasets import load_mni152_template
     from nilearn.image import resample_to_img
 
@@ -244,7 +246,7 @@ def mni_background(grid) -> np.ndarray:
                                force_resample=True, copy_header=True)
     values = np.nan_to_num(np.asarray(template.get_fdata(), np.float64))
     top = np.percentile(values[values > 0], 99.5) if (values > 0).any() else 1.0
-    return np.rint(np.clip(values / top, 0, 1) * 255).astype(np.uint8)
+    return np.rint(np.clip(values / top, 0, 1) * ANATOMY_MAX_GREY).astype(np.uint8)
 
 
 def _structures(grid) -> dict[str, np.ndarray]:
