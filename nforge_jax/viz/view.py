@@ -59,7 +59,7 @@ def view_predictions(values, out_path, *, space=None, title: str = "", tr_s: flo
     from nforge_jax.viz.surface import color_range
 
     out_path = _check_out_path(out_path)
-    kind, grid = resolve_view_space(space, _n_columns(values), mesh=mesh, grid=grid)
+    kind, grid = _resolve_space(space, _n_columns(values), mesh=mesh, grid=grid)
     n_points = n_vertices(mesh) if kind == FSAVERAGE5 else grid.n_voxels
     where = mesh if kind == FSAVERAGE5 else "the subcortical grid"
     frames, labels, times = _frames(values, frame_labels, tr_s, start_s, n_points, where)
@@ -81,7 +81,7 @@ def view_predictions(values, out_path, *, space=None, title: str = "", tr_s: flo
     return out_path
 
 
-def resolve_view_space(space, n_columns: int | None, *, mesh: str = "fsaverage5", grid=None):
+def _resolve_space(space, n_columns: int | None, *, mesh: str = "fsaverage5", grid=None):
     """("fsaverage5", None) or ("subcortical", grid): what ``space`` names, else (None or an "unspecified"
     OutputSpace) what the column count says. ValueError otherwise; SpaceMismatch for an OutputSpace of
     another grid than ``grid`` (default `load_grid()`)."""
