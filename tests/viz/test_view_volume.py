@@ -74,6 +74,8 @@ def test_the_space_comes_from_the_argument_else_the_column_count(tmp_path, grid)
     for space in (None, "subcortical", subcortical_space(grid)):
         assert embedded(view_predictions(sub, tmp_path / "v.html", space=space, grid=grid))["space"] == "subcortical"
     assert embedded(view_predictions(np.ones(20484), tmp_path / "c.html", vmin=0, vmax=2))["space"] == "fsaverage5"
+    maps = embedded(view_predictions({"r": sub, "ceiling": sub + 0.5}, tmp_path / "m.html", grid=grid))
+    assert maps["space"] == "subcortical" and maps["labels"] == ["r", "ceiling"] and maps["times"] is None
     with pytest.raises(ValueError, match=r"expected shape \(n_frames, 20484\) or \(20484,\) for fsaverage5"):
         view_predictions(sub, tmp_path / "x.html", space=fsaverage5_space())
     with pytest.raises(ValueError, match=rf"expected shape \(n_frames, {grid.n_voxels}\) .* for the subcortical grid"):
