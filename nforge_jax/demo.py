@@ -48,7 +48,6 @@ def demo_config():
     c.data.batch_size = 8
     c.data.split_attributes = {"Synthetic": "stimulus"}  # hold out whole stimuli
     c.data.val_values = VAL_STIMULI  # two whole stimuli never seen in training choose the checkpoint
-    c.data.test_values = TEST_STIMULI  # seen by neither training nor validation
     c.data.weigh_by = "none"
     c.model.hidden = 96
     c.model.depth = 2
@@ -98,6 +97,7 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     cfg = demo_config()
     cfg.seed = seed
     cfg.data.store = str(store_dir)
+    cfg.data.test_values = TEST_STIMULI  # seen by neither training nor validation
     if epochs:
         cfg.train.epochs = epochs
     log(f"[2/7] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "

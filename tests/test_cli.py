@@ -102,6 +102,8 @@ def bad_inputs(tmp):
         "adapt": (["adapt", missing, "--store", missing, "--timelines", "t", "--out", str(tmp / "o")], "missing"),
         "extract": (["extract", "--events", missing + ".tsv", "--store", str(tmp / "s")], "missing.tsv"),
         "predict": (["predict", "--store", missing, "--checkpoint", missing, "--out", str(tmp / "o")], "missing"),
+        "evaluate": (["evaluate", missing, "--store", missing], "missing"),
+        "view": (["view", missing, "--out", str(tmp / "v.html")], "missing"),
     }
 
 

@@ -112,6 +112,8 @@ def subcortical_space(grid) -> OutputSpace:
 def space_of(d, n_outputs: int | None = None, where: str = "space") -> OutputSpace:
     """The space a record names (``d``: a dict, a name, or None for a record that names none); with no space
     named, ``fsaverage5`` for 20,484 outputs, else ``unspecified`` with ``n_outputs``."""
+    if isinstance(d, str) and d not in SPACES:
+        d = None  # study stores written before spaces were recorded kept the BOLD's source space here
     if d is not None:
         space = OutputSpace.from_dict(d, where)
         if n_outputs is not None and int(n_outputs) != space.n_outputs:

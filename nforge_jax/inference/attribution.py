@@ -460,7 +460,7 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
     """Variance shares per vertex pooled over timelines of a FeatureStore (`VarianceSplit.result`'s dict).
 
     Each timeline's features are read from its ``start_s`` row and its measured responses (``fmri=True``, split
-    R²) aligned with the prediction rows as in training (`data.timebase.align_targets`; rows without a sample
+    R²) aligned with the prediction rows as in training (`inference.evaluate.measured_targets`; rows without a sample
     are not scored). subject: None (average subject), a training-subject index or name for every timeline, or
     a mapping {subject key ("<study>/<subject>", `data.splits.subject_key`): index or name} giving each
     timeline its own subject (e.g. `data.splits.make_subjects_index(store)`).
@@ -468,7 +468,7 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
     from nforge_jax.data.provenance import check_store_recipe
     from nforge_jax.data.splits import subject_key
     from nforge_jax.data.store import FeatureStore
-    from nforge_jax.data.timebase import align_targets
+    from nforge_jax.inference.evaluate import measured_targets
 
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     timelines = [timelines] if isinstance(timelines, str) else list(timelines)
@@ -501,8 +501,6 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
         names, latents = attributor._timeline_latents(feats, batch_size)
         target = keep = None
         if fmri:
-            target, keep = align_targets(np.asarray(store.fmri(name), np.float32), len(latents), start_s=start_s,
-                                         offset_s=meta["offset_s"], fmri_hz=meta["fmri_hz"],
-                                         fmri_start_s=float(meta.get("fmri_start_s", 0.0)))
+            target, keep = measured_targets(store, name, len(latents))
         split.add(names, latents, attributor._readout(who)[0], target=target, rows=keep)
     return split.result()

@@ -1,11 +1,18 @@
-"""One self-contained HTML page to explore cortical predictions in a browser: the inflated fsaverage5 cortex
-(both hemispheres side by side, rotatable), a time slider with play/pause, HCP-MMP1 area names and values on
-hover, and the time course of a clicked area.
+"""One self-contained HTML page to explore predictions in a browser, in the space the data are in:
 
-The page needs no server and no network: plotly's WebGL bundle (the copy nilearn ships) and the data are
-inlined. Each frame is stored as one uint8 colour code per vertex (255 levels over [vmin, vmax], NaN its own
-code) as the difference to the frame before, gzip-compressed and base64-encoded; the page inflates it with the browser's DecompressionStream. Area
-time courses are exact float32 means over the area's vertices, computed here from the unquantised values.
+* ``fsaverage5`` (20,484 columns): the inflated cortex (both hemispheres side by side, rotatable), HCP-MMP1
+  area names and values on hover, the time course of a clicked area;
+* ``subcortical`` (the voxels of `data.subcortical.load_grid`): three orthogonal slices (axial, coronal,
+  sagittal) of the 2 mm MNI grid through a cursor voxel over the MNI152 template, structure outlines, the
+  structure's name and the voxel's value on hover; a click moves the cursor and plots the structure's time
+  course.
+
+Both have a time slider with play/pause and one colour bar. The page needs no server and no network:
+plotly's bundle (the copy nilearn ships; it draws the cortex and the time course) and the data are inlined.
+Each frame is stored as one uint8 colour code per vertex or voxel (255 levels over [vmin, vmax], NaN its own
+code) as the difference to the frame before, gzip-compressed and base64-encoded; the page inflates it with
+the browser's DecompressionStream. Area and structure time courses are exact float32 means over their
+vertices or voxels, computed here from the unquantised values.
 """
 
 from __future__ import annotations
@@ -23,41 +30,105 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from nforge_jax.data.fsaverage import get_hcp_labels, load_mesh, n_vertices
+from nforge_jax.data.spaces import (FSAVERAGE5, SUBCORTICAL, UNSPECIFIED, OutputSpace, check_same_space,
+                                    subcortical_space)
 
 N_LEVELS = 255  # colour codes 0..254 span [vmin, vmax]
 NAN_CODE = 255  # "no value": drawn in the sulcal grey
 HEMI_GAP_MM = 8.0  # space between the hemispheres, which overlap on the inflated surface
+ANATOMY_MAX_GREY = 170  # the brightest anatomy behind the subcortical voxels
 PLOTLY_JS = ("nilearn", "_assets/js/plotly-gl3d-latest.min.js")
 
 
-def view_predictions(values, out_path, *, title: str = "", tr_s: float = 1.0, start_s: float = 0.0,
+def view_predictions(values, out_path, *, space=None, title: str = "", tr_s: float = 1.0, start_s: float = 0.0,
                      cmap="cold_hot", vmin=None, vmax=None, symmetric=None,
-                     frame_labels: Sequence[str] | None = None, mesh: str = "fsaverage5") -> Path:
+                     frame_labels: Sequence[str] | None = None, mesh: str = "fsaverage5", grid=None) -> Path:
     """Writes an interactive viewer of ``values`` to ``out_path`` (.html) and returns the path.
 
-    ``values``: predictions over TRs, (T, V); one map, (V,); or named maps {name: (V,)} (e.g. an evaluation's
-    r, ceiling and r / ceiling), one frame each, labelled by name. NaN = no value (the medial wall): drawn
-    grey. Frame ``i`` of a (T, V) array is labelled "t = {start_s + i * tr_s} s" unless ``frame_labels``
-    names the frames. One colour scale for all frames (``vmin`` / ``vmax``, default as `plot_cortex`). The
-    file appears complete or not at all (temporary file + rename).
+    ``values``: predictions over TRs, (T, N); one map, (N,); or named maps {name: (N,)} (e.g. an evaluation's
+    r, ceiling and r / ceiling), one frame each, labelled by name. ``space``: an `OutputSpace`,
+    "fsaverage5" or "subcortical"; by default the column count decides (20,484: the cortex; the subcortical
+    grid's voxel count: the volume view; anything else is an error). ``grid``: the `SubcorticalGrid` of the
+    columns (default `load_grid()`); a subcortical OutputSpace must name the same grid. NaN = no value: the
+    medial wall or a voxel without prediction, drawn grey. Frame ``i`` of a (T, N) array is labelled
+    "t = {start_s + i * tr_s} s" unless ``frame_labels`` names the frames. One colour scale for all frames
+    (``vmin`` / ``vmax``, default as `plot_cortex`). The file appears complete or not at all (temporary file
+    + rename).
     """
     from nforge_jax.data.store import atomic_open
     from nforge_jax.viz.surface import color_range
 
     out_path = _check_out_path(out_path)
-    frames, labels, times = _frames(values, frame_labels, tr_s, start_s, mesh)
+    kind, grid = _resolve_space(space, _n_columns(values), mesh=mesh, grid=grid)
+    n_points = n_vertices(mesh) if kind == FSAVERAGE5 else grid.n_voxels
+    where = mesh if kind == FSAVERAGE5 else "the subcortical grid"
+    frames, labels, times = _frames(values, frame_labels, tr_s, start_s, n_points, where)
     vmin, vmax = color_range(frames, vmin=vmin, vmax=vmax, symmetric=symmetric)
     if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
         raise ValueError(f"vmin, vmax: expected finite numbers with vmin < vmax, got vmin={vmin}, vmax={vmax}")
-    data = {"title": str(title), "labels": labels, "times": times, "vmin": float(vmin), "vmax": float(vmax),
-            "n_frames": int(frames.shape[0]), "n_vertices": int(frames.shape[1]),
+    if kind == FSAVERAGE5:
+        geometry, regions = _mesh_payload(mesh), get_hcp_labels(mesh)
+    else:
+        geometry, regions = _volume_payload(grid), _structures(grid)
+    data = {"title": str(title), "space": kind, "labels": labels, "times": times, "vmin": float(vmin),
+            "vmax": float(vmax), "n_frames": int(frames.shape[0]), "n_points": int(frames.shape[1]),
             "lut": _b64(_color_table(cmap)), "codes": _packed(time_deltas(quantize(frames, vmin, vmax))),
-            **_mesh_payload(mesh), **_area_payload(frames, mesh)}
+            **geometry, **_region_payload(frames, regions)}
     page = _page(data, str(title))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(out_path) as f:
         f.write(page.encode("utf-8"))
     return out_path
+
+
+def _resolve_space(space, n_columns: int | None, *, mesh: str = "fsaverage5", grid=None):
+    """("fsaverage5", None) or ("subcortical", grid): what ``space`` names, else (None or an "unspecified"
+    OutputSpace) what the column count says. ValueError otherwise; SpaceMismatch for an OutputSpace of
+    another grid than ``grid`` (default `load_grid()`)."""
+    if isinstance(space, str):
+        if space not in (FSAVERAGE5, SUBCORTICAL):
+            raise ValueError(f"space: expected {FSAVERAGE5!r}, {SUBCORTICAL!r} or an OutputSpace, got {space!r}")
+        name = space
+    elif isinstance(space, OutputSpace):
+        name = None if space.name == UNSPECIFIED else space.name
+    elif space is None:
+        name = None
+    else:
+        raise ValueError(f"space: expected {FSAVERAGE5!r}, {SUBCORTICAL!r} or an OutputSpace, "
+                         f"got {type(space).__name__}")
+    if name == FSAVERAGE5 or (name is None and n_columns in (None, n_vertices(mesh))):
+        return FSAVERAGE5, None  # no columns to count (no maps, a scalar): the cortex's checks say what is wrong
+    grid = _subcortical_grid(grid, n_columns if name is None else None, mesh)
+    if name is None and n_columns != grid.n_voxels:
+        raise ValueError(f"values: {n_columns} columns match no output space; expected {n_vertices(mesh)} "
+                         f"({mesh} vertices) or {grid.n_voxels} (subcortical grid voxels) per frame or map")
+    if isinstance(space, OutputSpace) and space.grid:
+        check_same_space(space, subcortical_space(grid), expected_what="the values' space",
+                         got_what=f"the subcortical grid loaded here ({grid.source})")
+    return SUBCORTICAL, grid
+
+
+def _subcortical_grid(grid, n_columns: int | None, mesh: str):
+    """The given grid, else `load_grid()`; when only the column count pointed here, a missing atlas is
+    reported as the count matching nothing known."""
+    if grid is not None:
+        return grid
+    from nforge_jax.data.subcortical import load_grid
+
+    if n_columns is None:
+        return load_grid()
+    try:
+        return load_grid()
+    except FileNotFoundError as e:
+        raise ValueError(f"values: {n_columns} columns are not {n_vertices(mesh)} ({mesh} vertices), and the "
+                         f"subcortical grid to compare with is not available ({' '.join(str(e).split())})") from None
+
+
+def _n_columns(values) -> int | None:
+    """Columns of the array, or of the first named map; None when there is nothing to count."""
+    first = next(iter(values.values()), None) if isinstance(values, Mapping) else values
+    shape = np.shape(first) if first is not None else ()
+    return int(shape[-1]) if shape else None
 
 
 def quantize(frames: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -85,9 +156,8 @@ def _check_out_path(out_path) -> Path:
     return path
 
 
-def _frames(values, frame_labels, tr_s, start_s, mesh) -> tuple[np.ndarray, list[str], list | None]:
-    """(T, V) float32 frames, their labels, and their times in s (None for named maps: no time axis)."""
-    v = n_vertices(mesh)
+def _frames(values, frame_labels, tr_s, start_s, v: int, where: str) -> tuple[np.ndarray, list[str], list | None]:
+    """(T, v) float32 frames, their labels, and their times in s (None for named maps: no time axis)."""
     if isinstance(tr_s, bool) or not isinstance(tr_s, numbers.Real) or not (np.isfinite(tr_s) and tr_s > 0):
         raise ValueError(f"tr_s: expected a positive number of seconds per frame, got {tr_s!r}")
     if isinstance(start_s, bool) or not isinstance(start_s, numbers.Real) or not np.isfinite(start_s):
@@ -99,7 +169,7 @@ def _frames(values, frame_labels, tr_s, start_s, mesh) -> tuple[np.ndarray, list
         maps = [np.asarray(m, np.float32) for m in values.values()]
         for name, m in zip(names, maps):
             if m.shape != (v,):
-                raise ValueError(f"values[{name!r}]: expected shape ({v},) for {mesh}, got {m.shape}")
+                raise ValueError(f"values[{name!r}]: expected shape ({v},) for {where}, got {m.shape}")
         frames, times = np.stack(maps), None
         labels = names if frame_labels is None else frame_labels
     else:
@@ -107,14 +177,14 @@ def _frames(values, frame_labels, tr_s, start_s, mesh) -> tuple[np.ndarray, list
         if frames.ndim == 1:
             frames = frames[None]
         if frames.ndim != 2 or frames.shape[1] != v:
-            raise ValueError(f"values: expected shape (n_frames, {v}) or ({v},) for {mesh}, "
+            raise ValueError(f"values: expected shape (n_frames, {v}) or ({v},) for {where}, "
                              f"got {np.shape(values)}")
         times = [round(float(start_s) + i * float(tr_s), 6) for i in range(frames.shape[0])]
         labels = [f"t = {t:g} s" for t in times] if frame_labels is None else frame_labels
     if frames.shape[0] == 0:
         raise ValueError("values: no frames (T = 0)")
     if np.isinf(frames).any():
-        raise ValueError("values: contains +-inf; expected finite values (NaN for vertices without a value)")
+        raise ValueError("values: contains +-inf; expected finite values (NaN where there is no value)")
     if np.isnan(frames).all():
         raise ValueError("values: every value is NaN; nothing to show")
     labels = [str(x) for x in labels]
@@ -154,21 +224,55 @@ def _mesh_payload(mesh: str) -> dict:
             "background": _packed(np.rint(grey).astype(np.uint8))}
 
 
-def _area_payload(frames: np.ndarray, mesh: str) -> dict:
-    """HCP-MMP1 area of each vertex (-1: medial wall) and each area's mean over its vertices per frame."""
-    labels = get_hcp_labels(mesh)
-    names = list(labels)
-    area_of_vertex = np.full(frames.shape[1], -1, np.int16)
+def _volume_payload(grid) -> dict:
+    """The grid's geometry, its voxels' (i, j, k), the MNI152 template on the grid as grey levels, and the
+    first cursor: the grid voxel nearest the centre of the left-hemisphere structures."""
+    left = grid.structure_indices("left")
+    centre = grid.ijk[left].mean(axis=0)
+    cursor = grid.ijk[left][np.argmin(((grid.ijk[left] - centre) ** 2).sum(axis=1))]
+    return {"shape": [int(x) for x in grid.shape], "affine": np.asarray(grid.affine, float).tolist(),
+            "voxel_ijk": _packed(np.asarray(grid.ijk, np.int16)), "anatomy": _packed(mni_background(grid)),
+            "cursor": [int(x) for x in cursor]}
+
+
+def mni_background(grid) -> np.ndarray:
+    """nilearn's MNI152 template (shipped with nilearn, 2 mm) resampled onto the grid: uint8 grey levels,
+    0 outside the brain, ANATOMY_MAX_GREY (dim enough that the coloured voxels stand out) at its 99.5th
+    percentile."""
+    from nilearn.datasets import load_mni152_template
+    from nilearn.image import resample_to_img
+
+    template = resample_to_img(load_mni152_template(resolution=2), grid.label_image(), interpolation="continuous",
+                               force_resample=True, copy_header=True)
+    values = np.nan_to_num(np.asarray(template.get_fdata(), np.float64))
+    top = np.percentile(values[values > 0], 99.5) if (values > 0).any() else 1.0
+    return np.rint(np.clip(values / top, 0, 1) * ANATOMY_MAX_GREY).astype(np.uint8)
+
+
+def _structures(grid) -> dict[str, np.ndarray]:
+    """{structure: voxel indices}: left then right, each in data.subcortical.STRUCTURES order."""
+    from nforge_jax.data.subcortical import STRUCTURES
+
+    present = set(grid.voxel_structures.tolist())
+    names = [f"{side}_{s}" for side in ("left", "right") for s in STRUCTURES if f"{side}_{s}" in present]
+    return {name: grid.structure_indices(name) for name in names}
+
+
+def _region_payload(frames: np.ndarray, regions: Mapping[str, np.ndarray]) -> dict:
+    """Region (HCP-MMP1 area or subcortical structure) of each point (-1: none, e.g. the medial wall) and each
+    region's exact mean over its points with a value, per frame."""
+    names = list(regions)
+    region_of = np.full(frames.shape[1], -1, np.int16)
     means = np.full((len(names), frames.shape[0]), np.nan, np.float32)
     with np.errstate(invalid="ignore"):
         for a, name in enumerate(names):
-            idx = labels[name]
-            area_of_vertex[idx] = a
+            idx = regions[name]
+            region_of[idx] = a
             if idx.size:
                 counts = np.isfinite(frames[:, idx]).sum(axis=1)
                 sums = np.nansum(frames[:, idx], axis=1, dtype=np.float64)
                 means[a] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-    return {"area_names": names, "area_of_vertex": _packed(area_of_vertex), "area_means": _packed(means)}
+    return {"region_names": names, "region_of": _packed(region_of), "region_means": _packed(means)}
 
 
 def _packed(array: np.ndarray) -> dict:

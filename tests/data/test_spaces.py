@@ -21,6 +21,8 @@ def test_records_round_trip_and_legacy_records_are_inferred():
     assert space_of(None, 20484).name == "fsaverage5"
     assert space_of_meta({}, 48).name == "unspecified" and space_of_meta({}, 48).n_outputs == 48
     assert space_of("fsaverage5").n_outputs == 20484
+    # Older study stores kept the BOLD's source space under the same key: not an output space.
+    assert space_of_meta({"space": "MNI152NLin2009cAsym"}, 20484).name == "fsaverage5"
 
 
 def test_mixing_spaces_names_both_sides():

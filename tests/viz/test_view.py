@@ -55,7 +55,7 @@ def test_frames_are_coded_over_the_colour_range_and_nan_has_its_own_code(tmp_pat
     assert codes[1, :3].tolist() == [255, 159, 51]  # 1.25 * 127 = 158.75, 0.4 * 127 = 50.8
     assert (codes[2] == 254).all()
     assert data["labels"] == ["t = 3 s", "t = 4.5 s", "t = 6 s"] and data["times"] == [3.0, 4.5, 6.0]
-    assert (data["vmin"], data["vmax"]) == (-1.0, 1.0) and (data["n_frames"], data["n_vertices"]) == (3, V)
+    assert (data["vmin"], data["vmax"]) == (-1.0, 1.0) and (data["n_frames"], data["n_points"]) == (3, V)
 
 
 def test_area_time_courses_are_exact_means_and_the_mesh_is_side_by_side(tmp_path):
@@ -65,15 +65,15 @@ def test_area_time_courses_are_exact_means_and_the_mesh_is_side_by_side(tmp_path
     values[2, labels["L_V1"][:10]] = np.nan  # NaN vertices are left out of their area's mean
     out = view_predictions(values, tmp_path / "v.html")
     data = embedded(out)
-    assert data["area_names"] == list(labels)
+    assert data["region_names"] == list(labels)
     for name in ("L_V1", "R_A1", "L_44"):
-        a = data["area_names"].index(name)
-        np.testing.assert_array_equal(np.flatnonzero(data["area_of_vertex"] == a), labels[name])
-        np.testing.assert_allclose(data["area_means"][a], np.nanmean(values[:, labels[name]], axis=1), rtol=1e-5)
+        a = data["region_names"].index(name)
+        np.testing.assert_array_equal(np.flatnonzero(data["region_of"] == a), labels[name])
+        np.testing.assert_allclose(data["region_means"][a], np.nanmean(values[:, labels[name]], axis=1), rtol=1e-5)
     v1 = labels["L_V1"]
-    np.testing.assert_allclose(data["area_means"][data["area_names"].index("L_V1"), 2], values[2, v1[10:]].mean(),
+    np.testing.assert_allclose(data["region_means"][data["region_names"].index("L_V1"), 2], values[2, v1[10:]].mean(),
                                rtol=1e-5)
-    assert (data["area_of_vertex"][medial_wall()] == -1).all()
+    assert (data["region_of"][medial_wall()] == -1).all()
     coords = data["coords"].reshape(V, 3)
     assert coords[:HALF, 0].max() < coords[HALF:, 0].min()  # left hemisphere to the left, not overlapping
     mesh = load_mesh()
@@ -98,7 +98,9 @@ def test_the_page_is_one_file_without_external_resources(tmp_path):
 
 
 @pytest.mark.parametrize("values, kwargs, message", [
-    (np.zeros((2, 100)), {}, "expected shape (n_frames, 20484)"),
+    (np.zeros((2, 100)), {}, "values: 100 columns match no output space; expected 20484 (fsaverage5 vertices) or"),
+    (np.zeros((2, 100)), {"space": "fsaverage5"}, "expected shape (n_frames, 20484)"),
+    (np.zeros(V), {"space": "volume"}, "space: expected 'fsaverage5', 'subcortical' or an OutputSpace"),
     (np.zeros((0, V)), {}, "no frames"),
     (np.full((2, V), np.nan), {}, "every value is NaN"),
     (np.full(V, np.inf), {}, "+-inf"),
@@ -107,7 +109,8 @@ def test_the_page_is_one_file_without_external_resources(tmp_path):
     (np.zeros(V), {"tr_s": 0}, "tr_s"),
     (np.zeros(V), {"start_s": float("nan")}, "start_s"),
     ({}, {}, "empty mapping"),
-    ({"r": np.zeros(10)}, {}, "values['r']: expected shape (20484,)"),
+    ({"r": np.zeros(10)}, {}, "values: 10 columns match no output space"),
+    ({"r": np.zeros(V), "c": np.zeros(10)}, {}, "values['c']: expected shape (20484,)"),
     (np.zeros(V), {"cmap": "no_such_map"}, "unknown colormap"),
 ])
 def test_bad_inputs_are_refused_with_a_clear_error(tmp_path, values, kwargs, message):
@@ -153,8 +156,8 @@ def test_cli_writes_a_page_from_a_predictions_directory(tmp_path, capsys):
     data = embedded(tmp_path / "a.html")
     assert data["labels"] == ["t = 10 s", "t = 11 s", "t = 12 s"] and data["title"] == "run-2 (preds)"
     expected = np.load(source / "run-2.npy")
-    a = data["area_names"].index("L_V1")
-    np.testing.assert_allclose(data["area_means"][a], expected[:, get_hcp_labels()["L_V1"]].mean(axis=1), rtol=1e-5)
+    a = data["region_names"].index("L_V1")
+    np.testing.assert_allclose(data["region_means"][a], expected[:, get_hcp_labels()["L_V1"]].mean(axis=1), rtol=1e-5)
 
 
 def test_cli_reads_npy_and_npz_maps(tmp_path, capsys):
@@ -173,7 +176,7 @@ def test_cli_reads_npy_and_npz_maps(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["missing.npy", "--out", "x.html"], "missing.npy: no such file or directory"),
-    (["bad.npy", "--out", "x.html"], "bad.npy: values: expected shape (n_frames, 20484)"),
+    (["bad.npy", "--out", "x.html"], "bad.npy: values: 7 columns match no output space"),
     (["one.npy", "--out", "x.png"], "--out: expected an .html file name"),
     (["one.npy", "--out", "x.html", "--tr", "0"], "--tr: expected a positive number"),
     (["one.npy", "--out", "x.html", "--timeline", "a"], "--timeline a: only for an nforge predict output"),
@@ -337,8 +340,8 @@ def test_click_draws_the_area_time_course(page):
     page.mouse.down()  # plotly reports a click on the frame drawn while the button is down
     page.wait_for_timeout(800)
     page.mouse.up()
-    page.wait_for_function("document.body.dataset.area !== undefined", timeout=30_000)
-    area = page.evaluate("document.body.dataset.area")
+    page.wait_for_function("document.body.dataset.region !== undefined", timeout=30_000)
+    area = page.evaluate("document.body.dataset.region")
     assert area.startswith("L_") and area in page.locator("#timecourse").text_content()
     plotted = page.evaluate("document.getElementById('timecourse').data.map(d => [d.x, d.y])")
     expected = np.nanmean(page.frames_data[:, get_hcp_labels()[area]], axis=1)

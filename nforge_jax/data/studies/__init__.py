@@ -10,6 +10,9 @@ Word/Phoneme/Fmri rows, TRIBE's columns) and its fMRI target on fsaverage5 at 1 
     for timeline in study.iter_timelines():
         events, fmri = study.load_timeline(timeline)      # fmri: (n_1Hz, 20484) float32
 
+With ``space="subcortical"`` (``get_study(..., grid=load_grid())``) the targets are TRIBE v2's subcortical
+voxels, read from each run's MNI volume: ``build_study_store("Wen2017", root, store, space="subcortical")``.
+
 | study | subjects | timelines | TR (s) |
 |---|---|---|---|
 | Algonauts2025Bold (CNeuroMod Friends + Movie10) | sub-01, 02, 03, 05 | 1588 | 1.49 |

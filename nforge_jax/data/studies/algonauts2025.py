@@ -18,7 +18,8 @@ is the competition's held-out set: events but no fMRI.
 
 Events: ``Video`` (the .mkv, start 0), ``Audio`` (the .mkv's audio track, when it has one), one ``Text``
 (all words) and one ``Word`` per transcript word (onsets relative to the movie start), ``Fmri`` (start 0,
-1/1.49 Hz). ``split`` = "test" for season 7, else "train".
+1/1.49 Hz). ``split`` = "test" for season 7, else "train". Subcortical targets read the same MNI volume and
+brain mask (the competition's parcel ``.h5`` files are never read).
 
 One deliberate difference from TRIBE v2: its file pattern for Movie10 ignores the run, so both viewings of
 a life/figures chunk read the first viewing's BOLD; here run-2 reads the run-2 file.
@@ -193,7 +194,7 @@ class Algonauts2025Bold(Study):
                              language="english", modality="heard", split=split))
             rows.extend(dict(type="Word", start=on, duration=du, text=w, language="english", modality="heard",
                              split=split) for w, on, du in words)
-        src = self.fmri_source(tl)
+        src = self.target_source(tl)
         if src is not None:
             rows.append(self.fmri_row(tl, src, layout="fmriprep", split=split))
         return rows

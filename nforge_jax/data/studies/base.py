@@ -1,8 +1,10 @@
 """What every study reader shares: root resolution, timeline naming, common event columns, the count check.
 
 A reader lists its timelines (one fMRI run each, a dict with at least ``subject``), builds the events of
-a timeline (Video/Audio/Word/... rows plus one ``Fmri`` row) and the run's fMRI target on fsaverage5 at
-1 Hz. Names and columns follow TRIBE v2 (neuralset 0.0.2) so that subjects and timelines line up with
+a timeline (Video/Audio/Word/... rows plus one ``Fmri`` row) and the run's fMRI target at 1 Hz: on fsaverage5
+by default, or on the subcortical voxel grid when the reader is given one (``grid=``, from
+`data.subcortical.load_grid`; the run's MNI volume is then read, smoothed and projected as TRIBE v2's
+``FmriExtractor(fwhm=6.0, projection=MaskProjector(mask="subcortical", resolution=2))`` does). Names and columns follow TRIBE v2 (neuralset 0.0.2) so that subjects and timelines line up with
 its released checkpoint:
 
 - timeline: ``"<Study>:" + ",".join(f"{k}={v}" for k, v in sorted(timeline.items()))``;
@@ -26,6 +28,7 @@ import pandas as pd
 
 from nforge_jax.data import timebase
 from nforge_jax.data.events import make_events
+from nforge_jax.data.spaces import OutputSpace, fsaverage5_space, subcortical_space
 
 __all__ = ["Study", "StudyDataError", "MissingStudyFile", "timeline_name", "TimelineCount"]
 
@@ -55,7 +58,8 @@ class Study:
     ``root`` may be the study folder itself (the one holding ``download/``) or a ``$DATAPATH`` that
     holds it as ``<Study>`` or ``<study lowercased>`` (TRIBE's convention), e.g. ``$DATAPATH/Wen2017``.
     ``subjects`` restricts the timelines to these subject ids (``"sub-01"``, ``1``, ``"UTS01"``... or
-    the prefixed ``"<Study>/<id>"`` form).
+    the prefixed ``"<Study>/<id>"`` form). ``grid``: a `data.subcortical.SubcorticalGrid` for subcortical
+    targets (read from each run's MNI volume); None for fsaverage5 targets.
     """
 
     name: ClassVar[str]
@@ -63,8 +67,15 @@ class Study:
     tr_s: ClassVar[float]
     expected_per_subject: ClassVar[Mapping[str, int]]  # timelines per subject in the full dataset
     offset_s: ClassVar[float] = timebase.HEMODYNAMIC_OFFSET_S  # TRIBE applies it to every fMRI recording
+    subcortical_fwhm_mm: ClassVar[float] = 6.0  # TRIBE v2 smooths before the subcortical mask, not the cortex
 
-    def __init__(self, root, subjects=None):
+    def __init__(self, root, subjects=None, *, grid=None):
+        from nforge_jax.data.subcortical import SubcorticalGrid
+
+        if grid is not None and not isinstance(grid, SubcorticalGrid):
+            raise TypeError(f"grid: expected a SubcorticalGrid (data.subcortical.load_grid()) or None for "
+                            f"fsaverage5 targets, got {type(grid).__name__}")
+        self.grid = grid
         self.root = self.resolve_root(root)
         self.download = self.root / "download"
         self._subjects = None if subjects is None else {self._normalize_subject(s) for s in subjects}
@@ -116,12 +127,31 @@ class Study:
         timeline has no fMRI (Algonauts' Friends season 7)."""
         raise NotImplementedError
 
+    def volume_source(self, timeline: Mapping[str, Any]) -> dict | None:
+        """The run's MNI volume for voxel targets: ``{"space", "data", "mask"?}``; None if the timeline has no
+        fMRI. Readers whose runs offer surfaces and volumes override it to pick the volume."""
+        src = self.fmri_source(timeline)
+        if src is not None and "data" not in src:
+            raise StudyDataError(f"{self.timeline_name(timeline)}: subcortical targets need an MNI volume; this run "
+                                 f"has only {src.get('space', 'surface')} surfaces")
+        return src
+
     def stimulus_of(self, timeline: Mapping[str, Any]) -> str | None:
         """The stimulus a run shows as a whole (equal for runs that repeat it), or None when runs are not
         repeats of one another."""
         return None
 
     # ----------------------------------------------------------------------------------------- shared
+    @property
+    def output_space(self) -> OutputSpace:
+        """What the targets' columns are: fsaverage5, or the subcortical grid's voxels."""
+        return fsaverage5_space() if self.grid is None else subcortical_space(self.grid)
+
+    def target_source(self, timeline: Mapping[str, Any]) -> dict | None:
+        """The fMRI files the targets are made from: :meth:`fmri_source` for fsaverage5, :meth:`volume_source`
+        for the subcortical grid; None if the timeline has no fMRI."""
+        return self.fmri_source(timeline) if self.grid is None else self.volume_source(timeline)
+
     def presentations(self, timelines) -> dict[str, dict]:
         """{timeline name: {"stimulus", "repeat"}}: each subject's runs of one stimulus numbered 1, 2, ... in
         the order given (timelines without a stimulus are left out)."""
@@ -150,12 +180,15 @@ class Study:
         return make_events(rows, source=name)
 
     def load_fmri(self, timeline: Mapping[str, Any]) -> np.ndarray | None:
-        """(n_1Hz, 20484) float32 target: projected/truncated, cleaned, resampled to 1 Hz."""
+        """(n_1Hz, 20484) float32 target (or (n_1Hz, n_voxels) with a subcortical grid): projected/truncated,
+        cleaned, resampled to 1 Hz."""
         from nforge_jax.data.studies import fmri
 
-        src = self.fmri_source(timeline)
+        src = self.target_source(timeline)
         if src is None:
             return None
+        if self.grid is not None:
+            return self._subcortical_targets(timeline, src)
         try:
             if "left" in src:
                 surf = fmri.load_surface_bold(src["left"], src["right"])
@@ -164,6 +197,18 @@ class Study:
                 return out
             return fmri.load_volume_targets(src["data"], src.get("mask"), self.tr_s)
         except fmri.FmriFileError as exc:
+            raise StudyDataError(f"{self.timeline_name(timeline)}: {exc}") from exc
+
+    def _subcortical_targets(self, timeline: Mapping[str, Any], src: Mapping[str, Any]) -> np.ndarray:
+        from nforge_jax.data.studies import fmri
+        from nforge_jax.data.subcortical import subcortical_targets
+
+        try:
+            if fmri.n_volumes(src["data"]) < 2:  # as for the cortex: one volume cannot be detrended
+                raise fmri.FmriFileError(f"{src['data']}: expected at least 2 volumes, got 1")
+            return subcortical_targets(src["data"], self.tr_s, self.grid, mask=src.get("mask"),
+                                       fwhm=self.subcortical_fwhm_mm)
+        except (ValueError, FileNotFoundError) as exc:  # the message names the file
             raise StudyDataError(f"{self.timeline_name(timeline)}: {exc}") from exc
 
     def load_timeline(self, timeline: Mapping[str, Any]) -> tuple[pd.DataFrame, np.ndarray | None]:

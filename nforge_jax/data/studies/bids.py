@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["parse_entities", "FmriprepRun", "find_fmriprep_run", "choose_space", "SURFACE_SPACES"]
+__all__ = ["parse_entities", "FmriprepRun", "find_fmriprep_run", "choose_space", "choose_volume_space",
+           "SURFACE_SPACES"]
 
 _ENTITY = re.compile(r"^([A-Za-z]+)-(.+)$")
 # Preference order when a run offers several spaces and the target is fsaverage5 (neuralset 0.0.2).
@@ -95,6 +96,12 @@ def choose_space(run: FmriprepRun) -> tuple[str, dict[str, Path]] | None:
         parts = run.spaces.get(space, {})
         if "left" in parts and "right" in parts:
             return space, parts
+    return choose_volume_space(run)
+
+
+def choose_volume_space(run: FmriprepRun) -> tuple[str, dict[str, Path]] | None:
+    """The MNI volume TRIBE reads for a voxel projection (``MaskProjector``): ``MNI152NLin2009cAsym``, then any
+    other space containing "MNI" (e.g. ``MNI152NLin6Asym``); ``None`` if the run has no MNI volume."""
     candidates = [VOLUME_SPACE] + sorted(s for s in run.spaces if "MNI" in s and s != VOLUME_SPACE)
     for space in candidates:
         parts = run.spaces.get(space, {})

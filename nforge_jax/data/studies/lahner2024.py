@@ -81,8 +81,8 @@ class Lahner2024Bold(Study):
     tr_s = 1.75
     expected_per_subject = {str(s): 52 for s in SUBJECTS}
 
-    def __init__(self, root, subjects=None):
-        super().__init__(root, subjects)
+    def __init__(self, root, subjects=None, *, grid=None):
+        super().__init__(root, subjects, grid=grid)
         self._captions: dict | None = None
         self._clip_history: dict[int, dict[tuple, Counter]] = {}
 
@@ -201,5 +201,5 @@ class Lahner2024Bold(Study):
                 rows.append(dict(type="Audio", start=float(trial.onset), duration=info.duration,
                                  filepath=str(clip), frequency=info.audio_rate, offset=0.0, stim_file=stim,
                                  repeat=shown[stim]))
-        rows.append(self.fmri_row(tl, self.fmri_source(tl), layout="custom"))
+        rows.append(self.fmri_row(tl, self.target_source(tl), layout="custom"))
         return rows

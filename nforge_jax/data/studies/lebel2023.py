@@ -16,7 +16,10 @@ except the localizers and UTS01 ses-7 ``treasureisland`` (a corrupt file in the 
 ``dict(subject="UTS01", session="2", task="avatar", run=None)`` (``run`` is an int only for the repeated
 ``wheretheressmoke`` runs): 432 in all.
 fMRI: from the fmriprep derivative; fsaverage-family surfaces first (first 10,242 vertices per
-hemisphere), else the masked MNI volume projected to fsaverage5.
+hemisphere), else the masked MNI volume projected to fsaverage5. Subcortical targets always read the MNI
+volume (``MNI152NLin2009cAsym``, else another MNI space such as deepprep's ``MNI152NLin6Asym``; the public
+derivative ships ``space-MNI152NLin2009cAsym_res-2`` BOLD + brain mask for every run), as TRIBE v2's space
+selection does for a voxel projection; a run with surfaces only is refused, naming the file it lacks.
 Events: ``Audio`` (the story wav, start 10 s: the sound begins 10 s after the scan), ``Word`` and
 ``Phoneme`` rows from the TextGrid (start + 10 s, lower-cased, silence/noise marks dropped), ``Fmri``
 (start 0, 0.5 Hz); ``split`` = "test" for wheretheressmoke, else "train".
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from nforge_jax.data.studies.base import MissingStudyFile, Study, StudyDataError
-from nforge_jax.data.studies.bids import choose_space, find_fmriprep_run, parse_entities
+from nforge_jax.data.studies.bids import choose_space, choose_volume_space, find_fmriprep_run, parse_entities
 from nforge_jax.data.studies.probe import probe_audio
 from nforge_jax.data.studies.textgrid import read_textgrid
 
@@ -109,21 +112,26 @@ class Lebel2023Bold(Study):
     def textgrid_path(self, tl: Mapping[str, Any]) -> Path:
         return self.raw / "derivative" / "TextGrids" / f"{tl['task']}.TextGrid"
 
-    def fmri_source(self, tl: Mapping[str, Any]) -> dict:
-        sub, ses = f"sub-{tl['subject']}", f"ses-{tl['session']}"
-        func = self.derivatives / sub / ses / "func"
+    def _fmriprep_run(self, tl: Mapping[str, Any]):
+        func = self.derivatives / f"sub-{tl['subject']}" / f"ses-{tl['session']}" / "func"
         match = {"sub": tl["subject"], "ses": str(tl["session"]), "task": tl["task"],
                  "run": None if tl.get("run") is None else str(tl["run"])}
         try:
-            run = find_fmriprep_run(func, match)
+            return find_fmriprep_run(func, match)
         except ValueError as exc:
             raise StudyDataError(f"{self.timeline_name(tl)}: {exc}") from exc
+
+    def _stem(self, tl: Mapping[str, Any]) -> str:
+        run_part = "" if tl.get("run") is None else f"_run-{tl['run']}"
+        return f"sub-{tl['subject']}_ses-{tl['session']}_task-{tl['task']}{run_part}"
+
+    def fmri_source(self, tl: Mapping[str, Any]) -> dict:
+        run = self._fmriprep_run(tl)
         chosen = choose_space(run)
         if chosen is None:
-            run_part = "" if tl.get("run") is None else f"_run-{tl['run']}"
             raise MissingStudyFile(
-                f"{self.timeline_name(tl)}: no usable fMRI in {func}: expected "
-                f"{sub}_{ses}_task-{tl['task']}{run_part}_hemi-L/R_space-fsaverage*_bold.func.gii or "
+                f"{self.timeline_name(tl)}: no usable fMRI in {run.folder}: expected "
+                f"{self._stem(tl)}_hemi-L/R_space-fsaverage*_bold.func.gii or "
                 f"..._space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
         space, parts = chosen
         src = {"space": space, **parts}
@@ -132,6 +140,19 @@ class Lebel2023Bold(Study):
         elif "mask" not in src:
             src["mask"] = None
         return src
+
+    def volume_source(self, tl: Mapping[str, Any]) -> dict:
+        """The run's MNI volume (+ brain mask when fmriprep wrote one), even where surfaces exist."""
+        run = self._fmriprep_run(tl)
+        chosen = choose_volume_space(run)
+        if chosen is None:
+            has = sorted(run.spaces) or "no fmriprep files"
+            raise MissingStudyFile(
+                f"{self.timeline_name(tl)}: subcortical targets need an MNI volume: expected "
+                f"{self._stem(tl)}_space-MNI152NLin2009cAsym[_res-2]_desc-preproc_bold.nii.gz in {run.folder} "
+                f"(it has {has})")
+        space, parts = chosen
+        return {"space": space, "data": parts["data"], "mask": parts.get("mask")}
 
     # ------------------------------------------------------------------------------------------ events
     def timeline_events(self, tl: Mapping[str, Any]) -> list[dict]:
@@ -155,5 +176,5 @@ class Lebel2023Bold(Study):
                     continue
                 rows.append(dict(type=etype, start=start + AUDIO_START_S, duration=stop - start, text=text.lower(),
                                  filepath=str(wav), **common))
-        rows.append(self.fmri_row(tl, self.fmri_source(tl), layout="fmriprep", split=split))
+        rows.append(self.fmri_row(tl, self.target_source(tl), layout="fmriprep", split=split))
         return rows

@@ -84,5 +84,5 @@ class Wen2017(Study):
         if info.has_audio:
             rows.append(dict(type="Audio", start=0.0, duration=info.duration, filepath=str(video),
                              frequency=info.audio_rate, offset=0.0))
-        rows.append(self.fmri_row(tl, self.fmri_source(tl), layout="custom"))
+        rows.append(self.fmri_row(tl, self.target_source(tl), layout="custom"))
         return rows

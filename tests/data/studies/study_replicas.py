@@ -1,7 +1,9 @@
 """Tiny replicas of the four study datasets, with their published directory layouts, file names and formats.
 
 Volumes are 12 x 14 x 12 voxels of 16 mm covering MNI space (the fsaverage5 pial surface lies inside with
-room for the 3 mm sampling ball), so a run projects to all 20,484 vertices in milliseconds. Media files
+room for the 3 mm sampling ball, and so do the subcortical grid's voxels), so a run projects to all 20,484
+vertices in milliseconds. Builders that take ``voxel_mm`` write finer volumes over fmriprep's
+MNI152NLin2009cAsym box instead (-96..96, -132..96, -78..114 mm), where 6 mm smoothing is not negligible. Media files
 are real, decodable H.264/AAC (PyAV) and PCM WAV files. Every builder returns the facts a test needs to
 compute the expected events by hand.
 """
@@ -24,21 +26,32 @@ MNI = "MNI152NLin2009cAsym"
 
 # ----------------------------------------------------------------------------------------------- files
 
-def bold_data(n_vols: int, seed: int, *, constant: float | None = None) -> np.ndarray:
+def mni_grid(voxel_mm: float = 16.0) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(shape, affine) of the replicas' volumes: the default 16 mm grid, or ``voxel_mm`` voxels over fmriprep's
+    MNI152NLin2009cAsym box (its 2 mm files are 97 x 115 x 97 voxels from (-96, -132, -78) mm)."""
+    if voxel_mm == 16.0:
+        return SHAPE, AFFINE
+    shape = tuple(int(np.ceil(extent / voxel_mm)) + 1 for extent in (192, 228, 192))
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = (-96.0, -132.0, -78.0)
+    return shape, affine
+
+
+def bold_data(n_vols: int, seed: int, *, constant: float | None = None, shape: tuple = SHAPE) -> np.ndarray:
     """(x, y, z, T) float32: a smooth spatial pattern x slow drift + noise (or a constant)."""
     if constant is not None:
-        return np.full((*SHAPE, n_vols), constant, dtype=np.float32)
+        return np.full((*shape, n_vols), constant, dtype=np.float32)
     rng = np.random.default_rng(seed)
     t = np.arange(n_vols, dtype=np.float64)
-    base = 100.0 + rng.normal(0, 5, SHAPE)
-    signal = rng.normal(0, 1, (*SHAPE, n_vols)) + 0.3 * t + np.sin(t)[None, None, None, :] * base[..., None] / 50
+    base = 100.0 + rng.normal(0, 5, shape)
+    signal = rng.normal(0, 1, (*shape, n_vols)) + 0.3 * t + np.sin(t)[None, None, None, :] * base[..., None] / 50
     return (base[..., None] + signal).astype(np.float32)
 
 
-def brain_mask(seed: int) -> np.ndarray:
+def brain_mask(seed: int, shape: tuple = SHAPE) -> np.ndarray:
     """A mask that keeps most voxels and zeroes a random fifth, so masking changes the projection."""
     rng = np.random.default_rng(seed)
-    return (rng.random(SHAPE) > 0.2).astype(np.uint8)
+    return (rng.random(shape) > 0.2).astype(np.uint8)
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE, *, tr: float | None = None) -> Path:
@@ -253,9 +266,10 @@ LAHNER_CAPTIONS = {
 }
 
 
-def make_lahner(datapath: Path, *, n_vols: int = 10, with_captions: bool = True) -> dict:
-    """``$DATAPATH/Lahner2024Bold`` with sub-01 ses-02 task-train run-1 (events, fmriprep MNI BOLD + mask),
-    two 1 s clips, the caption JSON and a betas pickle that must never be unpickled."""
+def make_lahner(datapath: Path, *, n_vols: int = 10, with_captions: bool = True, voxel_mm: float = 16.0) -> dict:
+    """``$DATAPATH/Lahner2024Bold`` with sub-01 ses-02 task-train run-1 (events, fmriprep MNI BOLD + mask, of
+    ``voxel_mm`` voxels), two 1 s clips, the caption JSON and a betas pickle that must never be unpickled."""
+    shape, affine = mni_grid(voxel_mm)
     dl = datapath / "Lahner2024Bold" / "download"
     func = dl / "sub-01" / "ses-02" / "func"
     func.mkdir(parents=True, exist_ok=True)
@@ -267,8 +281,9 @@ def make_lahner(datapath: Path, *, n_vols: int = 10, with_captions: bool = True)
     (dl / "task-train_events.json").write_text('{"stim_file": {"Description": "clip"}}')
     prep = dl / "derivatives" / "versionB" / "fmriprep" / "sub-01" / "ses-02" / "func"
     stem = "sub-01_ses-02_task-train_run-1"
-    data = write_nifti(prep / f"{stem}_space-{MNI}_desc-preproc_bold.nii.gz", bold_data(n_vols, 20), tr=1.75)
-    mask = write_nifti(prep / f"{stem}_space-{MNI}_desc-brain_mask.nii.gz", brain_mask(20))
+    data = write_nifti(prep / f"{stem}_space-{MNI}_desc-preproc_bold.nii.gz", bold_data(n_vols, 20, shape=shape),
+                       affine, tr=1.75)
+    mask = write_nifti(prep / f"{stem}_space-{MNI}_desc-brain_mask.nii.gz", brain_mask(20, shape), affine)
     write_nifti(prep / f"{stem}_space-T1w_desc-preproc_bold.nii.gz", bold_data(2, 21)[:4, :4, :4])
     meta = dl / "derivatives" / "stimuli_metadata"
     meta.mkdir(parents=True, exist_ok=True)
@@ -308,7 +323,9 @@ def make_lebel(datapath: Path, *, n_vols: int = 8) -> dict:
     """``$DATAPATH/Lebel2023Bold`` with UTS01:
     ses-1 CategoryLocalizer (skipped), ses-2 ``avatar`` (fsaverage GIFTI 163,842/hemi + an MNI volume:
     the surface wins) and ``legacy`` (MNI res-2 volume + mask only), ses-3 ``wheretheressmoke`` runs 1-2
-    (fsaverage5 GIFTI), ses-7 ``treasureisland`` (skipped: corrupt in the release)."""
+    (fsaverage5 GIFTI + MNI res-2 volume and mask, as the public derivative has for every run; the surfaces are
+    the cortical targets, the volumes the subcortical ones), ses-7 ``treasureisland`` (skipped: corrupt in the
+    release)."""
     dl = datapath / "Lebel2023Bold" / "download"
     raw = dl / "ds003020"
     grids = raw / "derivative" / "TextGrids"
@@ -363,7 +380,13 @@ def make_lebel(datapath: Path, *, n_vols: int = 8) -> dict:
     write_nifti(func2 / "sub-UTS01_ses-2_task-legacy_space-MNI152NLin6Asym_desc-smoothAROMAnonaggr_bold.nii.gz",
                 bold_data(2, 33))
     (func2 / "sub-UTS01_ses-2_task-legacy_space-fsLR_den-91k_bold.dtseries.nii").write_bytes(b"\0" * 16)
-    gifti_pair(3, "sub-UTS01_ses-3_task-wheretheressmoke_run-1", "fsaverage5", 10242)
-    gifti_pair(3, "sub-UTS01_ses-3_task-wheretheressmoke_run-2", "fsaverage5", 10242)
+    volumes = {}
+    for run in (1, 2):
+        stem = f"sub-UTS01_ses-3_task-wheretheressmoke_run-{run}"
+        gifti_pair(3, stem, "fsaverage5", 10242)
+        func3 = prep / "ses-3" / "func"
+        volumes[run] = (write_nifti(func3 / f"{stem}_space-{MNI}_res-2_desc-preproc_bold.nii.gz",
+                                    bold_data(n_vols, 33 + run), tr=2.0),
+                        write_nifti(func3 / f"{stem}_space-{MNI}_res-2_desc-brain_mask.nii.gz", brain_mask(33 + run)))
     return {"root": datapath / "Lebel2023Bold", "raw": raw, "prep": prep, "surf": surf, "legacy": legacy,
-            "legacy_mask": legacy_mask, "n_vols": n_vols, "wav_seconds": 3.0}
+            "legacy_mask": legacy_mask, "smoke_volumes": volumes, "n_vols": n_vols, "wav_seconds": 3.0}

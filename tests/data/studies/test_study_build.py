@@ -26,7 +26,8 @@ def test_build_algonauts_store(algonauts, tmp_path, caplog):
     meta = store.meta(S01)
     assert meta["study"] == "Algonauts2025Bold" and meta["subject"] == "Algonauts2025Bold/sub-01"
     assert (meta["tr_s"], meta["offset_s"], meta["fmri_hz"], meta["feature_hz"]) == (1.49, 5.0, 1.0, 2.0)
-    assert meta["n_trs"] == 10 and meta["space"] == "MNI152NLin2009cAsym"
+    assert meta["n_trs"] == 10 and meta["fmri_space"] == "MNI152NLin2009cAsym"
+    assert meta["space"] == {"name": "fsaverage5", "n_outputs": 20484} and "fwhm_mm" not in meta
     assert meta["timeline_keys"] == dict(subject="sub-01", task="friends", movie="s01", chunk="e01a", run=0)
     fmri = store.fmri(S01)
     assert fmri.shape == (14, 20484) and fmri.dtype == np.float32
@@ -57,7 +58,7 @@ def test_build_lebel_with_surfaces_and_volumes(lebel, tmp_path):
     summary = build_study_store("lebel2023", lebel["root"].parent, tmp_path / "lebel", progress=False)
     store = FeatureStore.open(tmp_path / "lebel")
     assert len(summary["written"]) == 4 and len(store.timelines) == 4
-    spaces = sorted(store.meta(n)["space"] for n in store.timelines)
+    spaces = sorted(store.meta(n)["fmri_space"] for n in store.timelines)
     assert spaces == ["MNI152NLin2009cAsym", "fsaverage", "fsaverage5", "fsaverage5"]
     for name in store.timelines:
         assert store.fmri(name).shape == (15, 20484)
