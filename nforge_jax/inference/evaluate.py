@@ -563,7 +563,7 @@ def _check_settings(n_boot, block_s, min_ceiling) -> None:
 
 def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceiling="auto", rois="auto",
              n_boot: int = 1000, block_s: float = 25.0, seed: int = 0, min_ceiling: float = 0.05,
-             mesh: str = "fsaverage5") -> Evaluation:
+             mesh: str = "fsaverage5", grid=None) -> Evaluation:
     """Score predictions against the store's measured fMRI, with a noise ceiling (see the module docstring).
 
     predictions: an ``nforge predict`` output directory (its timelines' recorded inputs must match ``store``) or
@@ -574,7 +574,8 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     labelled cortex), "structures" (per side and both sides, the grey matter), None, or a list of area / section /
     structure names; every output ("all vertices" / "all voxels") is always reported. Predictions of another output
     space than the store's raise SpaceMismatch. n_boot: bootstrap draws (0: no intervals); block_s: bootstrap block
-    length (s).
+    length (s). grid: the subcortical grid of a subcortical store (default: found as `data.regions.grid_of_space`
+    finds it).
     """
     _check_settings(n_boot, block_s, min_ceiling)
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
@@ -588,7 +589,7 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     space = _store_space(store, names)
     if marked is not None:
         check_same_space(space, marked, expected_what=f"the store {store.path}", got_what=f"predictions {where}")
-    roi_sets = region_sets(space, rois, mesh=mesh)
+    roi_sets = region_sets(space, rois, mesh=mesh, grid=grid)
     targets = [_make_target(store, group, predictions) for group in _group_repeats(store, names)]
     n_samples = sum(len(t.rows) for t in targets)
     if n_samples < MIN_SAMPLES:

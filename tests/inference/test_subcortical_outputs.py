@@ -78,7 +78,7 @@ def test_evaluate_per_structure_with_the_analytic_ceiling(world, grid, tmp_path)
     truth, store, model, subject, _ = world
     test = [n for n in store.timelines if TEST_STIMULUS in n]
     preds = {n: model.predict_features(feats(store, n), subject=subject) for n in test}
-    ev = evaluate(preds, store, n_boot=50)
+    ev = evaluate(preds, store, n_boot=50, grid=grid)
     signal = truth.cortex_mask  # every voxel but the lateral ventricles
     assert ev.ceiling_method == "repeats (NSD ncsnr, R=3)" and ev.is_subcortical
     analytic = truth.repeat_mean_ceiling(3)
