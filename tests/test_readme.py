@@ -28,6 +28,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
                            n_subjects=2)
     monkeypatch.chdir(tmp_path)
     NForgeModel(FmriEncoder(config, rngs=nnx.Rngs(0)), device="cpu").save("ckpt")
+    _store_and_predictions(tmp_path)
     rng = np.random.default_rng(0)
     steps = 200  # 100 s at 2 Hz
     inputs = {f"{m}_feats": rng.standard_normal((steps, n, d)).astype(np.float32) for m, n, d in config.feature_dims}
@@ -40,3 +41,20 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert namespace["new_id"] == 2 and namespace["model"].metadata["adapted_subjects"][-1]["name"] == "sub-new"
     assert set(namespace["profiles"]) == {"V1", "A1"} and namespace["scores"]["text"].shape == (20484,)
     assert namespace["pred"].shape == (20484,)
+
+
+def _store_and_predictions(where):
+    """`STORE` (a synthetic store with fMRI: one stimulus shown twice) and `preds/` (nforge predict's output on it),
+    the inputs the evaluate snippet names."""
+    from nforge_jax.data.store import FeatureStore
+    from nforge_jax.data.synthetic import DEFAULT_FEATURE_DIMS, make_synthetic_store
+    from nforge_jax.inference.batch import predict_store
+    from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.model import EncoderConfig, FmriEncoder
+
+    make_synthetic_store(where / "STORE", n_subjects=1, n_timelines=1, duration_s=60, repeats=2, seed=0)
+    dims = tuple((m, *DEFAULT_FEATURE_DIMS[m]) for m in ("text", "audio", "video"))
+    config = EncoderConfig(feature_dims=dims, n_outputs=20484, n_output_timesteps=20, hidden=48, depth=1, heads=1,
+                           low_rank_head=8, n_subjects=1)
+    model = NForgeModel(FmriEncoder(config, rngs=nnx.Rngs(1)), device="cpu")
+    predict_store(model, FeatureStore.open(where / "STORE"), where / "preds", progress=False)
