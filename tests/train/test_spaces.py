@@ -54,3 +54,23 @@ def test_a_store_mixing_spaces_is_refused(tmp_path):
         cfg.data.val_values = ("s1",)
         train(cfg, tmp_path / "run", progress=False, log=quiet)
     assert not (tmp_path / "run" / BEST_MODEL).exists()
+
+
+def test_subcortical_config_variants_are_valid(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from nforge_jax.train.config import check_config
+
+    path = Path(__file__).parents[2] / "configs" / "subcortical.py"
+    spec = importlib.util.spec_from_file_location("subcortical_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for arg in (None, "bf16", "small"):
+        cfg = module.get_config(arg)
+        cfg.data.store = str(tmp_path)
+        check_config(cfg)
+        assert cfg.train.tb_images is False
+    assert module.get_config("small").model.depth == 1
+    with pytest.raises(ValueError, match="unknown variant"):
+        module.get_config("nope")
