@@ -1,5 +1,6 @@
 """Shared test fixtures-as-functions: small reference models written as TRIBE v2 releases."""
 
+import jax.numpy as jnp
 import numpy as np
 import torch
 
@@ -34,3 +35,15 @@ def to_torch_layout(features):
 def rel_err(ours, ref):
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def run_both(ref, model, feats, subjects=None, attention=False):
+    """(reference output, ours) as (B, T, V) numpy (and the attention maps when asked) for the same inputs."""
+    with torch.no_grad():
+        sid = None if subjects is None else torch.as_tensor(subjects)
+        r = ref(to_torch_layout(feats), sid, return_attention=attention)
+    j = model({m: jnp.asarray(v) for m, v in feats.items()}, None if subjects is None else jnp.asarray(subjects),
+              return_attention=attention)
+    if attention:
+        return (r[0].numpy().transpose(0, 2, 1), [a.numpy() for a in r[1]]), (np.asarray(j[0]), [np.asarray(a) for a in j[1]])
+    return r.numpy().transpose(0, 2, 1), np.asarray(j)

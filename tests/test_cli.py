@@ -261,3 +261,24 @@ def test_bench_hands_its_arguments_to_tools_bench(capsys):
     with pytest.raises(SystemExit) as exit_:  # tools/bench.py itself refuses the size
         main(["bench", "ridge", "--size", "huge"])
     assert exit_.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_train_refuses_a_store_mixing_output_spaces_in_one_line(tmp_path):
+    import numpy as np
+
+    from nforge_jax.data.spaces import OutputSpace
+    from nforge_jax.data.store import FeatureStore
+
+    store = FeatureStore.create(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    for i, digest in enumerate("aaab"):  # three timelines on one grid, one on a grid of other voxels
+        space = OutputSpace("subcortical", 30, {"shape": [4, 4, 4], "affine": np.eye(4).tolist(),
+                                                "voxels_sha256": digest * 64})
+        store.write_timeline(f"S:stim=s{i}", features={"text": rng.standard_normal((80, 1, 8)).astype(np.float32)},
+                             fmri=rng.standard_normal((40, 30)).astype(np.float32),
+                             meta={"study": "S", "subject": "p0", "stim": f"s{i}", "space": space.to_dict()})
+    proc = run("train", "--config", TEST_RUN, f"--config.data.store={store.path}", "--workdir", str(tmp_path / "w"),
+               cwd=tmp_path)
+    line = assert_user_error(proc, "mixes output spaces", "S:stim=s3", "other voxels")
+    assert line.startswith("nforge train: error: ")
+    assert not (tmp_path / "w" / "best_model").exists()

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from nforge_jax.data.plain_yaml import load_plain_yaml
+from nforge_jax.data.spaces import FSAVERAGE5, SUBCORTICAL, OutputSpace, fsaverage5_space, space_of
 from nforge_jax.model.checkpoint import (CheckpointError, encoder_arrays, encoder_from_arrays, load_encoder,
                                          make_sibling_dir, remove_stale_siblings, save_encoder, write_failed)
 from nforge_jax.model.config import ConfigError, EncoderConfig, MlpSpec
@@ -280,13 +281,62 @@ def release_recipe(doc: dict, source: str) -> dict | None:
     return ExtractConfig.from_tribev2_dict(doc, source=source).to_dict()
 
 
+def _release_projection(doc: dict) -> dict | None:
+    """The fMRI extractor's ``projection`` section of a release config (``data.neuro.projection``), or None."""
+    data = doc.get("data")
+    neuro = data.get("neuro") if isinstance(data, dict) else None
+    projection = neuro.get("projection") if isinstance(neuro, dict) else None
+    return projection if isinstance(projection, dict) else None
+
+
+def release_space(doc: dict, n_outputs: int, source: str) -> OutputSpace:
+    """The output space of a release's head: its fMRI projection (``data.neuro.projection``) names it:
+    ``SurfaceProjector(mesh="fsaverage5")`` the cortex, ``MaskProjector(mask="subcortical", resolution=2)`` the
+    subcortical grid (which must be loadable here with as many voxels as the head has outputs). Without a
+    projection, or with another one, the space is what ``n_outputs`` implies (`data.spaces.space_of`)."""
+    projection = _release_projection(doc)
+    where = f"{source} data.neuro.projection"
+    kind = projection.get("name") if projection else None
+    if kind == "MaskProjector" and projection.get("mask") == SUBCORTICAL:
+        if projection.get("resolution", 2) != 2:
+            raise CheckpointError(f"{where}.resolution is {projection.get('resolution')!r}; only the 2 mm "
+                                  "subcortical grid is supported (resolution: 2)")
+        return _subcortical_release_space(n_outputs, where)
+    if kind == "SurfaceProjector" and projection.get("mesh") == FSAVERAGE5:
+        if n_outputs != fsaverage5_space().n_outputs:
+            raise CheckpointError(f"{where} names fsaverage5 (20,484 vertices), but the head has {n_outputs:,} "
+                                  "outputs (model_build_args.n_outputs)")
+        return fsaverage5_space()
+    return space_of(None, n_outputs)
+
+
+def _subcortical_release_space(n_outputs: int, where: str) -> OutputSpace:
+    from nforge_jax.data.spaces import subcortical_space
+    from nforge_jax.data.subcortical import ATLAS_ENV, FSL_ATLAS_NAME, load_grid
+
+    try:
+        grid = load_grid()
+    except (OSError, ValueError) as e:  # no atlas found (AtlasNotFoundError), or a file that is not one
+        raise CheckpointError(f"{where} names the subcortical grid, which cannot be loaded: "
+                              f"{' '.join(str(e).split())}") from None
+    if grid.n_voxels != n_outputs:
+        raise CheckpointError(
+            f"{where}: this subcortical checkpoint has {n_outputs:,} voxels, the subcortical grid loaded here has "
+            f"{grid.n_voxels:,} ({'FSL atlas' if grid.exact else 'offline Harvard-Oxford rebuild'}, {grid.source}); "
+            f"set {ATLAS_ENV} to FSL's exact {FSL_ATLAS_NAME} (the atlas the checkpoint was trained on)")
+    return subcortical_space(grid)
+
+
 def convert_tribev2(src, dst, *, overwrite: bool = False) -> Path:
     """`nforge convert tribev2 SRC DST`: a TRIBE v2 release directory -> an nforge_jax checkpoint that also
-    records the release's extraction recipe (``metadata["extract_recipe"]``)."""
+    records the release's extraction recipe (``metadata["extract_recipe"]``) and output space
+    (``metadata["output_space"]``, from the release's fMRI projection: `release_space`)."""
     src = Path(src)
-    recipe = release_recipe(load_release_config(src / CONFIG_FILE), str(src / CONFIG_FILE))
+    doc = load_release_config(src / CONFIG_FILE)
+    recipe = release_recipe(doc, str(src / CONFIG_FILE))
     model, original_yaml = release_to_encoder(src)
-    metadata = {"source": "tribev2", "source_path": str(src.absolute())}
+    space = release_space(doc, int(model.config.n_outputs), str(src / CONFIG_FILE))
+    metadata = {"source": "tribev2", "source_path": str(src.absolute()), "output_space": space.to_dict()}
     if recipe is not None:
         metadata["extract_recipe"] = recipe
     return save_encoder(model, dst, overwrite=overwrite, metadata=metadata,
@@ -316,6 +366,15 @@ def release_brain_config(config: EncoderConfig) -> dict:
     }
 
 
+def release_projection(space: OutputSpace) -> dict | None:
+    """The neuralset projection that makes ``space`` (None for an unspecified one), as `release_space` reads it."""
+    if space.name == SUBCORTICAL:
+        return {"name": "MaskProjector", "mask": SUBCORTICAL, "resolution": 2}
+    if space.name == FSAVERAGE5:
+        return {"name": "SurfaceProjector", "mesh": FSAVERAGE5, "kind": "ball", "radius": 3.0}
+    return None
+
+
 def export_tribev2(src, dst, *, overwrite: bool = False) -> Path:
     """`nforge convert to-tribev2 SRC DST`: an nforge_jax checkpoint -> config.yaml + best.ckpt."""
     try:
@@ -323,7 +382,7 @@ def export_tribev2(src, dst, *, overwrite: bool = False) -> Path:
     except ImportError:
         raise CheckpointError("writing a TRIBE v2 checkpoint needs PyTorch: pip install 'nforge_jax[extract]'") from None
     src, dst = Path(src), Path(dst).absolute()
-    model, _ = load_encoder(src)
+    model, metadata = load_encoder(src)
     config = model.config
     if dst.exists() and not overwrite:
         raise FileExistsError(f"{dst}: already exists (pass overwrite=True to replace it)")
@@ -338,8 +397,16 @@ def export_tribev2(src, dst, *, overwrite: bool = False) -> Path:
     if original.is_file():
         config_text = original.read_text()
     else:
-        config_text = yaml.safe_dump({"brain_model_config": release_brain_config(config), "average_subjects": False},
-                                     indent=4, default_flow_style=False, sort_keys=False)
+        doc = {"brain_model_config": release_brain_config(config), "average_subjects": False}
+        try:
+            space = space_of(metadata.get("output_space"), config.n_outputs,
+                             f"{src / 'config.json'} field 'metadata.output_space'")
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        projection = release_projection(space)
+        if projection is not None:  # so that converting the release back finds its space
+            doc["data"] = {"neuro": {"name": "FmriExtractor", "projection": projection}}
+        config_text = yaml.safe_dump(doc, indent=4, default_flow_style=False, sort_keys=False)
     tmp = None
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)

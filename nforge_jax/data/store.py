@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from nforge_jax.data import timebase
+from nforge_jax.data.spaces import OutputSpace, check_same_space, space_of_meta
 
 __all__ = [
     "FeatureStore",
@@ -408,6 +409,30 @@ class FeatureStore:
             return None
         return self._load(name, "fmri")
 
+    def timeline_space(self, name: str) -> OutputSpace | None:
+        """The output space of a timeline's fMRI columns: ``meta["space"]``, else inferred from its fMRI's
+        column count (`data.spaces.space_of_meta`); None for a timeline that names none and has no fMRI."""
+        manifest = self.manifest(name)
+        fmri = manifest["arrays"].get("fmri")
+        if "space" not in manifest["meta"] and fmri is None:
+            return None
+        return space_of_meta(manifest["meta"], None if fmri is None else fmri["shape"][1], f"timeline {name!r}")
+
+    def output_space(self, names: Iterable[str] | None = None) -> OutputSpace | None:
+        """The one output space of the given (default: all) timelines; SpaceMismatch naming two timelines
+        when they differ, None when none of them names or implies one."""
+        first, first_name = None, None
+        for name in self.timelines if names is None else names:
+            space = self.timeline_space(name)
+            if space is None:
+                continue
+            if first is None:
+                first, first_name = space, name
+                continue
+            check_same_space(first, space, expected_what=f"timeline {first_name!r} of {self.path}",
+                             got_what=f"timeline {name!r}")
+        return first
+
     # -- writing -------------------------------------------------------------------------------------
 
     @staticmethod
@@ -488,6 +513,11 @@ class FeatureStore:
             _check_array(arr, 3, f"timeline {name!r} features[{modality!r}]", "(T, n_layers, dim)")
         if fmri is not None:
             _check_array(fmri, 2, f"timeline {name!r} fmri", "(n_samples, n_vertices)")
+        if "space" in meta:  # a recorded space must describe the fMRI's columns
+            try:
+                space_of_meta(meta, None if fmri is None else int(fmri.shape[1]), f"timeline {name!r}")
+            except ValueError as e:
+                raise StoreError(str(e)) from None
         tdir = self._dir(name)
         mpath = tdir / MANIFEST_FILE
         if mpath.is_file() and not overwrite:

@@ -497,6 +497,7 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
     number or "cv") or "nearest_neighbor". name: the new subject's name (default ``adapted/<id>``). Writes an
     nforge_jax checkpoint at ``out``; returns a summary with the new subject's id and name.
     """
+    from nforge_jax.data.spaces import check_same_space
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.inference.model import NForgeModel
 
@@ -520,6 +521,8 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
         fmri = store.fmri(timeline)
         if fmri is None:
             raise ValueError(f"timelines: {timeline!r} has no fMRI to calibrate on")
+        check_same_space(model.output_space, store.timeline_space(timeline), expected_what="the model",
+                         got_what=f"calibration timeline {timeline!r}")
         meta = store.meta(timeline)
         feats = {m: np.asarray(store.features(timeline, m), np.float32) for m in store.modalities(timeline)
                  if m in model.config.modalities}

@@ -19,7 +19,7 @@ Inside an already initialised jax.distributed program the default shard is (proc
 
 Output directory::
 
-    OUT/nforge_predictions.json         marker: format, n_outputs, tr_s, model_sha256, subject
+    OUT/nforge_predictions.json         marker: format, n_outputs, space, tr_s, model_sha256, subject
     OUT/<timeline dir>.npy              (n_rows, n_vertices) float32
     OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "sha256", "model_sha256",
                                          "subject", "inputs": {start_s, features_sha256, extractors, ...}}
@@ -30,6 +30,9 @@ were made the same way: ``model_sha256`` (sha256 of the model's config, subject 
 bytes), the subject and the timeline's store inputs must match this run, else the run is refused
 (``PredictionsMismatch``, naming the field) unless ``overwrite``. The marker is written only after every
 input check has passed, so a refused run leaves nothing behind.
+
+Output space: the model's (``NForgeModel.output_space``) must be the store's (the timelines' ``meta["space"]``,
+else what their fMRI columns imply; `data.spaces`), else SpaceMismatch naming both; the marker records it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import numpy as np
 
 from nforge_jax.data.provenance import check_store_recipe
 from nforge_jax.data.shards import check_shard, shard_names
+from nforge_jax.data.spaces import check_same_space
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
 from nforge_jax.data.timebase import n_windows, output_rows
 from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
@@ -112,7 +116,8 @@ def _refuse_if_different(path: Path, old: dict, new: dict) -> None:
             if sub is not None:
                 field, was, value = f"inputs.{sub}", was.get(sub), value[sub]
         what = {"model_sha256": "a different checkpoint (weights or metadata)", "subject": "another subject",
-                "n_outputs": "another number of outputs"}.get(field, f"other store inputs ({field})")
+                "n_outputs": "another number of outputs", "space": "another output space"}.get(
+            field, f"other store inputs ({field})")
         shown = (lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v))
         raise PredictionsMismatch(
             f"{path}: these predictions were made by {what}: {field} is {shown(was)} there, {shown(value)} in this "
@@ -238,13 +243,18 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     out = Path(out)
     made_by = {"model_sha256": model_fingerprint(model), "subject": _subject_label(subject_id)}
     names = shard_names(store.timelines if timelines is None else timelines, (index, count))
+    space = model.output_space
+    store_space = store.output_space(names)
+    if store_space is not None:  # a features-only store that names no space is the model's to fill
+        check_same_space(space, store_space, expected_what="the model", got_what=f"store {store.path}")
     skipped, todo = _check_out_dir(model, store, out, names, made_by, overwrite)
     plan = _Plan(store, todo, model.config)  # checks shapes and start times before anything is written
     # Only a run that passed every check marks the directory (a refused run leaves nothing behind).
     out.mkdir(parents=True, exist_ok=True)
     if index == 0:
         marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": int(model.config.n_outputs), "tr_s": 1.0,
-                  "n_output_timesteps": int(model.config.n_output_timesteps), "store": str(store.path), **made_by}
+                  "n_output_timesteps": int(model.config.n_output_timesteps), "store": str(store.path),
+                  "space": space.to_dict(), **made_by}
         _atomic_bytes(out / MARKER, _json(marker))
     _remove_stale_temporaries(out)
     report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
@@ -264,7 +274,10 @@ def _check_out_dir(model, store, out: Path, names, made_by: dict, overwrite: boo
     if not overwrite:
         old = read_marker(out)
         if old is not None:
-            _refuse_if_different(out / MARKER, old, {**made_by, "n_outputs": int(model.config.n_outputs)})
+            new = {**made_by, "n_outputs": int(model.config.n_outputs)}
+            if "space" in old:  # older markers name no space
+                new["space"] = model.output_space.to_dict()
+            _refuse_if_different(out / MARKER, old, new)
     # features made by another recipe than the model's would give plausible but wrong maps
     check_store_recipe(store, names, model.metadata.get("extract_recipe"))
     done = {} if overwrite else finished_timelines(out)

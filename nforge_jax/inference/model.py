@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from nforge_jax.data.spaces import OutputSpace, space_of
 from nforge_jax.inference.checks import check_batch_size, check_features, check_finite, resolve_subject
 from nforge_jax.inference.predictor import Predictor, resolve_device
 from nforge_jax.model.checkpoint import CheckpointError, is_encoder_checkpoint, load_encoder, save_encoder
@@ -82,6 +83,16 @@ def _download_release(repo_id: str) -> Path:
     return paths[0].parent
 
 
+def recorded_space(metadata: Mapping, config, where: str = "metadata.output_space") -> OutputSpace:
+    """The output space checkpoint metadata records, checked against the model's ``config.n_outputs``
+    (CheckpointError naming ``where`` when the record is malformed or counts other columns); inferred from
+    n_outputs when none is recorded."""
+    try:
+        return space_of(metadata.get("output_space"), int(config.n_outputs), where)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+
+
 class NForgeModel:
     """A trained encoder ready to predict (n_TR, n_vertices) responses from features.
 
@@ -94,6 +105,7 @@ class NForgeModel:
         if self.batch_size is None:
             raise ValueError("batch_size: expected a positive integer, got None")
         self.metadata = metadata or {}
+        recorded_space(self.metadata, encoder.config)
         self.predictor = Predictor(encoder, device)
         self._fingerprint = None
 
@@ -108,10 +120,17 @@ class NForgeModel:
     def set_encoder(self, encoder: FmriEncoder, *, metadata: dict | None = None) -> None:
         """Replaces the weights (and the metadata, when given) in place, on the same device: a subject added
         by `SubjectAdapter.inject_into_model` is then predicted like any other."""
+        recorded_space(self.metadata if metadata is None else metadata, encoder.config)
         self.predictor = Predictor(encoder, self.device)
         if metadata is not None:
             self.metadata = metadata
         self._fingerprint = None
+
+    @property
+    def output_space(self) -> OutputSpace:
+        """What the output columns are (`data.spaces`): ``metadata["output_space"]``, else inferred from
+        ``config.n_outputs`` (20,484 -> fsaverage5, else unspecified)."""
+        return recorded_space(self.metadata, self.config)
 
     # Loading -----------------------------------------------------------------------------------
     @classmethod
@@ -126,16 +145,16 @@ class NForgeModel:
                 path = _download_release(text)
             else:
                 raise CheckpointError(f"{path}: no such file or directory (nor a hub id of the form 'org/name')")
-        if is_encoder_checkpoint(path):
-            encoder, meta = load_encoder(path)
-            return cls(encoder, metadata=meta, device=device, batch_size=batch_size)
-        if all((path / f).is_file() for f in RELEASE_FILES):
+        if all((path / f).is_file() for f in RELEASE_FILES) and not is_encoder_checkpoint(path):
             from nforge_jax.convert.tribev2 import convert_tribev2  # needs torch; only for releases
 
             cached = Path(cache_folder) / _release_cache_name(path)
             if not is_encoder_checkpoint(cached):
                 convert_tribev2(path, cached, overwrite=cached.exists())
-            encoder, meta = load_encoder(cached)
+            path = cached
+        if is_encoder_checkpoint(path):
+            encoder, meta = load_encoder(path)
+            recorded_space(meta, encoder.config, f"{path / 'config.json'} field 'metadata.output_space'")
             return cls(encoder, metadata=meta, device=device, batch_size=batch_size)
         raise CheckpointError(f"{path}: neither an nforge_jax checkpoint (config.json + params/) nor a TRIBE v2 "
                               f"release ({' + '.join(RELEASE_FILES)})")

@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from nforge_jax.data import splits, windows
 from nforge_jax.data.provenance import store_recipe
+from nforge_jax.data.spaces import FSAVERAGE5, OutputSpace, SpaceMismatch, check_same_space
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.model.checkpoint import save_encoder
 from nforge_jax.model.config import EncoderConfig
@@ -73,6 +74,28 @@ def store_layout(store: FeatureStore, timelines) -> tuple[tuple[tuple[str, int, 
         raise TrainError(f"store {store.path}: no timeline has fMRI targets to train on")
     ordered = sorted(dims, key=lambda m: (order.get(m, 9), m))
     return tuple((m, int(dims[m][0]), int(dims[m][1])) for m in ordered), int(n_vertices)
+
+
+def training_space(store: FeatureStore, timelines) -> OutputSpace:
+    """The one output space of the training and validation timelines (TrainError naming two that differ)."""
+    try:
+        space = store.output_space(timelines)
+    except SpaceMismatch as e:
+        raise TrainError(f"store {store.path} mixes output spaces: {e}") from None
+    if space is None:  # store_layout has already refused a store without fMRI
+        raise TrainError(f"store {store.path}: no timeline has fMRI targets to train on")
+    return space
+
+
+def _check_resumed_space(saved: dict, run) -> None:
+    """TrainError when the workdir's run was trained on another output space than this store's."""
+    if saved.get("output_space") is None:  # runs from before spaces were recorded
+        return
+    try:
+        check_same_space(OutputSpace.from_dict(saved["output_space"]), run.space,
+                         expected_what=f"the run in {run.workdir}", got_what=f"store {run.store.path}")
+    except ValueError as e:
+        raise TrainError(f"{e}: use a new --workdir, or the store that run was trained on") from None
 
 
 def split_for(cfg, store) -> tuple[list[str], list[str]]:
@@ -154,6 +177,7 @@ class Run:
     val_tl: list[str]
     subjects_index: dict
     recipe: dict | None  # the store's extraction recipe, which travels with the exported model
+    space: OutputSpace  # what the fMRI columns are; recorded in the exported model
     model_config: EncoderConfig
     dataset_args: dict  # make_dataset arguments shared by the training and validation streams
     train_ds: Any
@@ -202,6 +226,7 @@ def set_up_data(cfg, workdir: Path) -> Run:
         raise TrainError(f"store {store.path}: no training timelines after the split (val_ratio {cfg.data.val_ratio})")
     subjects_index = splits.make_subjects_index(store)
     feature_dims, n_vertices = store_layout(store, train_tl + val_tl)
+    space = training_space(store, train_tl + val_tl)
     n_proc, global_bs = jax.process_count(), cfg.data.batch_size
     if global_bs % n_proc:
         raise TrainError(f"data.batch_size ({global_bs}) must be divisible by the number of processes ({n_proc})")
@@ -216,6 +241,7 @@ def set_up_data(cfg, workdir: Path) -> Run:
     steps_per_epoch = max(n_train_windows // global_bs, 1)
     return Run(cfg=cfg, workdir=workdir, store=store, train_tl=train_tl, val_tl=val_tl,
                subjects_index=subjects_index, recipe=store_recipe(store, list(train_tl) + list(val_tl)),
+               space=space,
                model_config=model_config_for(cfg, feature_dims, n_vertices, len(subjects_index)),
                dataset_args=common, train_ds=train_ds, steps_per_epoch=steps_per_epoch,
                total_steps=cfg.train.max_steps or cfg.train.epochs * steps_per_epoch)
@@ -257,6 +283,7 @@ def resume(run: Run, ckpts: TrainCheckpoints, state, train_iter, log) -> Progres
             saved = ckpts.saved_meta(latest)
         except CheckpointDamagedError as e:
             raise TrainError(str(e)) from None
+        _check_resumed_space(saved, run)
         difference = _config_difference(saved, run.model_config, shapes)
         if difference:
             raise TrainError(f"{run.workdir}: this workdir holds a run with another configuration ({difference}): "
@@ -264,6 +291,7 @@ def resume(run: Run, ckpts: TrainCheckpoints, state, train_iter, log) -> Progres
         state, meta = ckpts.restore(latest, state, train_iter)
         log(f"nforge train: resumed from step {latest} in {ckpts.directory}")
     meta["state_shapes"] = shapes
+    meta["output_space"] = run.space.to_dict()
     return Progress(state=state, step=int(jax.device_get(state["step"])), meta=meta)
 
 
@@ -354,7 +382,7 @@ def export_model(run: Run, p: Progress, path: Path, val: dict):
     if run.is_main:
         save_encoder(model, path, overwrite=True,
                      metadata={"source": "nforge train", "step": p.step, "val_pearson": val["pearson"],
-                               "subjects": list(run.subjects_index),
+                               "subjects": list(run.subjects_index), "output_space": run.space.to_dict(),
                                **({"extract_recipe": run.recipe} if run.recipe else {})})
 
 
@@ -376,7 +404,7 @@ def validate(run: Run, p: Progress, ckpts: TrainCheckpoints, writer, bar):
     if writer:
         for k in ("pearson", "loss", "retrieval_top1"):
             writer.add_scalar(f"val/{k}", val[k], p.step)
-        if run.cfg.train.tb_images:
+        if run.cfg.train.tb_images and run.space.name == FSAVERAGE5:  # the cortex picture needs the cortex
             _log_cortex_image(writer, val["r_vertex"], p.step)
     if val["pearson"] > p.meta["best_val_pearson"]:
         p.meta["best_val_pearson"], p.meta["best_step"] = val["pearson"], p.step

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from nforge_jax.cli import main as nforge
+from nforge_jax.data.spaces import OutputSpace, SpaceMismatch, fsaverage5_space
 from nforge_jax.data.store import FeatureStore, StoreError
 
 
@@ -88,3 +89,24 @@ def test_verify_reports_non_finite_values(store, capsys):
     _edit(store, lambda m: m["arrays"]["features/text"].__setitem__("sha256", sha))
     assert nforge(["store", "verify", str(store.path)]) == 1
     assert "value nan at row 2 is not finite" in capsys.readouterr().out
+
+
+def test_meta_space_must_describe_the_fmri_columns(tmp_path):
+    store = FeatureStore.create(tmp_path / "s")
+    meta = {"study": "S", "subject": "x", "space": fsaverage5_space().to_dict()}
+    with pytest.raises(StoreError, match=r"timeline 'bad'.*fsaverage5 \(20,484 vertices\) but holds 30 columns"):
+        store.write_timeline("bad", fmri=np.zeros((4, 30), np.float32), meta=meta)
+    with pytest.raises(StoreError, match=r"timeline 'odd'.*expected one of fsaverage5"):
+        store.write_timeline("odd", fmri=np.zeros((4, 30), np.float32),
+                             meta={**meta, "space": {"name": "mni", "n_outputs": 30}})
+    assert store.timelines == []  # nothing written
+    unnamed = OutputSpace("unspecified", 30)
+    store.write_timeline("a", fmri=np.zeros((4, 30), np.float32), meta={"study": "S", "subject": "x"})
+    store.write_timeline("f", features={"text": np.ones((4, 2, 3))}, meta={"study": "S", "subject": "x"})
+    assert store.timeline_space("a") == unnamed and store.timeline_space("f") is None
+    assert store.output_space() == unnamed
+    store.write_timeline("c", fmri=np.zeros((4, 20484), np.float16), fmri_dtype="float16",
+                         meta={"study": "S", "subject": "y"})
+    with pytest.raises(SpaceMismatch, match=r"timeline 'c' is fsaverage5 .* but timeline 'a' of .* is unspecified"):
+        store.output_space()
+    assert store.output_space(["c", "f"]) == fsaverage5_space()

@@ -9,13 +9,15 @@ import pytest
 from flax import nnx
 
 from nforge_jax.cli import main as cli_main
+from nforge_jax.data.spaces import OutputSpace, SpaceMismatch
 from nforge_jax.data.store import FeatureStore
+from nforge_jax.inference.adapt import run_adapt
 from nforge_jax.inference.batch import MARKER, PredictionsMismatch, predict_store, read_predictions
 from nforge_jax.inference.segments import predict_events
 from nforge_jax.inference.model import NForgeModel
 from nforge_jax.inference.streaming import StreamingPredictor
 from nforge_jax.model import EncoderConfig, FmriEncoder
-from nforge_jax.model.checkpoint import save_encoder
+from nforge_jax.model.checkpoint import CheckpointError, save_encoder
 
 CONFIG = EncoderConfig(feature_dims=(("text", 2, 16), ("audio", 1, 8)), n_outputs=30, n_output_timesteps=10,
                        hidden=64, depth=1, heads=2, low_rank_head=16, n_subjects=2)
@@ -209,3 +211,80 @@ def test_progress_bar_ends_at_its_total(model, tmp_path, capsys):
     assert [str(w.message) for w in record] == ["sentinel"]
     err = capsys.readouterr().err
     assert "<-" not in err and "clamping" not in err, err
+
+
+# 12. output spaces -----------------------------------------------------------------------------------------------
+def fake_subcortical(digest: str, n_outputs: int = CONFIG.n_outputs) -> OutputSpace:
+    """A subcortical space with a made-up grid: two of them differ only in their voxels, as FSL's atlas and the
+    offline rebuild would at an equal voxel count."""
+    grid = {"shape": [4, 4, 4], "affine": np.eye(4).tolist(), "voxels_sha256": digest * 64, "exact": False,
+            "source": "test"}
+    return OutputSpace("subcortical", n_outputs, grid)
+
+
+@pytest.fixture(scope="module")
+def subcortical_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spaces") / "subcortical"
+    save_encoder(FmriEncoder(CONFIG, rngs=nnx.Rngs(0)), path,
+                 metadata={"subjects": NAMES, "output_space": fake_subcortical("a").to_dict()})
+    return path
+
+
+def store_with_fmri(path, space, n_columns=CONFIG.n_outputs):
+    store = FeatureStore.create(path)
+    meta = {"study": "S", "subject": "x", **({} if space is None else {"space": space.to_dict()})}
+    store.write_timeline("a", features=feats(20), fmri=np.zeros((10, n_columns), np.float32), meta=meta)
+    return store
+
+
+def test_model_output_space_is_recorded_or_inferred(subcortical_ckpt, model):
+    assert NForgeModel.from_pretrained(subcortical_ckpt).output_space == fake_subcortical("a")
+    assert (model.output_space.name, model.output_space.n_outputs) == ("unspecified", 30)
+
+
+def test_predict_refuses_a_store_of_another_space(subcortical_ckpt, tmp_path, capsys):
+    model = NForgeModel.from_pretrained(subcortical_ckpt, batch_size=4)
+    for i, (space, columns) in enumerate([(fake_subcortical("b"), 30), (None, 20)]):
+        store = store_with_fmri(tmp_path / f"store{i}", space, columns)
+        with pytest.raises(SpaceMismatch, match=f"store .*store{i}.* but the model is subcortical"):
+            predict_store(model, store, tmp_path / "out", progress=False)
+        assert cli("--store", store.path, "--checkpoint", subcortical_ckpt, "--out", tmp_path / "out") == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) <= 2 and "Traceback" not in err
+        assert "the model is subcortical (30 voxels" in err and f"store{i}" in err
+        assert not (tmp_path / "out").exists()
+    # same space (and a store that names none but has as many columns): predicted, the marker says which
+    for i, space in enumerate([fake_subcortical("a"), None]):
+        store = store_with_fmri(tmp_path / f"same{i}", space)
+        predict_store(model, store, tmp_path / f"out{i}", progress=False)
+        marker = json.loads((tmp_path / f"out{i}" / MARKER).read_text())
+        assert OutputSpace.from_dict(marker["space"]) == fake_subcortical("a")
+
+
+def test_adapt_refuses_calibration_of_another_space(subcortical_ckpt, tmp_path, capsys):
+    store = FeatureStore.create(tmp_path / "store")
+    rng = np.random.default_rng(0)
+    for name, space in (("same", fake_subcortical("a")), ("other", fake_subcortical("b"))):
+        store.write_timeline(name, features=feats(40), fmri=rng.standard_normal((25, 30)).astype(np.float32),
+                             meta={"study": "S", "subject": "new", "space": space.to_dict()})
+    with pytest.raises(SpaceMismatch, match="calibration timeline 'other' is subcortical"):
+        run_adapt(subcortical_ckpt, store, ["same", "other"], tmp_path / "out", regularization=1.0,
+                  log=lambda *_: None)
+    assert cli_main(["adapt", str(subcortical_ckpt), "--store", str(store.path), "--timelines", "other",
+                     "--regularization", "1.0", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) <= 2 and "Traceback" not in err and "other voxels" in err
+    assert not (tmp_path / "out").exists()
+    run_adapt(subcortical_ckpt, store, ["same"], tmp_path / "out", regularization=1.0, log=lambda *_: None)
+    assert NForgeModel.from_pretrained(tmp_path / "out").output_space == fake_subcortical("a")
+
+
+def test_loading_refuses_a_recorded_space_that_is_not_the_head(tmp_path, capsys):
+    save_encoder(FmriEncoder(CONFIG, rngs=nnx.Rngs(0)), tmp_path / "bad",
+                 metadata={"output_space": fake_subcortical("a", n_outputs=8803).to_dict()})
+    with pytest.raises(CheckpointError, match=r"bad/config.json field 'metadata.output_space'.*8,803.*30 columns"):
+        NForgeModel.from_pretrained(tmp_path / "bad")
+    store = make_store(tmp_path / "store")
+    assert cli("--store", store.path, "--checkpoint", tmp_path / "bad", "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) <= 2 and "output_space" in err and "Traceback" not in err

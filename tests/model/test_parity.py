@@ -4,12 +4,10 @@ Each test: random-init reference -> saved in the TRIBE v2 release format -> conv
 outputs equal to <= 1e-5 relative (float32).
 """
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
-from helpers import SMALL_DIMS, make_release, random_features, rel_err, to_torch_layout
+from helpers import SMALL_DIMS, make_release, random_features, rel_err, run_both
 from nforge_jax.convert.tribev2 import convert_tribev2
 from nforge_jax.model.checkpoint import load_encoder
 
@@ -21,17 +19,6 @@ def converted(tmp_path, **kw):
     convert_tribev2(tmp_path / "release", tmp_path / "ckpt")
     model, _ = load_encoder(tmp_path / "ckpt")
     return ref, model
-
-
-def run_both(ref, model, feats, subjects=None, attention=False):
-    with torch.no_grad():
-        sid = None if subjects is None else torch.as_tensor(subjects)
-        r = ref(to_torch_layout(feats), sid, return_attention=attention)
-    j = model({m: jnp.asarray(v) for m, v in feats.items()}, None if subjects is None else jnp.asarray(subjects),
-              return_attention=attention)
-    if attention:
-        return (r[0].numpy().transpose(0, 2, 1), [a.numpy() for a in r[1]]), (np.asarray(j[0]), [np.asarray(a) for a in j[1]])
-    return r.numpy().transpose(0, 2, 1), np.asarray(j)
 
 
 @pytest.mark.parametrize("n_subjects", [1, 4])

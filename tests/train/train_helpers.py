@@ -8,8 +8,9 @@ from nforge_jax.train.config import default_config
 N_VERTICES = 48
 
 
-def make_tiny_store(path, *, n_subjects=2, n_stimuli=4, duration_s=60, seed=0, nan_in=None):
-    """fMRI = a fixed linear map of 1 Hz-averaged features + noise, 5 s offset convention, z-scored."""
+def make_tiny_store(path, *, n_subjects=2, n_stimuli=4, duration_s=60, seed=0, nan_in=None, space=None):
+    """fMRI = a fixed linear map of 1 Hz-averaged features + noise, 5 s offset convention, z-scored; ``space``
+    (an OutputSpace of N_VERTICES outputs) is recorded in every timeline's meta."""
     rng = np.random.default_rng(seed)
     store = FeatureStore.create(path)
     w_text = rng.standard_normal((8, N_VERTICES))
@@ -27,7 +28,8 @@ def make_tiny_store(path, *, n_subjects=2, n_stimuli=4, duration_s=60, seed=0, n
             name = f"Tiny:stimulus=s{stim},subject=p{subj}"
             store.write_timeline(name, features={"text": text, "audio": audio},
                                  fmri=bold, meta={"study": "Tiny", "subject": f"p{subj}", "stimulus": f"s{stim}",
-                                                  "tr_s": 1.0, "feature_hz": 2.0, "fmri_hz": 1.0, "offset_s": 5.0})
+                                                  "tr_s": 1.0, "feature_hz": 2.0, "fmri_hz": 1.0, "offset_s": 5.0,
+                                                  **({} if space is None else {"space": space.to_dict()})})
             if nan_in is not None and (stim, subj) == nan_in:
                 # The store refuses non-finite data on write; this is damage after the fact (bad disk, a
                 # tool that edited the file), which only the training loop can catch.
