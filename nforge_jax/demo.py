@@ -13,6 +13,9 @@
 6. adapt to the new subject from 10 % of a training subject's data (ridge on the frozen latent) and compare
    with the nearest training head and with no calibration (the average subject), on the unseen test stimuli;
 7. render PNGs and write ``summary.json``.
+
+``space="subcortical"`` runs the same path on TRIBE v2's subcortical grid (`data.subcortical`; structures
+instead of HCP-MMP1 areas, MNI slices instead of cortex maps).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ def timeline_predictions(model, store, timelines, subject) -> dict[str, np.ndarr
     return out
 
 
-def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> dict:
+def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, space: str = "fsaverage5") -> dict:
     from nforge_jax.data.splits import make_subjects_index, subject_key
     from nforge_jax.inference.attribution import store_variance_shares
     from nforge_jax.inference.evaluate import evaluate
@@ -85,14 +88,18 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     from nforge_jax.train.loop import held_out_test_timelines, split_for, train
     from nforge_jax.viz.evaluation import save_evaluation_figures
 
+    if space not in ("fsaverage5", "subcortical"):
+        raise ValueError(f"space: expected 'fsaverage5' or 'subcortical', got {space!r}")
     t0 = time.time()
+    grid = _subcortical_grid() if space == "subcortical" else None
+    where = "fsaverage5" if grid is None else f"the subcortical grid ({grid.n_voxels:,} voxels)"
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     store_dir, new_dir, train_dir, fig_dir = out / "store", out / "new_subject_store", out / "train", out / "figures"
 
-    log(f"[1/7] synthetic stores on fsaverage5: 2 training subjects + 1 new subject, {STORE_SPEC['n_timelines']} "
+    log(f"[1/7] synthetic stores on {where}: 2 training subjects + 1 new subject, {STORE_SPEC['n_timelines']} "
         f"stimuli x {STORE_SPEC['duration_s']:.0f} s, test stimuli shown 3 times -> {store_dir}, {new_dir}")
-    truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed)
+    truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed, grid)
 
     cfg = demo_config()
     cfg.seed = seed
@@ -112,9 +119,9 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     preds = timeline_predictions(model, store, test_tl, lambda meta: subjects[subject_key(meta)])
 
     log("[4/7] evaluate: r, noise ceiling from the repeats, r / ceiling, per-ROI medians with bootstrap intervals")
-    result = evaluate(preds, store, timelines=test_tl, ceiling="auto")
+    result = evaluate(preds, store, timelines=test_tl, ceiling="auto", grid=grid)
     eval_paths = result.save(out / "evaluation")
-    cortex = truth.cortex_mask & (truth.noise_ceiling > 0)
+    cortex = truth.cortex_mask & (truth.noise_ceiling > 0)  # outputs that carry signal (cortex / grey matter)
     analytic = truth.repeat_mean_ceiling(STORE_SPEC["repeats"][12])
     log(result.summary_text())
 
@@ -124,12 +131,12 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
 
     log(f"[6/7] adapting to the new subject {NEW_SUBJECT} from {len(CALIBRATION_STIMULI) * STORE_SPEC['duration_s']:.0f} s "
         "(10 % of a training subject's data); scored on the unseen test stimuli")
-    adaptation = _adaptation(model, new_store)
+    adaptation = _adaptation(model, new_store, grid)
 
     log("[7/7] rendering figures")
-    paths = {**save_evaluation_figures(result, fig_dir),
-             **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation)}
-    cortex_row = result.roi("cortex")
+    paths = {**save_evaluation_figures(result, fig_dir, grid=grid),
+             **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation, grid)}
+    cortex_row = next(row for row in result.rois if row["kind"] in ("cortex", "grey"))
     summary = {
         "median_r": cortex_row["median_r"],
         "median_r_over_ceiling": cortex_row["median_r_over_ceiling"],
@@ -138,8 +145,10 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
         "ceiling_method": result.ceiling_method,
         "median_noise_ceiling": float(np.nanmedian(result.ceiling[cortex])),
         "median_noise_ceiling_analytic": float(np.median(analytic[cortex])),
-        "n_vertices": int(result.r.shape[0]),
-        "n_cortical_vertices": int(cortex.sum()),
+        "space": space,
+        "n_outputs": int(result.r.shape[0]),
+        "n_scored_outputs": int(cortex.sum()),
+        "scored_outputs": cortex_row["roi"],
         "validation_timelines": val_tl,
         "test_timelines": test_tl,
         "attribution_agreement": agreement,
@@ -155,14 +164,20 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print) -> 
     _write_json_atomic(out / "summary.json", summary)
     a = adaptation
     log(f"test stimuli: median r {summary['median_r']:.3f}, median r / noise ceiling {summary['median_r_over_ceiling']:.3f} "
-        f"over {int(cortex.sum())} cortical vertices (ceiling from repeats {summary['median_noise_ceiling']:.3f}, "
+        f"over {cortex_row['n_vertices']} {'cortical vertices' if grid is None else 'grey-matter voxels'} (ceiling from repeats {summary['median_noise_ceiling']:.3f}, "
         f"analytic {summary['median_noise_ceiling_analytic']:.3f}); variance shares match the planted modality at "
-        f"{agreement:.0%} of strongly driven vertices; new subject r / ceiling: ridge {a['ridge']['median_r_over_ceiling']:.2f}, "
+        f"{agreement:.0%} of strongly driven {'vertices' if grid is None else 'voxels'}; new subject r / ceiling: ridge {a['ridge']['median_r_over_ceiling']:.2f}, "
         f"nearest head {a['nearest']['median_r_over_ceiling']:.2f}, no calibration {a['none']['median_r_over_ceiling']:.2f}")
     return summary
 
 
-def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int):
+def _subcortical_grid():
+    from nforge_jax.data.subcortical import load_grid
+
+    return load_grid()
+
+
+def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int, grid=None):
     """(truth, training FeatureStore, new-subject FeatureStore); a rerun reuses the stores it already wrote (the
     truth file is written last)."""
     from nforge_jax.data.store import FeatureStore
@@ -171,7 +186,8 @@ def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int):
     if not (store_dir / TRUTH_FILE).is_file():
         for partial in (store_dir, new_dir):  # what a killed earlier run left: the demo's own output
             shutil.rmtree(partial, ignore_errors=True)
-        truth, runs = generate_synthetic(seed=seed, **STORE_SPEC)
+        space = {} if grid is None else {"space": "subcortical", "grid": grid}
+        truth, runs = generate_synthetic(seed=seed, **STORE_SPEC, **space)
         stores = {True: FeatureStore.create(store_dir), False: FeatureStore.create(new_dir)}
         for run in runs:
             new = run.subject == NEW_SUBJECT
@@ -194,7 +210,7 @@ def _dominant_modality(shares: dict, truth, cortex):
     return dominant, planted, agreement
 
 
-def _adaptation(model, new_store) -> dict:
+def _adaptation(model, new_store, grid=None) -> dict:
     """The new subject's test scores (median r and r / ceiling over cortex, ceiling from its repeats) with three
     heads: ridge on the frozen latent from the calibration stimulus, the nearest training head, no calibration."""
     from nforge_jax.inference.adapt import SubjectAdapter
@@ -216,7 +232,8 @@ def _adaptation(model, new_store) -> dict:
             preds = timeline_predictions(model, new_store, test_tl, None)
         else:
             preds = {n: heads[label].predict_features(model, _features(new_store, n)) for n in test_tl}
-        row = evaluate(preds, new_store, timelines=test_tl, ceiling="auto", n_boot=0).roi("cortex")
+        rows = evaluate(preds, new_store, timelines=test_tl, ceiling="auto", n_boot=0, grid=grid).rois
+        row = next(r for r in rows if r["kind"] in ("cortex", "grey"))
         out[label] = {"median_r": row["median_r"], "median_r_over_ceiling": row["median_r_over_ceiling"]}
     out["calibration_s"] = float(len(CALIBRATION_STIMULI) * STORE_SPEC["duration_s"])
     out["nearest_row"] = int(heads["nearest"].source_row)
@@ -232,30 +249,33 @@ def _features(store, name) -> dict:
     return {m: np.asarray(store.features(name, m)[row0:], np.float32) for m in store.modalities(name)}
 
 
-def _figures(fig_dir: Path, preds, store, result, truth, dominant, planted, cortex, adaptation) -> dict:
+def _figures(fig_dir: Path, preds, store, result, truth, dominant, planted, cortex, adaptation, grid=None) -> dict:
     """The demo's own PNGs (the evaluation maps come from `viz.evaluation`); returns {name: path}."""
     from nforge_jax.viz.surface import save_figure
 
     return {
-        "attribution_map": save_figure(_modality_figure(dominant, cortex, "dominant modality by variance share"),
+        "attribution_map": save_figure(_modality_figure(dominant, cortex, "dominant modality by variance share", grid),
                                        fig_dir / "attribution.png"),
-        "planted_map": save_figure(_modality_figure(planted, cortex, "planted (true) dominant modality"),
+        "planted_map": save_figure(_modality_figure(planted, cortex, "planted (true) dominant modality", grid),
                                    fig_dir / "planted_modality.png"),
         "timecourses": save_figure(_timecourse_figure(preds, store, result, truth), fig_dir / "timecourses.png"),
         "adaptation": save_figure(_adaptation_figure(adaptation), fig_dir / "adaptation.png"),
     }
 
 
-def _modality_figure(codes, cortex, title):
-    """One colour per modality (text, audio, video) on cortical vertices."""
+def _modality_figure(codes, cortex, title, grid=None):
+    """One colour per modality (text, audio, video) on the outputs that carry signal: the cortex, or MNI slices
+    of the subcortical grid."""
     from matplotlib.colors import ListedColormap
 
     from nforge_jax.viz.surface import plot_cortex
+    from nforge_jax.viz.volume import plot_subcortical
 
     cmap = ListedColormap(["tab:blue", "tab:orange", "tab:green"])
     values = np.where(cortex, codes + 1.0, np.nan)
-    return plot_cortex(values, title=f"{title}: text (blue), audio (orange), video (green)", cmap=cmap, vmin=0.5,
-                       vmax=3.5, symmetric=False, colorbar_label="1 text, 2 audio, 3 video")
+    style = dict(title=f"{title}: text (blue), audio (orange), video (green)", cmap=cmap, vmin=0.5, vmax=3.5,
+                 symmetric=False, colorbar_label="1 text, 2 audio, 3 video")
+    return plot_cortex(values, **style) if grid is None else plot_subcortical(values, grid, **style)
 
 
 def _timecourse_figure(preds, store, result, truth):

@@ -34,7 +34,7 @@ def test_demo_runs_end_to_end_without_torch(tmp_path):
                            "--epochs", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["n_vertices"] == 20484
+    assert summary["n_outputs"] == 20484 and summary["space"] == "fsaverage5"
     for key in ("median_r", "median_r_over_ceiling", "seconds", "attribution_agreement", "median_noise_ceiling"):
         assert isinstance(summary[key], float), key
     assert -1.0 <= summary["median_r"] <= 1.0
@@ -50,6 +50,25 @@ def test_demo_runs_end_to_end_without_torch(tmp_path):
         with open(summary["paths"][name], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
     assert str(tmp_path / "demo") in proc.stdout
+
+
+def test_subcortical_demo_runs_end_to_end(tmp_path):
+    # The same path on the subcortical grid (one epoch): structures instead of HCP areas, MNI slices for maps.
+    from nforge_jax.data.subcortical import load_grid
+
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "demo", "--space", "subcortical", "--out",
+                           str(tmp_path / "sub"), "--epochs", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "sub" / "summary.json").read_text())
+    assert summary["space"] == "subcortical" and summary["n_outputs"] == load_grid().n_voxels
+    assert summary["scored_outputs"] == "grey matter" and summary["ceiling_method"].startswith("repeats")
+    evaluation = json.loads(Path(summary["paths"]["evaluation_json"]).read_text())
+    assert evaluation["space"]["name"] == "subcortical"
+    assert {"left_thalamus", "right_putamen", "hippocampus"} <= {row["roi"] for row in evaluation["rois"]}
+    for name in ("maps_r", "structures", "attribution_map", "planted_map", "adaptation"):
+        with open(summary["paths"][name], "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_import_does_not_import_torch(tmp_path):
