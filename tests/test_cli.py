@@ -31,7 +31,7 @@ def test_demo_runs_end_to_end_without_torch(tmp_path):
     # One epoch: the whole path (store, training, reload, scoring, attribution, figures), not the quality,
     # which BUILD.md records for the full demo. The demo's install has no PyTorch: torch imports fail here.
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "demo", "--out", str(tmp_path / "demo"),
-                           "--epochs", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+                           "--epochs", "1", "--duration", "100"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["n_outputs"] == 20484 and summary["space"] == "fsaverage5"
@@ -57,7 +57,7 @@ def test_subcortical_demo_runs_end_to_end(tmp_path):
     from nforge_jax.data.subcortical import load_grid
 
     proc = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "demo", "--space", "subcortical", "--out",
-                           str(tmp_path / "sub"), "--epochs", "1"], cwd=tmp_path, capture_output=True, text=True,
+                           str(tmp_path / "sub"), "--epochs", "1", "--duration", "100"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "sub" / "summary.json").read_text())
