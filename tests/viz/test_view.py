@@ -3,6 +3,7 @@ with values worked out by hand, input validation, the CLI, and the page itself i
 (drawn cortex, slider, hover, click, no network, no JS errors)."""
 
 import base64
+import contextlib
 import gzip
 import io
 import json
@@ -229,18 +230,15 @@ def browser_frames():
     return frames
 
 
-@pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """One browser for the module; the page opened from file:// with the network cut off and everything the
-    page requests or logs recorded."""
+@contextlib.contextmanager
+def opened_page(path):
+    """The page at ``path`` in the system Chromium, opened from file:// with the network cut off, once it says it
+    is drawn; ``page.requests`` and ``page.problems`` record what it requested and every JS error it logged."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("playwright is not installed: pip install '.[dev]' (it drives the system Chromium)")
     executable = find_chromium()
-    frames = browser_frames()
-    path = view_predictions(frames, tmp_path_factory.mktemp("view") / "view.html", title="browser test",
-                            vmin=-1.0, vmax=1.0)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         context = browser.new_context(viewport={"width": 1000, "height": 1000}, offline=True)
@@ -252,9 +250,20 @@ def page(tmp_path_factory):
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.goto(path.as_uri())
         page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-        page.frames_data, page.requests, page.problems, page.url_expected = frames, requests, problems, path.as_uri()
+        page.requests, page.problems, page.url_expected = requests, problems, path.as_uri()
         yield page
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """One browser for the module (see `opened_page`)."""
+    frames = browser_frames()
+    path = view_predictions(frames, tmp_path_factory.mktemp("view") / "view.html", title="browser test",
+                            vmin=-1.0, vmax=1.0)
+    with opened_page(path) as page:
+        page.frames_data = frames
+        yield page
 
 
 def screenshot(page, selector) -> np.ndarray:

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_view import CHROMIUM_FLAGS, embedded, find_chromium
+from test_view import embedded, opened_page
 
 from nforge_jax.data.spaces import SpaceMismatch, fsaverage5_space, subcortical_space
 from nforge_jax.data.subcortical import STRUCTURES, load_grid
@@ -164,27 +164,13 @@ T = 4
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory, grid):
-    from playwright.sync_api import sync_playwright
-
     frames = side_signed(grid, T)
     path = view_predictions(frames, tmp_path_factory.mktemp("view") / "volume.html", title="volume test",
                             vmin=-1.0, vmax=1.0, grid=grid)
     data = embedded(path)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=find_chromium(), headless=True, args=CHROMIUM_FLAGS)
-        context = browser.new_context(viewport={"width": 1000, "height": 1000}, offline=True)
-        requests, problems = [], []
-        context.route(re.compile(r"^(?!file:|data:|blob:)"), lambda route: route.abort())
-        page = context.new_page()
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.goto(path.as_uri())
-        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    with opened_page(path) as page:
         page.frames_data, page.data, page.grid = frames, data, grid
-        page.requests, page.problems, page.url_expected = requests, problems, path.as_uri()
         yield page
-        browser.close()
 
 
 def cursor(page) -> list[int]:
