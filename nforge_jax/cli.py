@@ -168,7 +168,8 @@ def cmd_predict_media(args) -> int:
         print(summary_line(summary))
     print(f"nforge predict: {len(report['files'])} files ({len(report['extract']['written'])} extracted, "
           f"{len(report['predict']['written'])} predicted, {len(report['maps']['written'])} mapped; the rest already "
-          f"done) into {args.out} in {report['seconds']:.1f} s")
+          f"done) into {args.out} in {report['seconds']:.1f} s "
+          f"({', '.join(f'{k} {v:.1f} s' for k, v in report['stage_seconds'].items())})")
     return 0
 
 

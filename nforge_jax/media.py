@@ -236,45 +236,78 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     asr: None (``asr_model`` when available offline, else no words from speech), False, or a callable
     path -> [{"text", "start", "duration"}]. figures=False writes maps.npz and summary.json only.
     Returns {"files": [per-file summary], "extract": {"written", "skipped"}, "predict": predict_store's report,
-    "maps": {"written", "skipped"}, "out", "seconds"}.
+    "maps": {"written", "skipped"}, "stage_seconds": {stage: s}, "out", "seconds"}.
     """
-    from nforge_jax.extract.run import build_extractors, check_sources, extract_events
+    from nforge_jax.extract.run import extract_events
     from nforge_jax.inference.batch import predict_store
-    from nforge_jax.inference.checks import resolve_subject
 
     t0, out = time.time(), Path(out)
-    resolve_subject(model, subject)
-    config = _recipe(model, progress)
-    every = collect_inputs(paths)
-    mine = set(shard_names([item.name for item in every], check_shard(shard)))
-    inputs = [item for item in every if item.name in mine]
     report = {"extract": {"written": [], "skipped": []}, "maps": {"written": [], "skipped": []}, "out": str(out),
-              "files": [], "predict": {"written": [], "skipped": []}}
-    if not inputs:  # more shards than files
-        return {**report, "seconds": time.time() - t0}
-    _check_models(inputs, config)
+              "files": [], "predict": {"written": [], "skipped": []}, "stage_seconds": {}}
     settings = {"words_per_second": float(words_per_second), "asr": asr, "asr_model": str(asr_model)}
-    events, to_cache = _events(inputs, out, config, settings)
-    extractors = build_extractors(config)
-    check_sources(events, extractors)
+    prepared = _prepare(model, paths, out, subject, shard, overwrite, progress, settings)
+    if prepared is None:  # more shards than files
+        return {**report, "seconds": time.time() - t0}
+    inputs, events, to_cache, config, extractors = prepared
     # every check has passed: from here on, files are written
     for cache, key, table in to_cache.values():
         _write(cache, _json_bytes({"source": key, "events": table.to_dict("records")}))
-    names = [item.name for item in inputs]
+    stages, names = report["stage_seconds"], [item.name for item in inputs]
+    stages["events"], t = time.time() - t0, time.time()
     for name in _bar(names, "extract", progress):
         done = extract_events(events[events["timeline"] == name], out / "store", config, extractors=extractors,
                               overwrite=overwrite)
         for k in ("written", "skipped"):
             report["extract"][k] += done[k]
+    stages["extract"], t = time.time() - t, time.time()
     report["predict"] = predict_store(model, out / "store", out / "predictions", subject=subject, batch_size=batch_size,
                                       timelines=names, overwrite=overwrite, progress=progress, shard=(0, 1))
+    stages["predict"], t = time.time() - t, time.time()
     for item in _bar(inputs, "maps", progress):
         summary, wrote = _file_outputs(model, out, item, config, subject, overwrite=overwrite, figures=figures)
         report["maps"]["written" if wrote else "skipped"].append(item.name)
         report["files"].append(summary)
     _write_overall_summary(out)
+    stages["maps"] = time.time() - t
     report["seconds"] = time.time() - t0
     return report
+
+
+def _prepare(model, paths, out: Path, subject, shard, overwrite: bool, progress: bool, settings: dict):
+    """Every check, before anything is written: (inputs of this shard, events, events to cache, recipe,
+    extractors), or None when the shard has no input."""
+    from nforge_jax.extract.run import build_extractors, check_sources
+
+    _check_made_by(model, out / "predictions", subject, overwrite)
+    config = _recipe(model, progress)
+    every = collect_inputs(paths)
+    mine = set(shard_names([item.name for item in every], check_shard(shard)))
+    inputs = [item for item in every if item.name in mine]
+    if not inputs:
+        return None
+    _check_models(inputs, config)
+    events, to_cache = _events(inputs, out, config, settings)
+    extractors = build_extractors(config)
+    check_sources(events, extractors)
+    return inputs, events, to_cache, config, extractors
+
+
+def _check_made_by(model, pred_dir: Path, subject, overwrite: bool) -> None:
+    """An output directory holding another checkpoint's or subject's predictions is refused before its store is
+    touched (``predict_store`` would refuse it only after the extraction)."""
+    from nforge_jax.inference.batch import PredictionsMismatch, read_marker
+    from nforge_jax.inference.checks import resolve_subject
+
+    subject_id = resolve_subject(model, subject)
+    marker = None if overwrite else read_marker(pred_dir)
+    if marker is None:
+        return
+    label = "average" if subject_id is None else int(subject_id)
+    for field, value, what in (("model_sha256", model.fingerprint(), "another checkpoint"),
+                               ("subject", label, "another subject")):
+        if marker.get(field) != value:
+            raise PredictionsMismatch(f"{pred_dir.parent}: made by {what} ({field} {marker.get(field)!r} there, "
+                                      f"{value!r} in this run); use another --out, or --overwrite to redo everything")
 
 
 OUTPUTS = {"viewer": "viewer.html", "mean_activity": "mean_activity.png", "variance_shares": "variance_shares.png",

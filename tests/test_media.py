@@ -126,6 +126,13 @@ def test_media_to_maps_then_a_rerun_computes_nothing(setup, capsys, monkeypatch)
     assert code == 0, err
     assert "0 extracted, 0 predicted, 0 mapped" in stdout
     assert {p: p.stat().st_mtime_ns for p in files} == files
+    # another checkpoint into the same directory: refused before its store is touched
+    save_encoder(FmriEncoder(CONFIG, rngs=nnx.Rngs(1)), setup / "ckpt_other",
+                 metadata={"extract_recipe": json.loads((setup / "ckpt" / "config.json").read_text())["metadata"][
+                     "extract_recipe"]})
+    code, _, err = run(["--media", str(films), "--checkpoint", str(setup / "ckpt_other"), "--out", str(out)], capsys)
+    assert code == 2 and "made by another checkpoint" in err and len(err.strip().splitlines()) == 2
+    assert {p: p.stat().st_mtime_ns for p in files} == files
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(setup, tiny_models, monkeypatch):
@@ -150,6 +157,41 @@ def test_an_interrupted_run_resumes_where_it_stopped(setup, tiny_models, monkeyp
     assert report["extract"] == {"written": [], "skipped": ["clip.mp4", "story.txt"]}
     assert report["predict"]["written"] == [] and report["maps"] == {"written": ["story.txt"], "skipped": ["clip.mp4"]}
     assert [s["name"] for s in json.loads((out / "summary.json").read_text())["files"]] == ["clip.mp4", "story.txt"]
+
+
+KILLED_RUN = """
+import os, signal, sys
+import nforge_jax.extract.run as run
+from nforge_jax.inference.model import NForgeModel
+
+real = run.extract_timeline
+def extract_timeline(events, *args, **kw):
+    if events["timeline"].iloc[0] == "story.txt":  # the first file is in the store: die inside the second
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(events, *args, **kw)
+run.extract_timeline = extract_timeline
+NForgeModel.from_pretrained(sys.argv[1]).predict_media([sys.argv[2]], sys.argv[3], progress=False)
+"""
+
+
+def test_a_killed_run_resumes(setup):
+    """SIGKILL in a real process while it extracts the second file: the rerun extracts only that one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = setup / "killed"
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")]), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(setup / "ckpt"), str(setup / "films"), str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert FeatureStore.open(out / "store").timelines == ["clip.mp4"] and not (out / "predictions").exists()
+    report = NForgeModel.from_pretrained(setup / "ckpt").predict_media([setup / "films"], out, progress=False)
+    assert report["extract"] == {"written": ["story.txt"], "skipped": ["clip.mp4"]}
+    assert sorted(report["predict"]["written"]) == ["clip.mp4", "story.txt"] and len(report["files"]) == 2
 
 
 def bad_inputs(root, tiny_models):
