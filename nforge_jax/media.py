@@ -164,7 +164,7 @@ def _cached_events(path: Path, key: dict) -> pd.DataFrame | None:
 
 
 def _json_bytes(obj) -> bytes:
-    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+    return json.dumps(obj, indent=1, default=str).encode()
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -240,3 +240,26 @@ def test_media_options_and_defaults(setup, capsys):
         media = [] if not extra else ["--media", str(setup / "films")]
         code, _, err = run([*media, *extra, "--checkpoint", str(setup / "ckpt"), "--out", str(setup / "x")], capsys)
         assert code == 2 and expected in err and not (setup / "x").exists()
+
+
+def test_an_mp4_with_sound_only_is_an_audio_stimulus(tmp_path):
+    import av
+
+    from nforge_jax.media import build_events, collect_inputs
+
+    path = tmp_path / "voice.mp4"
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        x = (0.3 * np.sin(2 * np.pi * 300 * np.arange(32000) / 16000)).astype(np.float32)
+        for k in range(0, len(x), 1024):
+            frame = av.AudioFrame.from_ndarray(x[None, k:k + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k
+            for packet in stream.encode(frame):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    (item,) = collect_inputs([tmp_path])
+    events = build_events(item, words_per_second=2.5, asr=False, asr_model="none")
+    assert list(events["type"]) == ["Audio"] and events["filepath"].iloc[0] == str(path)
+    assert abs(events["duration"].iloc[0] - 2.0) < 0.1 and events["timeline"].iloc[0] == "voice.mp4"
