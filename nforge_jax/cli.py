@@ -134,15 +134,23 @@ def cmd_predict(args) -> int:
     from nforge_jax.data.shards import parse_shard
     from nforge_jax.inference.batch import predict_store
     from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.provenance import describe_maker
 
     model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
     # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
     report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
                            timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
-                           shard=parse_shard(args.shard))
+                           shard=parse_shard(args.shard), allow_other_subject=args.allow_other_subject,
+                           allow_other_recipe=args.allow_other_recipe)
+    for note in report["notes"][:5]:
+        print(f"nforge predict: allowed: {note}")
+    if len(report["notes"]) > 5:
+        print(f"nforge predict: allowed: ... and {len(report['notes']) - 5} more (the marker and every record "
+              "carry the override)")
     rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
     print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
-          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
+          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}; "
+          f"{describe_maker(report['made_by'])}")
     return 0
 
 
@@ -156,7 +164,7 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{pred_dir}: no such directory; expected the --out directory of nforge predict")
     store = FeatureStore.open(args.store)
     result = evaluate(pred_dir, store, timelines=args.timelines, ceiling=args.ceiling, n_boot=args.n_boot,
-                      block_s=args.block_s, seed=args.seed)
+                      block_s=args.block_s, seed=args.seed, allow_other_subject=args.allow_other_subject)
     out = Path(args.out) if args.out else pred_dir / "evaluation"
     paths = result.save(out)
     if not args.no_figures:
@@ -361,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "(0: none; default 1000)")
     evaluate.add_argument("--block-s", type=float, default=25.0, help="bootstrap block length in s (default 25)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--allow-other-subject", action="store_true",
+                          help="score predictions of one subject's head against another subject's runs (refused "
+                               "otherwise; named in the summary and evaluation.json)")
     evaluate.add_argument("--no-figures", action="store_true", help="write the tables and maps only")
     evaluate.set_defaults(func=cmd_evaluate)
 
@@ -459,6 +470,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
     parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
+    parser.add_argument("--allow-other-subject", action="store_true",
+                        help="predict a subject's head on runs recorded from another subject (transfer; refused "
+                             "otherwise, recorded in the outputs)")
+    parser.add_argument("--allow-other-recipe", action="store_true",
+                        help="predict features extracted with another recipe than the model's (refused otherwise, "
+                             "recorded in the outputs)")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="this process's share: every N-th timeline from the I-th (default: from "
                              "SLURM_PROCID/SLURM_NTASKS, else all)")
