@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -526,6 +527,7 @@ def user_message(e: BaseException) -> str:
             text += f" (-> {e.filename2})"
     else:
         text = str(e)
+    text = re.sub(r" \((\w+)=True\)", "", text)  # "--allow-x (allow_x=True)": the library's wording of the flag
     text = text.replace("overwrite=True", "--overwrite")
     return " ".join(text.split())
 

@@ -514,6 +514,11 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
         target = keep = None
         if fmri:
             target, keep = measured_targets(store, name, len(latents))
+            if keep.sum() < 2:
+                raise ValueError(f"timeline {name!r}: {int(keep.sum())} of its {len(latents)} prediction rows have a "
+                                 f"measured sample ({store.fmri(name).shape[0]} fMRI samples, hemodynamic offset "
+                                 f"{meta['offset_s']:g} s); a variance share needs at least 2 (a run longer than the "
+                                 "offset), or pass fmri=False")
         split.add(names, latents, attributor._readout(who)[0], target=target, rows=keep)
     return {**split.result(), "provenance": {"made_by": list(made.values()), "notes": notes,
                                              "timelines": [provenance.timeline_identity(store, n) for n in timelines]}}
