@@ -279,6 +279,10 @@ def _read_predictions_dir(source: Path, timeline: str | None):
     options = {"title": f"{name} ({source.name})", "tr_s": float(record.get("tr_s", 1.0)),
                "start_s": float(record.get("start_s", 0.0))}
     marker = read_marker(source) or {}
+    if "provenance" in marker:  # the page says whose head made what it shows
+        from nforge_jax.inference.provenance import describe_maker
+
+        options["title"] = f"{name} ({source.name}: {describe_maker(marker)})"
     if marker.get("space") is not None:  # older directories record none: the column count decides
         from nforge_jax.data.spaces import OutputSpace
 
