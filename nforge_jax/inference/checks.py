@@ -14,10 +14,24 @@ __all__ = ["resolve_subject", "readout_row", "check_batch_size", "check_features
            "check_finite"]
 
 
-def _subject_names(model) -> list[str]:
+def _subject_names(model) -> dict[str, int]:
+    """{name: index} of the training subjects (metadata ``subjects``) and the adapted ones (``adapted_subjects``:
+    a converted release names no training subject, but ``nforge adapt --name`` names the heads it adds)."""
     meta = getattr(model, "metadata", None) or {}
-    names = meta.get("subjects") if isinstance(meta, dict) else None
-    return [str(n) for n in names] if isinstance(names, (list, tuple)) else []
+    if not isinstance(meta, dict):
+        return {}
+    names = meta.get("subjects")
+    out = {str(n): i for i, n in enumerate(names)} if isinstance(names, (list, tuple)) else {}
+    for entry in meta.get("adapted_subjects") or []:
+        if isinstance(entry, dict) and entry.get("name") and isinstance(entry.get("id"), int):
+            out.setdefault(str(entry["name"]), int(entry["id"]))
+    return out
+
+
+def _by_short_name(names: dict[str, int], subject: str) -> int | None:
+    """The index of the one name ``"<study>/<subject>"`` whose subject part is ``subject`` (None: none or several)."""
+    hits = [i for n, i in names.items() if "/" in n and n.rsplit("/", 1)[1] == subject]
+    return hits[0] if len(hits) == 1 else None
 
 
 def resolve_subject(model, subject) -> int | None:
@@ -38,9 +52,12 @@ def resolve_subject(model, subject) -> int | None:
     index = subject
     if isinstance(subject, str):
         if subject in names:
-            return names.index(subject)
+            return names[subject]
+        if "/" not in subject and _by_short_name(names, subject) is not None:
+            return _by_short_name(names, subject)  # "sub-01" for "Wen2017/sub-01" when only one study has it
         if not subject.strip().isdigit():
-            known = f"known names: {names[:10]}{'...' if len(names) > 10 else ''}" if names else "it names none"
+            listed = list(names)
+            known = f"known names: {listed[:10]}{'...' if len(listed) > 10 else ''}" if names else "it names none"
             raise ValueError(f"subject={subject!r}: not a training subject of this model ({known}; indices "
                              f"0..{n - 1}); pass None for the average subject")
         index = int(subject)

@@ -61,6 +61,7 @@ from nforge_jax.data.regions import region_medians, region_sets
 from nforge_jax.data.spaces import SUBCORTICAL, OutputSpace, SpaceMismatch, check_same_space, space_of_meta
 from nforge_jax.data.splits import subject_key
 from nforge_jax.data.store import FeatureStore, atomic_open
+from nforge_jax.inference import provenance
 from nforge_jax.inference.batch import MARKER, finished_timelines, read_marker, timeline_inputs
 
 __all__ = ["evaluate", "Evaluation", "measured_targets", "repeat_ceiling", "subject_ceiling", "CEILING_METHODS"]
@@ -186,6 +187,7 @@ class _Target:
 
     names: list[str]
     subject: str
+    study: str
     stimulus: str | None
     rows: np.ndarray  # prediction rows that have a sample in every run
     prediction: np.ndarray  # (n, V) float32
@@ -197,15 +199,20 @@ class _Target:
 
 
 def _prediction_dir(directory: Path, store: FeatureStore,
-                    wanted: Sequence[str] | None) -> tuple[dict[str, np.ndarray], OutputSpace | None]:
+                    wanted: Sequence[str] | None) -> tuple[dict[str, np.ndarray], OutputSpace | None, dict]:
     """The finished predictions of an ``nforge predict`` directory, after checking they were made from this
-    store's features (the inputs each timeline's record lists), and the space its marker records (or None)."""
+    store's features (the inputs each timeline's record lists) by the one model its marker records; the space
+    and the provenance (`inference.provenance.made_by`) its marker records."""
     if not directory.is_dir():
         raise ValueError(f"predictions {directory}: not a directory; expected an `nforge predict` output "
                          "directory or a mapping {timeline name: (rows, vertices) array}")
     marker = read_marker(directory)
     if marker is None:
         raise ValueError(f"predictions {directory}: no {MARKER}; expected an `nforge predict` output directory")
+    if "provenance" not in marker:
+        raise ValueError(f"predictions {directory}: written by an older nforge predict that recorded no provenance "
+                         "(subject, feature rate, recipe), so they cannot be checked against the store; re-run "
+                         f"`nforge predict ... --out {directory} --overwrite`")
     done = finished_timelines(directory)
     if not done:
         raise ValueError(f"predictions {directory}: no finished timeline (run nforge predict to the end first)")
@@ -214,6 +221,9 @@ def _prediction_dir(directory: Path, store: FeatureStore,
         if name not in done:
             continue  # reported as missing by _check_timelines
         rec = done[name]
+        provenance.check_same_maker(marker, rec, expected_what=f"its marker {MARKER}",
+                                    got_what=f"predictions {directory}: timeline {name!r}",
+                                    remedy="a directory mixes predictions of two runs; predict into a new --out")
         if name not in store:
             raise ValueError(f"predictions {directory}: timeline {name!r} is not in the store {store.path}; "
                              "evaluate against the store the predictions were made from")
@@ -225,9 +235,13 @@ def _prediction_dir(directory: Path, store: FeatureStore,
             raise ValueError(f"predictions {directory}: timeline {name!r} was predicted from other inputs than the "
                              f"store {store.path} holds ({', '.join(changed)} differ); evaluate against the store "
                              "the predictions were made from, or predict again")
-        out[name] = np.load(directory / rec["file"], mmap_mode="r", allow_pickle=False)
+        out[name] = np.load(provenance.confined_file(directory, rec["file"], f"prediction record of {name!r}"),
+                            mmap_mode="r", allow_pickle=False)
     space = marker.get("space")
-    return out, None if space is None else OutputSpace.from_dict(space, f"predictions {directory / MARKER} (space)")
+    made_by = {k: marker.get(k) for k in ("model_sha256", "subject", "subject_index", "subject_keys", "feature_hz",
+                                          "extract_recipe", "space", "allowed")}
+    return (out, None if space is None else OutputSpace.from_dict(space, f"predictions {directory / MARKER} (space)"),
+            made_by)
 
 
 def _store_space(store: FeatureStore, names: Sequence[str]) -> OutputSpace:
@@ -247,6 +261,7 @@ def _check_timelines(predictions: Mapping[str, np.ndarray], store: FeatureStore,
     names = sorted(predictions) if timelines is None else list(timelines)
     if isinstance(timelines, str) or not names:
         raise ValueError(f"timelines: expected a non-empty list of timeline names, got {timelines!r}")
+    provenance.check_unique(names, "timelines")
     for name in names:
         if name not in predictions:
             raise ValueError(f"timelines: {name!r} has no predictions in {where}")
@@ -297,7 +312,8 @@ def _make_target(store: FeatureStore, names: list[str], predictions: Mapping[str
         raise ValueError(f"timeline {names[0]!r}: none of its {len(first)} prediction rows has a measured sample "
                          f"({store.fmri(names[0]).shape[0]} samples, offset_s {meta['offset_s']}, start_s "
                          f"{meta.get('start_s', 0.0)}); are these its predictions?")
-    return _Target(names=list(names), subject=subject_key(meta), stimulus=meta.get("stimulus"),
+    return _Target(names=list(names), subject=subject_key(meta), study=str(meta["study"]),
+                   stimulus=meta.get("stimulus"),
                    rows=np.flatnonzero(mask), prediction=first[mask], runs=np.stack([t[mask] for t, _ in aligned]))
 
 
@@ -309,11 +325,12 @@ def _range_text(values) -> str:
 
 
 def _subject_groups(targets: Sequence[_Target]) -> list[np.ndarray]:
-    """Per stimulus with targets of >= 2 subjects: (S, n, V) on the rows all of them have."""
-    by_stimulus: dict[str, list[_Target]] = {}
+    """Per stimulus with targets of >= 2 subjects: (S, n, V) on the rows all of them have. A stimulus is named
+    within its study: two studies' ``run-1`` are different stimuli."""
+    by_stimulus: dict[tuple[str, str], list[_Target]] = {}
     for t in targets:
         if t.stimulus is not None:
-            by_stimulus.setdefault(str(t.stimulus), []).append(t)
+            by_stimulus.setdefault((t.study, str(t.stimulus)), []).append(t)
     out = []
     for group in by_stimulus.values():
         if len({t.subject for t in group}) < 2:
@@ -463,7 +480,8 @@ class Evaluation:
     NaN where the ceiling is <= min_ceiling or unknown); ceiling_method: how the ceiling was made; rois: one
     dict per ROI (fields of rois.csv); timelines: the evaluated timelines; targets: their evaluation targets
     (one per timeline, or per subject's repeats of a stimulus); n_samples: evaluated 1 Hz samples; info:
-    settings and notes."""
+    settings and notes; provenance: what made the predictions (`inference.provenance.made_by`, None for arrays given
+    directly), each evaluated timeline's identity and the notes of deliberate pairings."""
 
     r: np.ndarray
     ceiling: np.ndarray
@@ -475,6 +493,7 @@ class Evaluation:
     n_samples: int
     info: dict
     space: dict | None = None
+    provenance: dict | None = None
 
     @property
     def output_space(self) -> OutputSpace | None:
@@ -497,13 +516,15 @@ class Evaluation:
         return {"format": "nforge_jax.Evaluation", "space": self.space, "ceiling_method": self.ceiling_method,
                 "n_timelines": len(self.timelines), "n_targets": self.n_targets, "n_samples": self.n_samples,
                 "medians": {k: {f: row[f] for f in _ROI_FIELDS[2:]} for k, row in head.items()},
-                "timelines": list(self.timelines), "info": self.info, "rois": self.rois}
+                "timelines": list(self.timelines), "info": self.info, "provenance": self.provenance,
+                "rois": self.rois}
 
     def summary_text(self) -> str:
         """One screen: method, medians over the cortex (subcortical grey matter, or every output) and the 22
         sections (the subcortical structures)."""
         head = next((row for row in self.rois if row["kind"] in ("cortex", "grey")), self.rois[0])
         lines = [f"{self.n_timelines_text()}, {self.n_samples} samples at 1 Hz",
+                 f"predictions: {self.made_by_text()}",
                  f"noise ceiling: {self.ceiling_method}" + (f" ({self.info['note']})" if self.info.get("note") else ""),
                  f"{head['roi']} ({head['n_vertices']} {self.output_unit}), medians: r {_fmt(head['median_r'])} "
                  f"[{_fmt(head['median_r_ci_low'])}, {_fmt(head['median_r_ci_high'])}], ceiling "
@@ -525,6 +546,12 @@ class Evaluation:
     @property
     def output_unit(self) -> str:
         return "vertices" if self.space is None else self.output_space.unit
+
+    def made_by_text(self) -> str:
+        made = (self.provenance or {}).get("predictions")
+        text = "arrays given directly (no provenance recorded)" if made is None else provenance.describe_maker(made)
+        notes = (self.provenance or {}).get("notes") or []
+        return text + (f"; {len(notes)} deliberate pairing(s), e.g. {notes[0]}" if notes else "")
 
     def n_timelines_text(self) -> str:
         repeats = "" if self.n_targets == len(self.timelines) else f" (repeats averaged: {self.n_targets} targets)"
@@ -563,7 +590,7 @@ def _check_settings(n_boot, block_s, min_ceiling) -> None:
 
 def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceiling="auto", rois="auto",
              n_boot: int = 1000, block_s: float = 25.0, seed: int = 0, min_ceiling: float = 0.05,
-             mesh: str = "fsaverage5", grid=None) -> Evaluation:
+             mesh: str = "fsaverage5", grid=None, allow_other_subject: bool = False) -> Evaluation:
     """Score predictions against the store's measured fMRI, with a noise ceiling (see the module docstring).
 
     predictions: an ``nforge predict`` output directory (its timelines' recorded inputs must match ``store``) or
@@ -575,17 +602,25 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     structure names; every output ("all vertices" / "all voxels") is always reported. Predictions of another output
     space than the store's raise SpaceMismatch. n_boot: bootstrap draws (0: no intervals); block_s: bootstrap block
     length (s). grid: the subcortical grid of a subcortical store (default: found as `data.regions.grid_of_space`
-    finds it).
+    finds it). allow_other_subject: score an ``nforge predict`` directory made with one subject's head against
+    another subject's runs (refused otherwise; the average subject's head may be scored against anyone); the
+    pairing is named in the summary and the JSON's ``provenance.notes``.
     """
     _check_settings(n_boot, block_s, min_ceiling)
     store = store if isinstance(store, FeatureStore) else FeatureStore.open(store)
-    marked = None
+    marked, made_by, notes = None, None, []
     if isinstance(predictions, Mapping):
         where = "the predictions given"
     else:
         where = str(predictions)
-        predictions, marked = _prediction_dir(Path(predictions), store, timelines)
+        predictions, marked, made_by = _prediction_dir(Path(predictions), store, timelines)
     names = _check_timelines(predictions, store, timelines, where)
+    if made_by is not None:
+        for name in names:
+            provenance.check_feature_rate(store, name, made_by["feature_hz"], what=f"predictions {where}")
+            note = provenance.check_subject(made_by, store, name, allow_other_subject=allow_other_subject,
+                                            where=f"nforge evaluate {where}")
+            notes += [note] if note else []
     space = _store_space(store, names)
     if marked is not None:
         check_same_space(space, marked, expected_what=f"the store {store.path}", got_what=f"predictions {where}")
@@ -615,4 +650,6 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
             "min_ceiling": float(min_ceiling), "store": str(store.path), "predictions": where}
     return Evaluation(r=r, ceiling=ceil, r_over_ceiling=ratio, ceiling_method=method,
                       rois=_roi_rows(r, ceil, ratio, boot_r, boot_ratio, roi_sets), timelines=names,
-                      n_targets=len(targets), n_samples=n_samples, info=info, space=space.to_dict())
+                      n_targets=len(targets), n_samples=n_samples, info=info, space=space.to_dict(),
+                      provenance={"predictions": made_by, "notes": notes,
+                                  "timelines": [provenance.timeline_identity(store, n) for n in names]})

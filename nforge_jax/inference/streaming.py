@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from nforge_jax.inference.checks import readout_row, resolve_subject
+from nforge_jax.inference.checks import check_finite, readout_row, resolve_subject
 from nforge_jax.inference.predictor import Predictor, resolve_device
 from nforge_jax.model.encoder import adaptive_pool_matrix
 
@@ -146,6 +146,8 @@ class StreamingPredictor:
             elif x.shape != (2, n, d):
                 raise ValueError(f"features[{m!r}]: expected one TR as (2, {n}, {d}) (its two 2 Hz steps) or "
                                  f"({n}, {d}), got {x.shape}")
+            # as predict_features: a NaN or inf would make every prediction of the window it stays in NaN
+            check_finite(x, f"features[{m!r}] of frame {self._n_frames}")
             frame[m] = np.ascontiguousarray(x)
             present[m] = 1.0
         if not any(present.values()):
