@@ -163,6 +163,7 @@ def cmd_predict_media(args) -> int:
     """`nforge predict --media PATH... --out DIR`: events, extraction, prediction and maps (nforge_jax/media.py)."""
     from nforge_jax.data.shards import parse_shard
     from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.provenance import describe_maker
     from nforge_jax.media import predict_media, summary_line
 
     if args.store is not None or args.timeline:
@@ -172,13 +173,15 @@ def cmd_predict_media(args) -> int:
     report = predict_media(model, args.media, args.out, subject=args.subject, batch_size=args.batch_size,
                            shard=parse_shard(args.shard), overwrite=args.overwrite, progress=not args.no_progress,
                            words_per_second=args.words_per_second, asr=False if args.no_asr else None,
-                           asr_model=args.asr_model)
+                           asr_model=args.asr_model, allow_other_subject=args.allow_other_subject,
+                           allow_other_recipe=args.allow_other_recipe)
     for summary in report["files"]:
         print(summary_line(summary))
     print(f"nforge predict: {len(report['files'])} files ({len(report['extract']['written'])} extracted, "
           f"{len(report['predict']['written'])} predicted, {len(report['maps']['written'])} mapped; the rest already "
           f"done) into {args.out} in {report['seconds']:.1f} s "
-          f"({', '.join(f'{k} {v:.1f} s' for k, v in report['stage_seconds'].items())})")
+          f"({', '.join(f'{k} {v:.1f} s' for k, v in report['stage_seconds'].items())}); "
+          f"{describe_maker(report['made_by'])}")
     return 0
 
 

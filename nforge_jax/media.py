@@ -229,14 +229,17 @@ def _bar(iterable, desc: str, progress: bool, unit: str = "file"):
 
 def predict_media(model, paths, out, *, subject=None, batch_size: int | None = None, shard=None,
                   overwrite: bool = False, progress: bool = True, words_per_second: float = DEFAULT_WORDS_PER_SECOND,
-                  asr=None, asr_model: str = DEFAULT_ASR_MODEL, figures: bool = True) -> dict:
+                  asr=None, asr_model: str = DEFAULT_ASR_MODEL, figures: bool = True,
+                  allow_other_subject: bool = False, allow_other_recipe: bool = False) -> dict:
     """Media files or folders -> predictions and maps under ``out`` (module docstring).
 
     model: an ``NForgeModel``. subject: None (the average subject), an index or a training-subject name.
     asr: None (``asr_model`` when available offline, else no words from speech), False, or a callable
     path -> [{"text", "start", "duration"}]. figures=False writes maps.npz and summary.json only.
+    allow_other_subject / allow_other_recipe: as ``predict_store``'s (recorded in the provenance).
     Returns {"files": [per-file summary], "extract": {"written", "skipped"}, "predict": predict_store's report,
-    "maps": {"written", "skipped"}, "stage_seconds": {stage: s}, "out", "seconds"}.
+    "maps": {"written", "skipped"}, "stage_seconds": {stage: s}, "made_by": the provenance record, "out",
+    "seconds"}.
     """
     from nforge_jax.extract.run import extract_events
     from nforge_jax.inference.batch import predict_store
@@ -245,7 +248,10 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     report = {"extract": {"written": [], "skipped": []}, "maps": {"written": [], "skipped": []}, "out": str(out),
               "files": [], "predict": {"written": [], "skipped": []}, "stage_seconds": {}}
     settings = {"words_per_second": float(words_per_second), "asr": asr, "asr_model": str(asr_model)}
-    prepared = _prepare(model, paths, out, subject, shard, overwrite, progress, settings)
+    allowed = [name for name, on in (("other_subject", allow_other_subject), ("other_recipe", allow_other_recipe))
+               if on]
+    report["made_by"] = _check_made_by(model, out / "predictions", subject, overwrite, allowed)
+    prepared = _prepare(model, paths, out, shard, progress, settings)
     if prepared is None:  # more shards than files
         return {**report, "seconds": time.time() - t0}
     inputs, events, to_cache, config, extractors = prepared
@@ -261,10 +267,12 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
             report["extract"][k] += done[k]
     stages["extract"], t = time.time() - t, time.time()
     report["predict"] = predict_store(model, out / "store", out / "predictions", subject=subject, batch_size=batch_size,
-                                      timelines=names, overwrite=overwrite, progress=progress, shard=(0, 1))
+                                      timelines=names, overwrite=overwrite, progress=progress, shard=(0, 1),
+                                      allow_other_subject=allow_other_subject, allow_other_recipe=allow_other_recipe)
     stages["predict"], t = time.time() - t, time.time()
     for item in _bar(inputs, "maps", progress):
-        summary, wrote = _file_outputs(model, out, item, config, subject, overwrite=overwrite, figures=figures)
+        summary, wrote = _file_outputs(model, out, item, report["predict"]["made_by"], subject, overwrite=overwrite,
+                                       figures=figures)
         report["maps"]["written" if wrote else "skipped"].append(item.name)
         report["files"].append(summary)
     _write_overall_summary(out)
@@ -273,12 +281,11 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     return report
 
 
-def _prepare(model, paths, out: Path, subject, shard, overwrite: bool, progress: bool, settings: dict):
-    """Every check, before anything is written: (inputs of this shard, events, events to cache, recipe,
-    extractors), or None when the shard has no input."""
+def _prepare(model, paths, out: Path, shard, progress: bool, settings: dict):
+    """The checks of the inputs, before anything is written: (inputs of this shard, events, events to cache,
+    recipe, extractors), or None when the shard has no input."""
     from nforge_jax.extract.run import build_extractors, check_sources
 
-    _check_made_by(model, out / "predictions", subject, overwrite)
     config = _recipe(model, progress)
     every = collect_inputs(paths)
     mine = set(shard_names([item.name for item in every], check_shard(shard)))
@@ -292,34 +299,36 @@ def _prepare(model, paths, out: Path, subject, shard, overwrite: bool, progress:
     return inputs, events, to_cache, config, extractors
 
 
-def _check_made_by(model, pred_dir: Path, subject, overwrite: bool) -> None:
-    """An output directory holding another checkpoint's or subject's predictions is refused before its store is
-    touched (``predict_store`` would refuse it only after the extraction)."""
+def _check_made_by(model, pred_dir: Path, subject, overwrite: bool, allowed) -> dict:
+    """What makes this run's predictions (`inference.provenance.made_by`); an output directory holding another
+    checkpoint's or subject's predictions is refused before its store is touched (``predict_store`` would refuse
+    it only after the extraction)."""
+    from nforge_jax.inference import provenance
     from nforge_jax.inference.batch import PredictionsMismatch, read_marker
     from nforge_jax.inference.checks import resolve_subject
 
-    subject_id = resolve_subject(model, subject)
+    made = provenance.made_by(model, resolve_subject(model, subject), allowed=allowed)
     marker = None if overwrite else read_marker(pred_dir)
-    if marker is None:
-        return
-    label = "average" if subject_id is None else int(subject_id)
-    for field, value, what in (("model_sha256", model.fingerprint(), "another checkpoint"),
-                               ("subject", label, "another subject")):
-        if marker.get(field) != value:
-            raise PredictionsMismatch(f"{pred_dir.parent}: made by {what} ({field} {marker.get(field)!r} there, "
-                                      f"{value!r} in this run); use another --out, or --overwrite to redo everything")
+    if marker is not None:
+        remedy = "use another --out, or --overwrite to redo everything"
+        if "provenance" not in marker:
+            raise PredictionsMismatch(f"{pred_dir}: written by an older nforge predict that recorded no provenance; "
+                                      f"{remedy}")
+        provenance.check_same_maker(made, marker, expected_what="this run",
+                                    got_what=f"the predictions in {pred_dir}", remedy=remedy)
+    return made
 
 
 OUTPUTS = {"viewer": "viewer.html", "mean_activity": "mean_activity.png", "variance_shares": "variance_shares.png",
            "maps": "maps.npz"}
 
 
-def _file_outputs(model, out: Path, item: MediaInput, config, subject, *, overwrite: bool, figures: bool):
+def _file_outputs(model, out: Path, item: MediaInput, made: dict, subject, *, overwrite: bool, figures: bool):
     """(summary, whether anything was computed) of one input: maps.npz, the viewer page and the PNGs, then
     summary.json; an existing summary of the same predictions is kept."""
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.inference.attribution import store_variance_shares
-    from nforge_jax.inference.batch import finished_timelines, read_marker, read_predictions
+    from nforge_jax.inference.batch import finished_timelines, read_predictions
 
     pred_dir, folder = out / "predictions", out / "maps" / item.name
     record = finished_timelines(pred_dir)[item.name]
@@ -339,7 +348,6 @@ def _file_outputs(model, out: Path, item: MediaInput, config, subject, *, overwr
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_open(folder / OUTPUTS["maps"]) as f:
         np.savez(f, **maps)
-    marker = read_marker(pred_dir) or {}
     if figures:
         _draw(folder, item.name, preds, maps, mods, record, model.output_space)
     meta = store.meta(item.name)
@@ -353,8 +361,7 @@ def _file_outputs(model, out: Path, item: MediaInput, config, subject, *, overwr
         "dominant": _dominant(shares, mods) if shares else None,
         "outputs": {k: str(folder / v) for k, v in wanted.items()},
         "predictions": {"file": str(pred_dir / record["file"]), "sha256": record["sha256"]},
-        "provenance": {"model_sha256": marker.get("model_sha256"), "subject": marker.get("subject"),
-                       "space": marker.get("space"), "extract_recipe": config.to_dict()},
+        "provenance": made,  # the prediction directory's marker and record say the same (predict_store checks)
     }
     _write(folder / "summary.json", _json_bytes(summary))
     return summary, True

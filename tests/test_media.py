@@ -78,7 +78,7 @@ def run(args, capsys):
     return code, captured.out, captured.err
 
 
-def test_media_to_maps_then_a_rerun_computes_nothing(setup, capsys, monkeypatch):
+def test_media_to_maps_then_a_rerun_computes_nothing(setup, tiny_models, capsys, monkeypatch):
     out = setup / "out"
     code, stdout, err = run(["--media", str(setup / "films"), "--checkpoint", str(setup / "ckpt"), "--out", str(out)],
                             capsys)
@@ -86,6 +86,7 @@ def test_media_to_maps_then_a_rerun_computes_nothing(setup, capsys, monkeypatch)
     lines = stdout.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("clip.mp4: ") and lines[1].startswith("story.txt: ")
     assert "text+audio+video" in lines[0] and "2 extracted, 2 predicted, 2 mapped" in lines[2]
+    assert "the average subject's head of model" in lines[2]
     model = NForgeModel.from_pretrained(setup / "ckpt")
     store = FeatureStore.open(out / "store")
     assert store.timelines == ["clip.mp4", "story.txt"] and store.modalities("story.txt") == ["text"]
@@ -107,11 +108,13 @@ def test_media_to_maps_then_a_rerun_computes_nothing(setup, capsys, monkeypatch)
         page = (folder / "viewer.html").read_text()
         assert page.startswith("<!DOCTYPE html>") and name in page
         summary = json.loads((folder / "summary.json").read_text())
-        assert summary["provenance"]["model_sha256"] == model.fingerprint()
-        assert summary["provenance"]["space"]["name"] == "fsaverage5"
+        made = summary["provenance"]
+        assert made["model_sha256"] == model.fingerprint() and made["subject"] == "average"
+        assert made["space"]["name"] == "fsaverage5" and made["extract_recipe"] == recipe(tiny_models).to_dict()
+        marker = json.loads((out / "predictions" / "nforge_predictions.json").read_text())
+        assert {k: marker[k] for k in made} == made
     assert json.loads((out / "maps" / "story.txt" / "summary.json").read_text())["variance_shares"]["audio"] == 0.0
-    # everything but the prediction directory's marker, which predict_store writes on each run
-    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "nforge_predictions.json"}
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
 
     def computed(*_, **__):
         raise AssertionError("a rerun computed something")
@@ -131,7 +134,7 @@ def test_media_to_maps_then_a_rerun_computes_nothing(setup, capsys, monkeypatch)
                  metadata={"extract_recipe": json.loads((setup / "ckpt" / "config.json").read_text())["metadata"][
                      "extract_recipe"]})
     code, _, err = run(["--media", str(films), "--checkpoint", str(setup / "ckpt_other"), "--out", str(out)], capsys)
-    assert code == 2 and "made by another checkpoint" in err and len(err.strip().splitlines()) == 2
+    assert code == 2 and "come from different checkpoints" in err and len(err.strip().splitlines()) == 2
     assert {p: p.stat().st_mtime_ns for p in files} == files
 
 
