@@ -143,6 +143,17 @@ def build_events(item: MediaInput, *, words_per_second: float, asr, asr_model: s
                                 asr=asr, asr_model=asr_model, timeline=item.name)
 
 
+def _settings_used(item: MediaInput, settings: dict) -> dict:
+    """The event settings a file's events depend on: the speaking rate for a text without timings, the speech
+    recognition for sound without them (a callable ``asr`` is not recorded), none otherwise."""
+    if item.word_timings is not None or item.kind == "timings":
+        return {}
+    if item.kind == "text":
+        return {"words_per_second": settings["words_per_second"]}
+    asr = settings["asr"]
+    return {"asr": "callable" if callable(asr) else asr, "asr_model": settings["asr_model"]}
+
+
 def _source_key(item: MediaInput, settings: dict) -> dict:
     """What a file's cached events depend on: the files (path, size, mtime) and the event settings."""
     def stat(p):
@@ -153,14 +164,30 @@ def _source_key(item: MediaInput, settings: dict) -> dict:
             **settings}
 
 
-def _cached_events(path: Path, key: dict) -> pd.DataFrame | None:
+def _cached_events(path: Path, key: dict, item: MediaInput, overwrite: bool) -> pd.DataFrame | None:
+    """The events an earlier run built from the same files and settings; None when there are none (or
+    ``overwrite``). Another file or setting under the same name is refused: its features and predictions are
+    in the output directory, and would be replaced only after the extraction."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or doc.get("source") != key:
+    if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         return None
+    if doc.get("source") != key:
+        if overwrite:
+            return None
+        changed = next((k for k in key if doc.get("source", {}).get(k) != key[k]), "source")
+        raise ValueError(f"{item.path}: differs from the input of that name in {path.parent.parent} ({changed}: "
+                         f"{_short(doc.get('source', {}).get(changed))} there, {_short(key.get(changed))} now); "
+                         "use another --out, or --overwrite to redo it")
     return validate_events(pd.DataFrame(doc["events"]), source=str(path))
+
+
+def _short(value) -> str:
+    if isinstance(value, dict) and "path" in value:
+        return f"{value['path']} of {value['size']} bytes"
+    return repr(value)
 
 
 def _json_bytes(obj) -> bytes:
@@ -199,14 +226,14 @@ def _check_models(inputs: Sequence[MediaInput], config) -> None:
             resolve_model(getattr(config, m).model_id, m)
 
 
-def _events(inputs, out: Path, config, settings: dict) -> tuple[pd.DataFrame, dict]:
+def _events(inputs, out: Path, config, settings: dict, overwrite: bool) -> tuple[pd.DataFrame, dict]:
     """(all events, {name: (cache path, key, events) to write}); ValueError naming a file the model reads nothing
     from. Cached events are reused when the files and settings are unchanged."""
     tables, to_cache = [], {}
     for item in inputs:
-        key = _source_key(item, {k: v for k, v in settings.items() if k != "asr" or not callable(v)})
+        key = _source_key(item, _settings_used(item, settings))
         cache = out / "events" / f"{item.name}.json"
-        events = _cached_events(cache, key) if cache.is_file() else None
+        events = _cached_events(cache, key, item, overwrite) if cache.is_file() else None
         if events is None:
             events = build_events(item, words_per_second=settings["words_per_second"], asr=settings["asr"],
                                   asr_model=settings["asr_model"])
@@ -251,7 +278,7 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     allowed = [name for name, on in (("other_subject", allow_other_subject), ("other_recipe", allow_other_recipe))
                if on]
     report["made_by"] = _check_made_by(model, out / "predictions", subject, overwrite, allowed)
-    prepared = _prepare(model, paths, out, shard, progress, settings)
+    prepared = _prepare(model, paths, out, shard, progress, settings, overwrite)
     if prepared is None:  # more shards than files
         return {**report, "seconds": time.time() - t0}
     inputs, events, to_cache, config, extractors = prepared
@@ -281,7 +308,7 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     return report
 
 
-def _prepare(model, paths, out: Path, shard, progress: bool, settings: dict):
+def _prepare(model, paths, out: Path, shard, progress: bool, settings: dict, overwrite: bool):
     """The checks of the inputs, before anything is written: (inputs of this shard, events, events to cache,
     recipe, extractors), or None when the shard has no input."""
     from nforge_jax.extract.run import build_extractors, check_sources
@@ -293,7 +320,7 @@ def _prepare(model, paths, out: Path, shard, progress: bool, settings: dict):
     if not inputs:
         return None
     _check_models(inputs, config)
-    events, to_cache = _events(inputs, out, config, settings)
+    events, to_cache = _events(inputs, out, config, settings, overwrite)
     extractors = build_extractors(config)
     check_sources(events, extractors)
     return inputs, events, to_cache, config, extractors

@@ -129,6 +129,11 @@ def test_media_to_maps_then_a_rerun_computes_nothing(setup, tiny_models, capsys,
     assert code == 0, err
     assert "0 extracted, 0 predicted, 0 mapped" in stdout
     assert {p: p.stat().st_mtime_ns for p in files} == files
+    # another speaking rate for story.txt: refused before its features and predictions are replaced
+    code, _, err = run(["--media", str(films), "--checkpoint", str(setup / "ckpt"), "--out", str(out),
+                        "--words-per-second", "3"], capsys)
+    assert code == 2 and "story.txt: differs from the input of that name" in err and "words_per_second: 2.5" in err
+    assert {p: p.stat().st_mtime_ns for p in files} == files
     # another checkpoint into the same directory: refused before its store is touched
     save_encoder(FmriEncoder(CONFIG, rngs=nnx.Rngs(1)), setup / "ckpt_other",
                  metadata={"extract_recipe": json.loads((setup / "ckpt" / "config.json").read_text())["metadata"][
