@@ -167,6 +167,20 @@ def test_an_interrupted_run_resumes_where_it_stopped(setup, tiny_models, monkeyp
     assert [s["name"] for s in json.loads((out / "summary.json").read_text())["files"]] == ["clip.mp4", "story.txt"]
 
 
+def test_shards_share_one_output_directory(setup):
+    """--shard I/N: process I takes every N-th file; the shards fill one store, prediction directory and summary."""
+    model = NForgeModel.from_pretrained(setup / "ckpt")
+    out = setup / "sharded"
+    second = model.predict_media([setup / "films"], out, shard=(1, 2), progress=False, figures=False)
+    assert [s["name"] for s in second["files"]] == ["story.txt"] and second["extract"]["written"] == ["story.txt"]
+    assert sorted(p.name for p in (out / "maps" / "story.txt").iterdir()) == ["maps.npz", "summary.json"]
+    first = model.predict_media([setup / "films"], out, shard=(0, 2), progress=False, figures=False)
+    assert [s["name"] for s in first["files"]] == ["clip.mp4"] and first["predict"]["written"] == ["clip.mp4"]
+    assert FeatureStore.open(out / "store").timelines == ["clip.mp4", "story.txt"]
+    assert [s["name"] for s in json.loads((out / "summary.json").read_text())["files"]] == ["clip.mp4", "story.txt"]
+    assert model.predict_media([setup / "films"], out, shard=(2, 3), progress=False)["files"] == []  # no file left
+
+
 KILLED_RUN = """
 import os, signal, sys
 import nforge_jax.extract.run as run
