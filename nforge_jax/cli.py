@@ -419,7 +419,8 @@ def _add_extract_parser(sub) -> list:
 
 
 def _add_predict_parser(sub) -> list:
-    predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore (resumable)")
+    predict = sub.add_parser("predict", help="predictions for every timeline of a FeatureStore, or from media files "
+                                             "to maps (--media); resumable")
     add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
     return [predict]
