@@ -36,7 +36,8 @@ def write_textgrid(path, words):
     end = words[-1][1]
     lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0", f"xmax = {end}",
              "tiers? <exists>", "size = 1", "item []:", "    item [1]:", '        class = "IntervalTier"',
-             '        name = "words"', "        xmin = 0", f"        xmax = {end}", f"        intervals: size = {len(words)}"]
+             '        name = "words"', "        xmin = 0", f"        xmax = {end}",
+             f"        intervals: size = {len(words)}"]
     for i, (a, b, text) in enumerate(words, 1):
         lines += [f"        intervals [{i}]:", f"            xmin = {a}", f"            xmax = {b}",
                   f'            text = "{text}"']
