@@ -49,8 +49,8 @@ class StreamingPredictor:
             raise ValueError(f"window_trs: expected a positive integer, got {window_trs!r}")
         if isinstance(step_trs, bool) or not isinstance(step_trs, (int, np.integer)) or step_trs < 1:
             raise ValueError(f"step_trs: expected a positive integer, got {step_trs!r}")
-        if not (isinstance(tr_seconds, (int, float)) and tr_seconds > 0):
-            raise ValueError(f"tr_seconds: expected a positive number of seconds, got {tr_seconds!r}")
+        if not (isinstance(tr_seconds, (int, float)) and 0 < tr_seconds < float("inf")):
+            raise ValueError(f"tr_seconds: expected a finite positive number of seconds, got {tr_seconds!r}")
         self.config = config
         self.window_trs = int(window_trs)
         self.step_trs = int(step_trs)
@@ -140,7 +140,10 @@ class StreamingPredictor:
                 frame[m] = np.zeros((2, n, d), np.float32)
                 present[m] = 0.0
                 continue
-            x = np.asarray(features[m], np.float32)
+            x = np.asarray(features[m])
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+                raise ValueError(f"features[{m!r}]: expected real numbers, got dtype {x.dtype}")
+            x = x.astype(np.float32)
             if x.shape == (n, d):
                 x = np.broadcast_to(x, (2, n, d))
             elif x.shape != (2, n, d):
