@@ -187,9 +187,11 @@ class StreamingPredictor:
         """Returns the predictions still owed, (n, n_vertices), and resets the stream.
 
         Window full: the newest frame's prediction if it was not returned yet (step_trs > 1), else nothing.
-        Window never filled (a stream shorter than `window_trs`): one row per pushed frame, computed as
-        `predict_features` does for a short input — the frames at the start of one window, the rest zero
-        features for the modalities seen and absent for the others.
+        Window never filled (a stream shorter than `window_trs`): one row per pushed frame, the frames at the
+        start of one window of `window_trs` TRs, the rest zero features for the modalities seen and absent for
+        the others. This equals `predict_features` of the short input only when `window_trs` is the model's own
+        window (``config.n_output_timesteps``): the model attends over the whole window, so a window of another
+        length gives other rows.
         """
         rows = []
         if self._n_frames and not self._emitted_last:
