@@ -137,6 +137,10 @@ def cmd_predict(args) -> int:
     from nforge_jax.inference.model import NForgeModel
     from nforge_jax.inference.provenance import describe_maker
 
+    if args.media:
+        return cmd_predict_media(args)
+    if args.store is None:
+        raise UserError("--store or --media is required: a FeatureStore to predict, or media files to start from")
     model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
     # A name or a string of digits: resolved (names first) by inference.checks.resolve_subject.
     report = predict_store(model, args.store, args.out, subject=args.subject, batch_size=args.batch_size,
@@ -151,6 +155,32 @@ def cmd_predict(args) -> int:
     rate = report["hours"] / max(report["seconds"] / 60.0, 1e-9)
     print(f"nforge predict: {len(report['written'])} timelines written ({report['hours']:.2f} h of stimulus, "
           f"{rate:.2f} h/min), {len(report['skipped'])} already done, into {args.out}; "
+          f"{describe_maker(report['made_by'])}")
+    return 0
+
+
+def cmd_predict_media(args) -> int:
+    """`nforge predict --media PATH... --out DIR`: events, extraction, prediction and maps (nforge_jax/media.py)."""
+    from nforge_jax.data.shards import parse_shard
+    from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.provenance import describe_maker
+    from nforge_jax.media import predict_media, summary_line
+
+    if args.store is not None or args.timeline:
+        raise UserError(f"{'--store' if args.store is not None else '--timeline'}: not with --media, which writes its "
+                        "own store under --out (DIR/store) and names each timeline by its file name")
+    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
+    report = predict_media(model, args.media, args.out, subject=args.subject, batch_size=args.batch_size,
+                           shard=parse_shard(args.shard), overwrite=args.overwrite, progress=not args.no_progress,
+                           words_per_second=args.words_per_second, asr=False if args.no_asr else None,
+                           asr_model=args.asr_model, allow_other_subject=args.allow_other_subject,
+                           allow_other_recipe=args.allow_other_recipe)
+    for summary in report["files"]:
+        print(summary_line(summary))
+    print(f"nforge predict: {len(report['files'])} files ({len(report['extract']['written'])} extracted, "
+          f"{len(report['predict']['written'])} predicted, {len(report['maps']['written'])} mapped; the rest already "
+          f"done) into {args.out} in {report['seconds']:.1f} s "
+          f"({', '.join(f'{k} {v:.1f} s' for k, v in report['stage_seconds'].items())}); "
           f"{describe_maker(report['made_by'])}")
     return 0
 
@@ -517,7 +547,15 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", required=True, help="FeatureStore directory")
+    parser.add_argument("--store", help="FeatureStore directory (or --media)")
+    parser.add_argument("--media", nargs="+", metavar="PATH",
+                        help="start from media instead: files or folders of mp4 / wav / txt / TextGrid; events, "
+                             "features (the checkpoint's recipe), predictions and per-file maps go under --out")
+    parser.add_argument("--words-per-second", type=float, default=2.5,
+                        help="with --media: speaking rate that times a .txt without a TextGrid (default 2.5)")
+    parser.add_argument("--asr-model", default="openai/whisper-large-v3",
+                        help="with --media: speech recognition for video/audio without a TextGrid, if cached")
+    parser.add_argument("--no-asr", action="store_true", help="with --media: no speech recognition")
     parser.add_argument("--checkpoint", required=True, help="nforge_jax checkpoint, TRIBE v2 release dir or hub id")
     parser.add_argument("--out", required=True, help="output directory (resumable)")
     parser.add_argument("--subject", default=None,

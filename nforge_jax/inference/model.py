@@ -205,6 +205,13 @@ class NForgeModel:
 
         return predict_events(self, events, subject=subject, **kwargs)
 
+    def predict_media(self, paths, out, **kwargs) -> dict:
+        """Media files or folders (mp4 / wav / txt / TextGrid) -> events, features, predictions, and per file a
+        viewer page, the mean-activity map and the variance-share maps under ``out``; see nforge_jax/media.py."""
+        from nforge_jax.media import predict_media
+
+        return predict_media(self, paths, out, **kwargs)
+
     # Prediction --------------------------------------------------------------------------------
     def check_inputs(self, features: Mapping[str, np.ndarray], subject) -> int:
         """Validates a {modality: (T, n_layers, dim)} dict of finite features and the subject; returns T."""
