@@ -231,8 +231,13 @@ def cmd_adapt(args) -> int:
     from nforge_jax.inference.adapt import run_adapt
 
     reg = args.regularization if args.regularization == "cv" else float(args.regularization)
-    summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, reg, method=args.method,
-                        cv=args.cv, overwrite=args.overwrite, name=args.name)
+    try:
+        summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, reg, method=args.method,
+                            cv=args.cv, overwrite=args.overwrite, name=args.name)
+    except ValueError as e:  # the library names its argument; the command line names its flag
+        if str(e).startswith("name: "):
+            raise UserError("--name: " + str(e)[len("name: "):]) from None
+        raise
     print(f"nforge adapt: new subject {summary['name']!r} (id {summary['id']}); adapted model written to {args.out}")
     return 0
 
@@ -280,21 +285,32 @@ def read_view_source(source: Path, timeline: str | None):
     if timeline is not None:
         raise UserError(f"--timeline {timeline}: only for an nforge predict output directory; {source} is a file")
     suffix = source.suffix.lower()
-    if suffix == ".npy":
-        return np.load(source, allow_pickle=False), {}
-    if suffix == ".npz":
+    if suffix not in (".npy", ".npz"):
+        raise UserError(f"{source}: expected an nforge predict output directory, a .npy (T, N) or (N,) array, "
+                        "or an .npz of named (N,) maps")
+    try:
+        if suffix == ".npy":
+            return _real_values(source, np.load(source, allow_pickle=False), "values"), {}
         with np.load(source, allow_pickle=False) as maps:
             if not maps.files:
                 raise UserError(f"{source}: no arrays in the .npz; expected named maps such as r, ceiling")
-            return {name: maps[name] for name in maps.files}, {}
-    raise UserError(f"{source}: expected an nforge predict output directory, a .npy (T, N) or (N,) array, "
-                    "or an .npz of named (N,) maps")
+            return {name: _real_values(source, maps[name], name) for name in maps.files}, {}
+    except ValueError as e:  # object arrays need pickle, which is never used on a user's file
+        raise UserError(f"{source}: not a numeric array file ({e}); expected real numbers") from None
+
+
+def _real_values(source: Path, values, what: str):
+    import numpy as np
+
+    if np.iscomplexobj(values) or not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        raise UserError(f"{source}: {what}: dtype {values.dtype}, expected real numbers")
+    return values
 
 
 def _read_predictions_dir(source: Path, timeline: str | None):
     from nforge_jax.inference.batch import MARKER, finished_timelines, read_marker, read_predictions
 
-    done = finished_timelines(source)
+    done = finished_timelines(source, strict=True)
     if not done:
         what = "no timeline has finished yet" if read_marker(source) else "not an nforge predict output directory"
         raise UserError(f"{source}: {what} (no <timeline>.json beside its .npy)")

@@ -430,7 +430,7 @@ class SubjectAdapter:
         config = encoder.config
         self._check_model(config)
         n = config.n_subjects
-        name = check_subject_name(model, f"adapted/{n}" if name is None else name)
+        name = check_subject_name(model, default_subject_name(model, n) if name is None else name)
         arrays = encoder_arrays(encoder)
         w = arrays["predictor/weights"]
         b = arrays.get("predictor/bias")
@@ -467,16 +467,37 @@ class SubjectAdapter:
         return out
 
 
-def check_subject_name(model, name) -> str:
-    """A new subject's name: non-empty, not only digits (those are ids), not a name ``model`` already has."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"name: expected a non-empty subject name, got {name!r}")
-    if name.strip().isdigit():
-        raise ValueError(f"name: {name!r} is a number, which would read as a subject id; choose a name")
+def _taken_names(model) -> list[str]:
     metadata = getattr(model, "metadata", None) or {}
     taken = [str(s) for s in metadata.get("subjects") or []]
-    taken += [str(a["name"]) for a in metadata.get("adapted_subjects", []) if isinstance(a, dict) and "name" in a]
-    if name in taken:
+    return taken + [str(a["name"]) for a in metadata.get("adapted_subjects", []) if isinstance(a, dict) and "name" in a]
+
+
+def default_subject_name(model, subject_id: int) -> str:
+    """``adapted/<id>``, or the first ``adapted/<id>-<k>`` no subject of ``model`` is named yet."""
+    taken, name, k = set(_taken_names(model)), f"adapted/{subject_id}", 1
+    while name in taken:
+        name, k = f"adapted/{subject_id}-{k}", k + 1
+    return name
+
+
+def check_subject_name(model, name) -> str:
+    """A new subject's name: printable, without surrounding blanks, not a number (numbers read as subject ids),
+    not "average" / "None" (the shared average subject's words in records and on the command line), not a name
+    ``model`` already has."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name: expected a non-empty subject name, got {name!r}")
+    if name != name.strip() or not name.isprintable():
+        raise ValueError(f"name: {name!r} has surrounding blanks or control characters; choose a plain name")
+    try:
+        float(name)
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"name: {name!r} is a number, which would read as a subject id; choose a name")
+    if name.lower() in ("average", "none"):
+        raise ValueError(f"name: {name!r} is the word for the shared average subject; choose another name")
+    if name in _taken_names(model):
         raise ValueError(f"name: the model already has a subject named {name!r}; choose another")
     return name
 

@@ -94,6 +94,8 @@ def prepare_inputs(config, inputs, subject):
         raise ValueError(f"inputs: none of the model's modalities {list(config.modalities)} is present")
     lead = check_features(config, feats, leads=(("T",), ("B", "T")), where="inputs")
     batched = len(lead) == 2
+    for m, x in feats.items():  # as predict_features: NaN or inf would give NaN scores that look like results
+        check_finite(np.asarray(x).reshape(-1, *np.shape(x)[-2:]), f"inputs[{m!r}]")
     feats = {m: jnp.asarray(x, jnp.float32) for m, x in feats.items()}
     if not batched:
         feats = {m: x[None] for m, x in feats.items()}
@@ -147,8 +149,8 @@ class ModalityAttributor:
             raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
         if baseline not in BASELINES:
             raise ValueError(f"baseline: expected one of {BASELINES}, got {baseline!r}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"n_steps: expected a positive integer, got {n_steps!r}")
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or not 1 <= n_steps <= 1024:
+            raise ValueError(f"n_steps: expected an integer in [1, 1024] (16 is exact to ~1e-5), got {n_steps!r}")
         self._core = Predictor.of(model)
         self.config = self._core.config
         self.method, self.baseline, self.n_steps = method, baseline, int(n_steps)

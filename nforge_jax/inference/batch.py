@@ -156,8 +156,10 @@ def read_marker(out) -> dict | None:
     return doc
 
 
-def finished_timelines(out) -> dict[str, dict]:
-    """{timeline name: its record} of the finished timelines in an output directory."""
+def finished_timelines(out, *, strict: bool = False) -> dict[str, dict]:
+    """{timeline name: its record} of the finished timelines in an output directory. An unreadable record is
+    skipped (predict recomputes that timeline), or with ``strict`` (readers: evaluate, view) refused naming it:
+    leaving it out would score the directory's other timelines without a word."""
     out = Path(out)
     done = {}
     if not out.is_dir():
@@ -167,22 +169,37 @@ def finished_timelines(out) -> dict[str, dict]:
             continue
         try:
             rec = json.loads(p.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as e:
+            if strict:
+                raise ValueError(f"prediction record {p}: unreadable ({type(e).__name__}: {e}); re-run nforge predict "
+                                 "into this directory to redo that timeline") from None
             continue  # unreadable record: recomputed
         if not isinstance(rec, dict) or "name" not in rec:
+            if strict:
+                raise ValueError(f"prediction record {p}: expected an object with fields 'name' and 'file'")
             continue
         if provenance.confined_file(out, rec.get("file"), f"prediction record {p}").is_file():
             done[rec["name"]] = rec
     return done
 
 
-def read_predictions(out, name: str) -> np.ndarray:
-    """(n_rows, n_vertices) predictions of one timeline (memory-mapped)."""
-    rec = finished_timelines(out).get(name)
+def read_predictions(out, name: str, record: dict | None = None) -> np.ndarray:
+    """(n_rows, n_vertices) predictions of one timeline, checked against its record (shape and sha256: a file
+    replaced or cut after it was written is refused, naming it)."""
+    rec = finished_timelines(out, strict=True).get(name) if record is None else record
     if rec is None:
         raise KeyError(f"{out}: no finished predictions for timeline {name!r}")
-    return np.load(provenance.confined_file(Path(out), rec["file"], f"prediction record of {name!r}"),
-                   mmap_mode="r", allow_pickle=False)
+    path = provenance.confined_file(Path(out), rec["file"], f"prediction record of {name!r}")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable predictions ({type(e).__name__}: {e}); re-run nforge predict") from None
+    if list(array.shape) != list(rec.get("shape", [])) or \
+            hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest() != rec.get("sha256"):
+        raise ValueError(f"{path}: shape {tuple(array.shape)} / checksum differ from its record (shape "
+                         f"{tuple(rec.get('shape', []))}): the file was changed after nforge predict wrote it; "
+                         "re-run nforge predict with --overwrite")
+    return array
 
 
 class _Plan:

@@ -62,12 +62,13 @@ from nforge_jax.data.spaces import SUBCORTICAL, OutputSpace, SpaceMismatch, chec
 from nforge_jax.data.splits import subject_key
 from nforge_jax.data.store import FeatureStore, atomic_open
 from nforge_jax.inference import provenance
-from nforge_jax.inference.batch import MARKER, finished_timelines, read_marker, timeline_inputs
+from nforge_jax.inference.batch import MARKER, finished_timelines, read_marker, read_predictions, timeline_inputs
 
 __all__ = ["evaluate", "Evaluation", "measured_targets", "repeat_ceiling", "subject_ceiling", "CEILING_METHODS"]
 
 CEILING_METHODS = ("auto", "repeats", "subjects", "none")
 MIN_SAMPLES = 20  # fewer evaluated samples give no meaningful correlation
+MIN_BLOCKS = 4  # fewer bootstrap blocks than this resample a handful of distinct series: no interval is given
 _MAX_SUB_BLOCKS = 256  # bounds the bootstrap table: 256 x 5 x V float32 (105 MB on fsaverage5)
 _SUB_BLOCKS_PER_BLOCK = 5  # a block may start at every 5th of its length (moving blocks)
 _BOOT_CHUNK = 50
@@ -213,7 +214,7 @@ def _prediction_dir(directory: Path, store: FeatureStore,
         raise ValueError(f"predictions {directory}: written by an older nforge predict that recorded no provenance "
                          "(subject, feature rate, recipe), so they cannot be checked against the store; re-run "
                          f"`nforge predict ... --out {directory} --overwrite`")
-    done = finished_timelines(directory)
+    done = finished_timelines(directory, strict=True)
     if not done:
         raise ValueError(f"predictions {directory}: no finished timeline (run nforge predict to the end first)")
     out = {}
@@ -235,8 +236,7 @@ def _prediction_dir(directory: Path, store: FeatureStore,
             raise ValueError(f"predictions {directory}: timeline {name!r} was predicted from other inputs than the "
                              f"store {store.path} holds ({', '.join(changed)} differ); evaluate against the store "
                              "the predictions were made from, or predict again")
-        out[name] = np.load(provenance.confined_file(directory, rec["file"], f"prediction record of {name!r}"),
-                            mmap_mode="r", allow_pickle=False)
+        out[name] = read_predictions(directory, name, rec)
     space = marker.get("space")
     made_by = {k: marker.get(k) for k in ("model_sha256", "subject", "subject_index", "subject_keys", "feature_hz",
                                           "extract_recipe", "space", "allowed")}
@@ -635,6 +635,12 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     x = np.concatenate([t.prediction for t in targets])
     y = np.concatenate([t.mean for t in targets]).astype(np.float32)
     firsts, starts, lens = _sub_blocks([len(t.rows) for t in targets], float(block_s))
+    block_rows = int(lens.max() * np.diff(np.append(firsts, n_samples)).max())
+    if n_boot and n_samples / block_rows < MIN_BLOCKS:
+        note = (note + "; " if note else "") + (
+            f"no bootstrap intervals: {n_samples} samples hold {n_samples / block_rows:.1f} blocks of {block_rows} "
+            f"(at least {MIN_BLOCKS} are needed; pass a shorter --block-s or evaluate more data)")
+        n_boot = 0
     table, rows = _moment_table(x, y, firsts)
     del x, y
     r = _r_from_sums(_with_counts(table.sum(axis=0, keepdims=True), rows.sum(keepdims=True)))[0]
@@ -646,7 +652,7 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
     boot_r = np.concatenate(boot_r) if boot_r else np.zeros((0, len(roi_sets)))
     boot_ratio = np.concatenate(boot_ratio) if boot_ratio else np.zeros((0, len(roi_sets)))
     info = {"note": note, "n_boot": int(n_boot), "block_s": float(block_s),
-            "block_rows": int(lens.max() * np.diff(np.append(firsts, n_samples)).max()), "seed": int(seed),
+            "block_rows": block_rows, "seed": int(seed),
             "min_ceiling": float(min_ceiling), "store": str(store.path), "predictions": where}
     return Evaluation(r=r, ceiling=ceil, r_over_ceiling=ratio, ceiling_method=method,
                       rois=_roi_rows(r, ceil, ratio, boot_r, boot_ratio, roi_sets), timelines=names,

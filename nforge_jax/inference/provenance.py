@@ -112,11 +112,14 @@ def made_by(model, subject_id: int | None, *, allowed: Iterable[str] = ()) -> di
     if unknown:
         raise ValueError(f"allowed: unknown override {unknown[0]!r}; expected some of {sorted(OVERRIDES)}")
     config = model.config
-    return {"provenance": PROVENANCE_VERSION, "model_sha256": model.fingerprint(),
+    # a bare FmriEncoder (library use) has no checkpoint to fingerprint and records no space
+    fingerprint = model.fingerprint() if hasattr(model, "fingerprint") else None
+    space = model.output_space.to_dict() if hasattr(model, "output_space") else None
+    return {"provenance": PROVENANCE_VERSION, "model_sha256": fingerprint,
             "subject": subject_label(model, subject_id),
             "subject_index": None if subject_id is None else int(subject_id),
             "subject_keys": subject_keys(model, subject_id), "feature_hz": model_feature_hz(config),
-            "extract_recipe": _metadata(model).get("extract_recipe"), "space": model.output_space.to_dict(),
+            "extract_recipe": _metadata(model).get("extract_recipe"), "space": space,
             "allowed": allowed}
 
 

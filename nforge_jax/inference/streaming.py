@@ -49,8 +49,8 @@ class StreamingPredictor:
             raise ValueError(f"window_trs: expected a positive integer, got {window_trs!r}")
         if isinstance(step_trs, bool) or not isinstance(step_trs, (int, np.integer)) or step_trs < 1:
             raise ValueError(f"step_trs: expected a positive integer, got {step_trs!r}")
-        if not (isinstance(tr_seconds, (int, float)) and tr_seconds > 0):
-            raise ValueError(f"tr_seconds: expected a positive number of seconds, got {tr_seconds!r}")
+        if not (isinstance(tr_seconds, (int, float)) and 0 < tr_seconds < float("inf")):
+            raise ValueError(f"tr_seconds: expected a finite positive number of seconds, got {tr_seconds!r}")
         self.config = config
         self.window_trs = int(window_trs)
         self.step_trs = int(step_trs)
@@ -140,7 +140,10 @@ class StreamingPredictor:
                 frame[m] = np.zeros((2, n, d), np.float32)
                 present[m] = 0.0
                 continue
-            x = np.asarray(features[m], np.float32)
+            x = np.asarray(features[m])
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+                raise ValueError(f"features[{m!r}]: expected real numbers, got dtype {x.dtype}")
+            x = x.astype(np.float32)
             if x.shape == (n, d):
                 x = np.broadcast_to(x, (2, n, d))
             elif x.shape != (2, n, d):
@@ -184,9 +187,11 @@ class StreamingPredictor:
         """Returns the predictions still owed, (n, n_vertices), and resets the stream.
 
         Window full: the newest frame's prediction if it was not returned yet (step_trs > 1), else nothing.
-        Window never filled (a stream shorter than `window_trs`): one row per pushed frame, computed as
-        `predict_features` does for a short input — the frames at the start of one window, the rest zero
-        features for the modalities seen and absent for the others.
+        Window never filled (a stream shorter than `window_trs`): one row per pushed frame, the frames at the
+        start of one window of `window_trs` TRs, the rest zero features for the modalities seen and absent for
+        the others. This equals `predict_features` of the short input only when `window_trs` is the model's own
+        window (``config.n_output_timesteps``): the model attends over the whole window, so a window of another
+        length gives other rows.
         """
         rows = []
         if self._n_frames and not self._emitted_last:

@@ -63,7 +63,10 @@ def view_predictions(values, out_path, *, space=None, title: str = "", tr_s: flo
     n_points = n_vertices(mesh) if kind == FSAVERAGE5 else grid.n_voxels
     where = mesh if kind == FSAVERAGE5 else "the subcortical grid"
     frames, labels, times = _frames(values, frame_labels, tr_s, start_s, n_points, where)
+    given = (vmin, vmax)
     vmin, vmax = color_range(frames, vmin=vmin, vmax=vmax, symmetric=symmetric)
+    if given == (None, None) and np.isfinite(vmin) and vmin == vmax:  # a constant map: a range around its value
+        vmin, vmax = vmin - max(abs(vmin), 1.0), vmax + max(abs(vmax), 1.0)
     if not (np.isfinite(vmin) and np.isfinite(vmax) and vmin < vmax):
         raise ValueError(f"vmin, vmax: expected finite numbers with vmin < vmax, got vmin={vmin}, vmax={vmax}")
     if kind == FSAVERAGE5:

@@ -214,7 +214,7 @@ def nforge(*args, cwd):
 
 def test_cli_evaluates_a_prediction_directory(predicted, tmp_path):
     proc = nforge("evaluate", predicted / "pred", "--store", predicted / "store", "--out", tmp_path / "ev",
-                  "--n-boot", "100", cwd=tmp_path)
+                  "--n-boot", "100", "--block-s", "10", cwd=tmp_path)  # 80 samples: 8 blocks of 10 s
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "noise ceiling: leave-one-subject-out (S=2)" in proc.stdout
     assert "evaluation.json, rois.csv, maps.npz written to" in proc.stdout

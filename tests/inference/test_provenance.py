@@ -301,3 +301,95 @@ def test_slurm_without_a_task_index_is_one_line(world, tmp_path, capsys, monkeyp
     line = refused(capsys, "predict", "--store", world / "store", "--checkpoint", world / "A", "--out",
                    tmp_path / "p", "--no-progress")
     assert "SLURM_PROCID: SLURM_NTASKS is 4 but SLURM_PROCID is None" in line and "--shard I/N" in line
+
+
+# ------------------------------------------------------------------- found by misusing the newer entry points
+
+def test_a_prediction_file_changed_or_a_record_damaged_after_predict_is_refused(world, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert cli(capsys, "predict", "--store", world / "store", "--checkpoint", world / "A", "--out", out,
+               "--no-progress")[0] == 0
+    records = sorted(p for p in out.glob("*.json") if p.name != "nforge_predictions.json")
+    first = json.loads(records[0].read_text())
+    np.save(out / first["file"], np.load(out / first["file"])[:10])  # cut after it was written
+    line = refused(capsys, "evaluate", out, "--store", world / "store", "--n-boot", "0")
+    assert f"{first['file']}: shape (10, 30) / checksum differ from its record (shape (40, 30))" in line, line
+    line = refused(capsys, "view", out, "--timeline", first["name"], "--out", tmp_path / "v.html")
+    assert "checksum differ from its record" in line
+    records[1].write_text('{"name": "x", "file": ')  # a damaged record is named, not silently left out
+    line = refused(capsys, "evaluate", out, "--store", world / "store", "--n-boot", "0")
+    assert f"prediction record {records[1]}: unreadable" in line, line
+
+
+def test_bootstrap_intervals_need_enough_blocks(world):
+    from nforge_jax.inference.evaluate import evaluate
+
+    store = FeatureStore.open(world / "store")
+    rng = np.random.default_rng(0)
+    preds = {tl("p0"): rng.standard_normal((40, N_OUT)).astype(np.float32)}
+    ev = evaluate(preds, store, n_boot=200, rois=None, ceiling="none")  # 40 samples: 1.6 blocks of 25 s
+    assert ev.roi("all vertices")["median_r_ci_low"] is None
+    assert "no bootstrap intervals: 40 samples hold 1.6 blocks" in ev.info["note"]
+    ev = evaluate(preds, store, n_boot=200, rois=None, ceiling="none", block_s=5)
+    row = ev.roi("all vertices")
+    assert row["median_r_ci_low"] <= row["median_r"] <= row["median_r_ci_high"]
+
+
+def test_attribution_and_attention_refuse_non_finite_features(world):
+    from nforge_jax.inference.attention import AttentionExtractor
+    from nforge_jax.inference.attribution import ModalityAttributor
+    from nforge_jax.inference.model import NForgeModel
+
+    model = NForgeModel.from_pretrained(world / "A")
+    x = np.random.default_rng(0).standard_normal((10, 1, 8)).astype(np.float32)
+    x[3, 0, 2] = np.nan
+    with pytest.raises(ValueError, match=r"inputs\['text'\]: row 3 holds nan"):
+        ModalityAttributor(model, method="gradient").attribute({"text": x})
+    with pytest.raises(ValueError, match=r"inputs\['text'\]: row 3 holds nan"):
+        ModalityAttributor(model, method="gradient").attribute_timesteps({"text": x}, [0, 1])
+    with pytest.raises(ValueError, match=r"inputs\['text'\]: row 3 holds nan"):
+        AttentionExtractor(model).roi_scores({"text": x}, {"a": np.array([0, 1])})
+    with pytest.raises(ValueError, match=r"n_steps: expected an integer in \[1, 1024\]"):
+        ModalityAttributor(model, method="gradient", n_steps=10**6)
+
+
+def test_new_subject_names_cannot_pass_for_ids_or_the_average(world, tmp_path, capsys):
+    from nforge_jax.inference.adapt import check_subject_name, default_subject_name
+    from nforge_jax.inference.model import NForgeModel
+
+    model = NForgeModel.from_pretrained(world / "A")
+    for bad, why in (("average", "the shared average subject"), ("None", "the shared average subject"),
+                     ("-1", "is a number"), ("1e3", "is a number"), (" p9", "surrounding blanks"),
+                     ("a\nb", "control characters"), ("Toy/p0", "already has a subject named")):
+        with pytest.raises(ValueError, match=why):
+            check_subject_name(model, bad)
+    model.metadata["adapted_subjects"] = [{"id": 7, "name": "adapted/2"}]
+    assert default_subject_name(model, 2) == "adapted/2-1"  # a taken default is skipped, not refused
+    line = refused(capsys, "adapt", world / "A", "--store", world / "store", "--timelines", tl("p1"), "--out",
+                   tmp_path / "ad", "--name", "average")
+    assert "--name: 'average' is the word for the shared average subject" in line, line
+
+
+def test_streaming_refuses_infinite_tr_and_non_numeric_frames(world):
+    from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.streaming import StreamingPredictor
+
+    model = NForgeModel.from_pretrained(world / "A")
+    with pytest.raises(ValueError, match="tr_seconds: expected a finite positive number"):
+        StreamingPredictor.from_nforge_model(model, window_trs=5, tr_seconds=float("inf"))
+    stream = StreamingPredictor.from_nforge_model(model, window_trs=5)
+    with pytest.raises(ValueError, match=r"features\['text'\]: expected real numbers, got dtype <U1"):
+        stream.push_frame({"text": np.array([["a"] * 8])})
+
+
+def test_view_names_arrays_it_cannot_show_and_shows_constant_maps(tmp_path, capsys):
+    np.save(tmp_path / "complex.npy", np.ones(20484, np.complex64))
+    np.save(tmp_path / "object.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "text.npy", np.array(["a"] * 20484))
+    for name, why in (("complex", "values: dtype complex64, expected real numbers"),
+                      ("object", "not a numeric array file"), ("text", "values: dtype <U1, expected real numbers")):
+        line = refused(capsys, "view", tmp_path / f"{name}.npy", "--out", tmp_path / f"{name}.html")
+        assert f"{tmp_path / name}.npy: {why}" in line, line
+    np.save(tmp_path / "constant.npy", np.full((2, 20484), 3.0, np.float32))
+    code, printed, err = cli(capsys, "view", tmp_path / "constant.npy", "--out", tmp_path / "constant.html")
+    assert code == 0 and (tmp_path / "constant.html").stat().st_size > 0, err

@@ -138,5 +138,11 @@ def test_predictions_of_another_space_are_refused(world, tmp_path):
     marker = json.loads((out / MARKER).read_text())
     marker["space"] = fsaverage5_space().to_dict()  # a directory that says it holds cortical predictions
     (out / MARKER).write_text(json.dumps(marker))
+    with pytest.raises(ValueError, match="come from different output spaces"):  # its records say otherwise
+        evaluate(out, store, n_boot=0)
+    for path in out.glob("*.json"):  # records and marker agree: the store's space decides
+        record = json.loads(path.read_text())
+        record["space"] = marker["space"]
+        path.write_text(json.dumps(record))
     with pytest.raises(SpaceMismatch, match="predictions .* is fsaverage5 .* but the store .* is subcortical"):
         evaluate(out, store, n_boot=0)

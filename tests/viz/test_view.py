@@ -6,6 +6,7 @@ import base64
 import contextlib
 import gzip
 import io
+import hashlib
 import json
 import os
 import re
@@ -135,9 +136,11 @@ def predictions_dir(root, names):
     root.mkdir()
     rng = np.random.default_rng(1)
     for name in names:
-        np.save(root / f"{name}.npy", rng.standard_normal((3, V)).astype(np.float32))
+        values = rng.standard_normal((3, V)).astype(np.float32)
+        np.save(root / f"{name}.npy", values)
         (root / f"{name}.json").write_text(json.dumps({"name": name, "file": f"{name}.npy", "shape": [3, V],
-                                                       "tr_s": 1.0, "start_s": 10.0}))
+                                                       "tr_s": 1.0, "start_s": 10.0,
+                                                       "sha256": hashlib.sha256(values.tobytes()).hexdigest()}))
     return root
 
 

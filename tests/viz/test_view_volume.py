@@ -4,6 +4,7 @@ Chromium (slices drawn in the data's colours at the right voxels, slider, hover,
 errors)."""
 
 import dataclasses
+import hashlib
 import json
 import re
 import warnings
@@ -114,7 +115,8 @@ def predictions_dir(root, grid, space):
     values = side_signed(grid, 3)
     np.save(root / "run-1.npy", values)
     (root / "run-1.json").write_text(json.dumps({"name": "run-1", "file": "run-1.npy", "shape": list(values.shape),
-                                                 "tr_s": 1.0, "start_s": 0.0}))
+                                                 "tr_s": 1.0, "start_s": 0.0,
+                                                 "sha256": hashlib.sha256(values.tobytes()).hexdigest()}))
     marker = {"format": FORMAT_NAME, "version": 2, "n_outputs": grid.n_voxels, "tr_s": 1.0}
     if space is not None:
         marker["space"] = space
