@@ -31,8 +31,11 @@ import pandas as pd
 from nforge_jax.extract.hidden_states import aggregate_tokens, kept_states, layer_indices, select_layers
 from nforge_jax.extract.models import ModelExtractor
 from nforge_jax.extract.placement import place
+from nforge_jax.extract.text_shared import SharedContextPass
 
-__all__ = ["TextConfig", "TextExtractor", "word_contexts"]
+__all__ = ["CONTEXT_PASSES", "TextConfig", "TextExtractor", "word_contexts"]
+
+CONTEXT_PASSES = ("per_word", "shared")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,9 @@ class TextConfig:
     context_words: int = 1024  # preceding words of context per word, when the events carry no context
     contextualized: bool = True  # False: each word is embedded alone
     batch_size: int = 8
+    # "per_word": the release's rule, one forward per word over its context; "shared": one forward per block
+    # of the timeline's text (text_shared.py), the same vectors for the first context_words words
+    context_pass: str = "per_word"
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
@@ -52,6 +58,10 @@ class TextConfig:
         aggregate_tokens(None, self.token_aggregation)
         if int(self.batch_size) < 1:
             raise ValueError(f"text batch_size: expected an integer >= 1, got {self.batch_size}")
+        if self.context_pass not in CONTEXT_PASSES:
+            raise ValueError(f"text context_pass: expected one of {CONTEXT_PASSES}, got {self.context_pass!r}")
+        if self.context_pass == "shared" and not self.contextualized:
+            raise ValueError("text context_pass 'shared' shares contexts between words: it needs contextualized=True")
 
 
 def word_contexts(words: Sequence[str], context_words: int = 1024) -> list[str]:
@@ -76,9 +86,11 @@ class TextExtractor(ModelExtractor):
                 raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; batching words needs one")
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.eos_token_id  # the release counts eos tokens as pads
+        self.n_model_tokens = 0  # tokens run through the model (padding included), for tools/bench.py
 
     def meta_extra(self) -> dict:
-        return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words}
+        return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words,
+                "context_pass": self.config.context_pass}
 
     def _pairs(self, words: pd.DataFrame) -> list[tuple[str, str]]:
         """(word, text run) per word: the ``context`` column where it is a non-empty string, else built."""
@@ -99,6 +111,7 @@ class TextExtractor(ModelExtractor):
             batch = pairs[lo: lo + self.config.batch_size]
             inputs = self.tokenizer([c for _, c in batch], add_special_tokens=False, return_tensors="pt",
                                     padding=True, truncation=True)
+            self.n_model_tokens += int(inputs["input_ids"].numel())
             with torch.inference_mode():
                 hs = self._model(**{k: v.to(self.device) for k, v in inputs.items()},
                                  output_hidden_states=True).hidden_states
@@ -116,6 +129,28 @@ class TextExtractor(ModelExtractor):
                 out[lo + r] = select_layers(vec, self.config.layers, self.config.aggregation).cpu().numpy()
         return out
 
+    def embed_shared(self, pairs: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
+                     ) -> np.ndarray:
+        """(len(pairs), L, D) float32 word vectors of one timeline by the shared pass (text_shared.py)."""
+        self.load()
+        torch, c = self._torch, self.config
+        kept = kept_states(self.n_states, c.cache_n_layers)
+
+        def run_states(ids):  # (K, S, D): the kept states of one token sequence
+            with torch.inference_mode():
+                hs = self._model(input_ids=torch.tensor([ids], device=self.device),
+                                 output_hidden_states=True).hidden_states
+            return torch.stack([hs[i][0] for i in kept])
+
+        def reduce(h):  # as embed: tokens aggregated in the model's dtype, then the kept states grouped
+            return select_layers(aggregate_tokens(h, c.token_aggregation).float(), c.layers, c.aggregation).cpu().numpy()
+
+        shared = SharedContextPass(self.tokenizer, run_states, reduce, c.context_words)
+        out = shared.embed(pairs, np.zeros((len(pairs), self.n_layers, self.dim), np.float32), progress)
+        self.n_model_tokens += shared.n_model_tokens
+        self.n_own_forwards = getattr(self, "n_own_forwards", 0) + shared.n_own_forwards
+        return out
+
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
                 hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
         """(n_steps, L, D) float32 for one timeline's events; None when it has no Word events. ``origin``:
@@ -130,6 +165,10 @@ class TextExtractor(ModelExtractor):
                 raise ValueError(f"Word event with empty text or context ({word!r}, {context!r})")
         grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
         starts, durs = words["start"].to_numpy(float), words["duration"].to_numpy(float)
+        if self.config.context_pass == "shared":
+            for j, v in enumerate(self.embed_shared(pairs, progress)):
+                place(grid, starts[j], durs[j], v, hz, origin)
+            return grid
         step = max(1, self.config.batch_size * 4)
         for lo in range(0, len(pairs), step):
             vecs = self.embed(pairs[lo: lo + step])
