@@ -43,3 +43,11 @@ def test_ridge_agrees_with_himalaya(bench):
     out = bench.bench_ridge("small", n_samples=300, n_vertices=200)
     assert out["max_cv_score_diff"] < 1e-3
     assert out["same_alpha_fraction"] > 0.95
+
+
+def test_text_extraction_compares_the_same_features(bench):
+    out = bench.bench_extract_text(n_words=40)
+    assert out["neuralset"]["rel_err_release_rule"] < 1e-5  # the baseline computed the release's features
+    assert out["shared"]["first_words_max_rel"] < 1e-5  # every word here has its whole text as context
+    assert out["shared"]["tokens_ratio"] > 3 and out["release_rule"]["tokens_per_word"] > 10
+    assert out["release_rule"]["speedup_vs_neuralset"] > 0 and out["neuralset"]["s"] > 0

@@ -5,6 +5,7 @@
     python tools/bench.py loader                                 # grain loader windows/s at full feature dims
     python tools/bench.py inference --size released              # predict_store vs the reference window by window
     python tools/bench.py ridge --size released                  # adaptation ridge vs himalaya RidgeCV
+    python tools/bench.py extract --threads 1                    # extractors vs neuralset 0.0.2 (TRIBE v2's)
     python tools/bench.py all --json bench.json                  # everything above
     python tools/bench.py all --size released --dtype bfloat16   # on a GPU: bf16 compute, MFU vs the device peak
 
@@ -451,6 +452,120 @@ def bench_ridge(size: str, n_samples: int = 2000, n_alphas: int = 15, folds: int
             "config": {"samples": n_samples, "latent": k, "vertices": v, "alphas": n_alphas, "folds": folds}}
 
 
+# Extraction (ours vs TRIBE v2's extractors, neuralset 0.0.2) ------------------------------------------------
+def text_timeline(n_words: int = 3000, seed: int = 0):
+    """One timeline of ``n_words`` words, one per 0.5 s bin (so grid rows are word vectors), in sentences with
+    punctuation, numbers and contractions, contexts as TRIBE builds them (up to 1,024 preceding words)."""
+    from extract_helpers import WORDS
+
+    from nforge_jax.data.events import make_events
+    from nforge_jax.inference.stimulus import add_context
+
+    rng = np.random.default_rng(seed)
+    vocabulary = list(WORDS) + ["42", "3.5", "didn't", "it's", "1,000"]
+    rows = []
+    while len(rows) < n_words:
+        words = [vocabulary[k] for k in rng.integers(0, len(vocabulary), int(rng.integers(4, 14)))]
+        words = words[: n_words - len(rows)]
+        sentence = " ".join(w + ("," if rng.random() < 0.1 else "") for w in words) + str(rng.choice([".", "!", "?"]))
+        for w in words:
+            rows.append({"type": "Word", "start": 0.5 * len(rows), "duration": 0.4, "text": w,
+                         "sentence": sentence, "timeline": "bench"})
+    return add_context(make_events(rows))
+
+
+def _tiny_release_llama(directory):
+    """The release-shaped tiny Llama of the parity tests (28 layers -> 29 states, width 16, pad = eos)."""
+    import importlib.util
+
+    import torch
+    from transformers import LlamaConfig, LlamaModel
+
+    spec = importlib.util.spec_from_file_location(
+        "extract_conftest", Path(__file__).resolve().parents[1] / "tests" / "extract" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(1)
+    fast = module._bpe_tokenizer(directory, pad=False)
+    LlamaModel(LlamaConfig(vocab_size=len(fast), hidden_size=16, intermediate_size=32, num_hidden_layers=28,
+                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                           bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)).save_pretrained(directory)
+    return directory
+
+
+def _layer_deviation(ours: np.ndarray, ref: np.ndarray) -> dict:
+    """Per layer group: max |ours - ref| / max |ref| and the Pearson r over all values."""
+    out = {}
+    for g in range(ref.shape[1]):
+        a, b = ours[:, g].ravel().astype(np.float64), ref[:, g].ravel().astype(np.float64)
+        out[f"group{g}"] = {"max_rel": float(np.abs(a - b).max() / np.abs(b).max()),
+                            "pearson_r": float(np.corrcoef(a, b)[0, 1])}
+    return out
+
+
+def bench_extract_text(n_words: int = 3000, neuralset: bool = True, model_dir=None) -> dict:
+    """Text features of one ``n_words`` timeline, release recipe (layers [0.5, 0.75, 1.0] grouped, 20 states
+    kept, batch 4): ours by the release rule (default) and by the shared pass vs neuralset 0.0.2's
+    HuggingFaceText on the same tiny model and events, one after the other; times include model loading.
+    Reports times, ratios, tokens through the model per word and how far the shared pass is from the rule."""
+    import dataclasses
+    import tempfile
+
+    from nforge_jax.extract.text import TextConfig, TextExtractor
+
+    events = text_timeline(n_words)
+    n_steps = 2 * int(np.ceil(float((events["start"] + events["duration"]).max())))
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(model_dir) if model_dir else _tiny_release_llama(Path(tmp) / "llama")
+        release = TextConfig(model_id=str(model), layers=(0.5, 0.75, 1.0), aggregation="group_mean",
+                             cache_n_layers=20, batch_size=4)
+        out, grids = {"config": {"words": n_words, "model": "tiny Llama, 28 layers, width 16" if not model_dir
+                                 else str(model_dir), "torch_threads": _torch_threads()}}, {}
+        for name, cfg in (("release_rule", release), ("shared", dataclasses.replace(release, context_pass="shared"))):
+            ex = TextExtractor(cfg, device="cpu")
+            t0 = time.perf_counter()
+            grids[name] = ex.extract(events, n_steps)[:n_words]
+            out[name] = {"s": time.perf_counter() - t0, "tokens_per_word": ex.n_model_tokens / n_words}
+        out["shared"]["own_forwards"] = getattr(ex, "n_own_forwards", 0)
+        if neuralset:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extract"))
+            from reference_extractors import segments_features, text_extractor
+
+            t0 = time.perf_counter()
+            ref = segments_features(text_extractor(model, Path(tmp) / "ns-cache"), events)[:n_words]
+            out["neuralset"] = {"s": time.perf_counter() - t0, "rel_err_release_rule": float(
+                np.abs(grids["release_rule"] - ref).max() / np.abs(ref).max())}
+            for name in ("release_rule", "shared"):
+                out[name]["speedup_vs_neuralset"] = out["neuralset"]["s"] / out[name]["s"]
+    a, b, block = grids["shared"], grids["release_rule"], release.context_words
+    out["shared"]["tokens_ratio"] = out["release_rule"]["tokens_per_word"] / out["shared"]["tokens_per_word"]
+    out["shared"]["first_words_max_rel"] = float(np.abs(a[:block] - b[:block]).max() / np.abs(b[:block]).max())
+    if n_words > block:
+        out["shared"]["later_words"] = _layer_deviation(a[block:], b[block:])
+    return out
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _print_extract_text(t: dict) -> None:
+    base = t.get("neuralset", {}).get("s")
+    for name in ("release_rule", "shared"):
+        r = t[name]
+        if base:
+            _row(f"text {name} {t['config']['words']} words", r["s"], base, r["speedup_vs_neuralset"],
+                 f"vs neuralset 0.0.2; {r['tokens_per_word']:.1f} tokens/word")
+        else:
+            print(f"text {name}: {r['s']:.2f} s, {r['tokens_per_word']:.1f} tokens/word")
+    s = t["shared"]
+    later = "; ".join(f"{g}: max rel {v['max_rel']:.2g}, r {v['pearson_r']:.3f}" for g, v in s.get("later_words", {}).items())
+    print(f"  shared: {s['tokens_ratio']:.0f}x fewer tokens/word; first words vs the rule {s['first_words_max_rel']:.1e}; "
+          f"later words {later}")
+
+
 def _mib(n) -> str:
     return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
 
@@ -462,15 +577,21 @@ def _row(name, ours, base, ratio, extra=""):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bench", choices=["forward", "train", "loader", "inference", "streaming", "attribution",
-                                          "ridge", "all"])
+                                          "ridge", "extract", "all"])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="compute dtype of forward/train/inference, ours and the baseline's autocast")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to build)")
+    parser.add_argument("--words", type=int, default=3000, help="extract: words in the text timeline")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides), e.g. 1 on a busy CPU")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = {"hardware": hardware()}
     import jax
 
@@ -523,6 +644,9 @@ def main(argv=None):
         _row(f"ridge CV {rd['config']['samples']}x{rd['config']['latent']}->{rd['config']['vertices']}", rd["ours_s"],
              rd["himalaya_s"], rd["speedup"], f"vs himalaya RidgeCV; max CV-score diff {rd['max_cv_score_diff']:.1e}, "
              f"same alpha at {100 * rd['same_alpha_fraction']:.1f}% of vertices")
+    if args.bench in ("extract", "all"):
+        result["extract"] = {"text": bench_extract_text(args.words)}
+        _print_extract_text(result["extract"]["text"])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -31,8 +31,11 @@ import pandas as pd
 from nforge_jax.extract.hidden_states import aggregate_tokens, kept_states, layer_indices, select_layers
 from nforge_jax.extract.models import ModelExtractor
 from nforge_jax.extract.placement import place
+from nforge_jax.extract.text_shared import SharedContextPass
 
-__all__ = ["TextConfig", "TextExtractor", "word_contexts"]
+__all__ = ["CONTEXT_PASSES", "TextConfig", "TextExtractor", "word_contexts"]
+
+CONTEXT_PASSES = ("per_word", "shared")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,9 @@ class TextConfig:
     context_words: int = 1024  # preceding words of context per word, when the events carry no context
     contextualized: bool = True  # False: each word is embedded alone
     batch_size: int = 8
+    # "per_word": the release's rule, one forward per word over its context; "shared": one forward per block
+    # of the timeline's text (text_shared.py), the same vectors for the first context_words words
+    context_pass: str = "per_word"
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
@@ -52,6 +58,10 @@ class TextConfig:
         aggregate_tokens(None, self.token_aggregation)
         if int(self.batch_size) < 1:
             raise ValueError(f"text batch_size: expected an integer >= 1, got {self.batch_size}")
+        if self.context_pass not in CONTEXT_PASSES:
+            raise ValueError(f"text context_pass: expected one of {CONTEXT_PASSES}, got {self.context_pass!r}")
+        if self.context_pass == "shared" and not self.contextualized:
+            raise ValueError("text context_pass 'shared' shares contexts between words: it needs contextualized=True")
 
 
 def word_contexts(words: Sequence[str], context_words: int = 1024) -> list[str]:
@@ -76,9 +86,11 @@ class TextExtractor(ModelExtractor):
                 raise ValueError(f"{path}: the tokenizer has neither a pad nor an eos token; batching words needs one")
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.eos_token_id  # the release counts eos tokens as pads
+        self.n_model_tokens = 0  # tokens run through the model (padding included), for tools/bench.py
 
     def meta_extra(self) -> dict:
-        return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words}
+        return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words,
+                "context_pass": self.config.context_pass}
 
     def _pairs(self, words: pd.DataFrame) -> list[tuple[str, str]]:
         """(word, text run) per word: the ``context`` column where it is a non-empty string, else built."""
@@ -90,30 +102,84 @@ class TextExtractor(ModelExtractor):
         return [(w, c if isinstance(c, str) and c else b) for w, c, b in zip(texts, given, built)]
 
     def embed(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """(len(pairs), L, D) float32 word vectors, ``batch_size`` pairs per forward in the given order."""
+        """(len(pairs), L, D) float32 word vectors by the release's rule, ``batch_size`` pairs per forward."""
         self.load()
         torch = self._torch
         kept = kept_states(self.n_states, self.config.cache_n_layers)
         out = np.zeros((len(pairs), self.n_layers, self.dim), np.float32)
-        for lo in range(0, len(pairs), self.config.batch_size):
-            batch = pairs[lo: lo + self.config.batch_size]
-            inputs = self.tokenizer([c for _, c in batch], add_special_tokens=False, return_tensors="pt",
-                                    padding=True, truncation=True)
+        n_prefix = self._prefix_counts(pairs)
+        for rows, inputs in self._batches(pairs):
+            self.n_model_tokens += int(inputs["input_ids"].numel())
             with torch.inference_mode():
                 hs = self._model(**{k: v.to(self.device) for k, v in inputs.items()},
                                  output_hidden_states=True).hidden_states
             states = torch.stack(hs)[kept]  # (K, B, S, D)
             n_tokens = states.shape[2]
-            for r, (word, context) in enumerate(batch):
+            for r, i in enumerate(rows):
                 n_pads = 0 if self.pad_id is None else int((inputs["input_ids"][r] == self.pad_id).sum())
                 h = states[:, r, : n_tokens - n_pads] if n_pads else states[:, r]
                 if self.config.contextualized:
-                    prefix = context[: -len(word)].rstrip()
-                    n_prefix = len(self.tokenizer.encode(prefix, add_special_tokens=False)) if prefix else 0
-                    h = h[:, -max(1, n_tokens - n_pads - n_prefix):]
+                    h = h[:, -max(1, n_tokens - n_pads - n_prefix[i]):]
                 vec = aggregate_tokens(h, self.config.token_aggregation).float()  # (K, D)
                 # vec holds the kept states only: group them as they are (no second subselection)
-                out[lo + r] = select_layers(vec, self.config.layers, self.config.aggregation).cpu().numpy()
+                out[i] = select_layers(vec, self.config.layers, self.config.aggregation).cpu().numpy()
+        return out
+
+    def _prefix_counts(self, pairs) -> list[int]:
+        """Token count of each context less its word, right-stripped (0 when empty), in one tokenizer call."""
+        if not self.config.contextualized:
+            return [0] * len(pairs)
+        prefixes = [context[: -len(word)].rstrip() for word, context in pairs]
+        ids = self.tokenizer(prefixes, add_special_tokens=False)["input_ids"] if pairs else []
+        return [len(row) if p else 0 for p, row in zip(prefixes, ids)]
+
+    def _batches(self, pairs):
+        """(rows, model inputs) per forward. With pad = eos padded on the right (the Llama 3 tokenizer), pads
+        are masked, counted and cut, so a row does not depend on its batch: rows of the same token count go
+        together, unpadded, and the model takes its causal attention path without a padding mask (the same
+        vectors, 2-3x faster on a CPU). Otherwise consecutive rows, padded, exactly as the release batches."""
+        size, tok = self.config.batch_size, self.tokenizer
+        texts = [context for _, context in pairs]
+        if tok.pad_token_id != tok.eos_token_id or tok.padding_side != "right":
+            for lo in range(0, len(pairs), size):
+                yield list(range(lo, min(lo + size, len(pairs)))), tok(
+                    texts[lo: lo + size], add_special_tokens=False, return_tensors="pt", padding=True, truncation=True)
+            return
+        ids = tok(texts, add_special_tokens=False, truncation=True)["input_ids"] if pairs else []
+        by_length: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            by_length.setdefault(len(row), []).append(i)
+        rest = []  # rows left over from full groups: padded batches of similar lengths, as the release's
+        for rows in by_length.values():
+            full = len(rows) - len(rows) % size
+            rest += rows[full:]
+            for lo in range(0, full, size):
+                yield rows[lo: lo + size], {"input_ids": self._torch.tensor([ids[i] for i in rows[lo: lo + size]])}
+        rest.sort(key=lambda i: len(ids[i]))
+        for lo in range(0, len(rest), size):
+            part = rest[lo: lo + size]
+            yield part, tok.pad({"input_ids": [ids[i] for i in part]}, return_tensors="pt")
+
+    def embed_shared(self, pairs: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
+                     ) -> np.ndarray:
+        """(len(pairs), L, D) float32 word vectors of one timeline by the shared pass (text_shared.py)."""
+        self.load()
+        torch, c = self._torch, self.config
+        kept = kept_states(self.n_states, c.cache_n_layers)
+
+        def run_states(ids):  # (K, S, D): the kept states of one token sequence
+            with torch.inference_mode():
+                hs = self._model(input_ids=torch.tensor([ids], device=self.device),
+                                 output_hidden_states=True).hidden_states
+            return torch.stack([hs[i][0] for i in kept])
+
+        def reduce(h):  # as embed: tokens aggregated in the model's dtype, then the kept states grouped
+            return select_layers(aggregate_tokens(h, c.token_aggregation).float(), c.layers, c.aggregation).cpu().numpy()
+
+        shared = SharedContextPass(self.tokenizer, run_states, reduce, c.context_words)
+        out = shared.embed(pairs, np.zeros((len(pairs), self.n_layers, self.dim), np.float32), progress)
+        self.n_model_tokens += shared.n_model_tokens
+        self.n_own_forwards = getattr(self, "n_own_forwards", 0) + shared.n_own_forwards
         return out
 
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
@@ -130,6 +196,10 @@ class TextExtractor(ModelExtractor):
                 raise ValueError(f"Word event with empty text or context ({word!r}, {context!r})")
         grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
         starts, durs = words["start"].to_numpy(float), words["duration"].to_numpy(float)
+        if self.config.context_pass == "shared":
+            for j, v in enumerate(self.embed_shared(pairs, progress)):
+                place(grid, starts[j], durs[j], v, hz, origin)
+            return grid
         step = max(1, self.config.batch_size * 4)
         for lo in range(0, len(pairs), step):
             vecs = self.embed(pairs[lo: lo + step])

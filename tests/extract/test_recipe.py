@@ -1,6 +1,7 @@
 """The extraction recipe: read from TRIBE v2's config.yaml, carried by converted checkpoints and stores, used
 by predict(events) and `nforge extract --checkpoint`, and a store of another recipe refused by name."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from helpers import make_release
 from nforge_jax.cli import main as nforge
 from nforge_jax.convert.tribev2 import convert_tribev2
 from nforge_jax.data.events import make_events
+from nforge_jax.data.provenance import recipe_differences
 from nforge_jax.data.store import FeatureStore
 from nforge_jax.extract import ExtractConfig, RecipeError
 from nforge_jax.extract.run import extract_events
@@ -71,6 +73,24 @@ def test_recipe_dict_round_trip_and_unknown_fields():
         ExtractConfig.from_dict({**recipe.to_dict(), "colour": 1})
     replaced = recipe.with_model_ids(text="/models/llama")
     assert replaced.text.model_id == "/models/llama" and replaced.text.cache_n_layers == 20
+
+
+def test_context_pass_is_recorded_and_compared():
+    """The shared pass is opt-in and travels with the recipe; a recipe recorded before the setting existed
+    reads and compares as the release rule; a shared-pass store differs from the release recipe by name."""
+    release = ExtractConfig.tribev2_release()
+    assert release.text.context_pass == "per_word" and release.to_dict()["text"]["context_pass"] == "per_word"
+    shared = dataclasses.replace(release, text=dataclasses.replace(release.text, context_pass="shared"))
+    assert ExtractConfig.from_dict(shared.to_dict()) == shared
+    old = release.to_dict()
+    del old["text"]["context_pass"]  # a recipe written before the setting existed
+    assert ExtractConfig.from_dict(old) == release
+    assert recipe_differences(release.to_dict(), old) == [] and recipe_differences(old, release.to_dict()) == []
+    assert recipe_differences(old, shared.to_dict()) == ["text.context_pass: 'per_word' (model) vs 'shared' (features)"]
+    bad = release.to_dict()
+    bad["text"]["context_pass"] = "blocks"
+    with pytest.raises(RecipeError, match="text: text context_pass: expected one of"):
+        ExtractConfig.from_dict(bad)
 
 
 @pytest.fixture(scope="module")
