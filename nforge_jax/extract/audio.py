@@ -62,7 +62,33 @@ def media_chunks(events: pd.DataFrame, kind: str, max_s: float, min_s: float) ->
     return out
 
 
-class AudioExtractor(ModelExtractor):
+class MediaExtractor(ModelExtractor):
+    """What the audio and video extractors share: each event of ``event_types`` cut into chunks of its media
+    file (``chunk_s``, ``min_chunk_s``), each chunk's rows placed on the timeline's grid."""
+
+    def chunks(self, events: pd.DataFrame):
+        return media_chunks(events, self.event_types[0], self.config.chunk_s, self.config.min_chunk_s)
+
+    def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
+                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
+        """(n_steps, L, D) float32 for one timeline's events; None when it has none of ``event_types``.
+        ``origin``: where the timeline's 100 s windows start (its earliest event)."""
+        chunks = self.chunks(events)
+        if not chunks:
+            return None
+        self.load()
+        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
+        for path, start, offset, dur in chunks:
+            place_rows(grid, self.chunk_rows(path, offset, dur, hz, progress), start, hz, origin)
+        return grid
+
+    def chunk_rows(self, path: str, offset: float, dur: float, hz: float,
+                   progress: Callable[[int], None] | None) -> np.ndarray:
+        """(rows at ``hz``, L, D) float32 of ``dur`` s of the file from ``offset``; reports its units to progress."""
+        raise NotImplementedError
+
+
+class AudioExtractor(MediaExtractor):
     modality = "audio"
     config_class = AudioConfig
     event_types = ("Audio",)
@@ -75,9 +101,6 @@ class AudioExtractor(ModelExtractor):
 
     def meta_extra(self) -> dict:
         return {"sample_rate": self.sample_rate, "chunk_s": self.config.chunk_s}
-
-    def chunks(self, events: pd.DataFrame):
-        return media_chunks(events, "Audio", self.config.chunk_s, self.config.min_chunk_s)
 
     def n_units(self, events: pd.DataFrame) -> int:
         return len(self.chunks(events))
@@ -105,19 +128,9 @@ class AudioExtractor(ModelExtractor):
         sel = select_layers(states, self.config.layers, self.config.aggregation)  # (L, D, n)
         return sel.permute(2, 0, 1).cpu().numpy()
 
-    def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
-                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
-        """(n_steps, L, D) float32 for one timeline's events; None when it has no Audio events. ``origin``:
-        where the timeline's 100 s windows start (its earliest event)."""
-        chunks = self.chunks(events)
-        if not chunks:
-            return None
-        self.load()
-        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
-        for path, start, offset, dur in chunks:
-            wav, rate = read_audio(path, None, start=offset, duration=dur, mono=False)
-            feats = self.embed_chunk(wav, rate, max(1, int(round(dur * hz))))
-            place_rows(grid, feats, start, hz, origin)
-            if progress is not None:
-                progress(1)
-        return grid
+    def chunk_rows(self, path, offset, dur, hz, progress):
+        wav, rate = read_audio(path, None, start=offset, duration=dur, mono=False)
+        rows = self.embed_chunk(wav, rate, max(1, int(round(dur * hz))))
+        if progress is not None:
+            progress(1)
+        return rows

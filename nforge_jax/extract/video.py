@@ -31,15 +31,12 @@ import dataclasses
 import inspect
 import json
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from nforge_jax.extract.audio import media_chunks
+from nforge_jax.extract.audio import MediaExtractor
 from nforge_jax.extract.hidden_states import aggregate_tokens, layer_indices, select_layers
-from nforge_jax.extract.models import ModelExtractor
-from nforge_jax.extract.placement import place_rows
 from nforge_jax.extract.decode import read_video_frames
 
 __all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times", "resize_uint8", "shrink_frame"]
@@ -193,7 +190,7 @@ def clip_times(duration: float, n_frames: int, clip_s: float = 4.0, hz: float = 
     return np.maximum(t[:, None] - back[None, :], 0.0)
 
 
-class VideoExtractor(ModelExtractor):
+class VideoExtractor(MediaExtractor):
     modality = "video"
     config_class = VideoConfig
     event_types = ("Video",)
@@ -210,9 +207,6 @@ class VideoExtractor(ModelExtractor):
         return {"frames_per_clip": self.n_frames, "clip_s": self.config.clip_s, "crop_size": self.preprocessor.crop_size,
                 "token_aggregation": self.config.token_aggregation, "cache_n_layers": self.config.cache_n_layers,
                 "max_imsize": self.config.max_imsize}
-
-    def chunks(self, events: pd.DataFrame):
-        return media_chunks(events, "Video", self.config.chunk_s, self.config.min_chunk_s)
 
     def n_units(self, events: pd.DataFrame) -> int:
         return sum(max(1, int(round(d * 2))) for *_, d in self.chunks(events))
@@ -245,26 +239,16 @@ class VideoExtractor(ModelExtractor):
                 frames[i] = before
         return frames.reshape(*times.shape, *frames.shape[1:])
 
-    def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
-                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
-        """(n_steps, L, D) float32 for one timeline's events; None when it has no Video events. ``origin``:
-        where the timeline's 100 s windows start (its earliest event)."""
-        chunks = self.chunks(events)
-        if not chunks:
-            return None
-        self.load()
-        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
+    def chunk_rows(self, path, offset, dur, hz, progress):
+        times = clip_times(dur, self.n_frames, self.config.clip_s, hz)
+        rows = np.zeros((len(times), self.n_layers, self.dim), np.float32)
         bs = max(1, self.config.batch_size)
-        for path, start, offset, dur in chunks:
-            times = clip_times(dur, self.n_frames, self.config.clip_s, hz)
-            rows = np.zeros((len(times), self.n_layers, self.dim), np.float32)
-            last = None  # each chunk is a fresh reader in the release
-            for lo in range(0, len(times), bs):
-                block = times[lo: lo + bs]
-                clips = self.read_clips(path, block + offset, last)
-                last = clips[-1, -1]
-                rows[lo: lo + len(block)] = self.embed_clips(clips)
-                if progress is not None:
-                    progress(len(block))
-            place_rows(grid, rows, start, hz, origin)
-        return grid
+        last = None  # each chunk is a fresh reader in the release
+        for lo in range(0, len(times), bs):
+            block = times[lo: lo + bs]
+            clips = self.read_clips(path, block + offset, last)
+            last = clips[-1, -1]
+            rows[lo: lo + len(block)] = self.embed_clips(clips)
+            if progress is not None:
+                progress(len(block))
+        return rows
