@@ -78,3 +78,33 @@ def media(tmp_path_factory):
     text.write_text(" ".join(WORDS[:12]) + "\n")
     return {"wav": write_wav(root / "tone.wav", stereo, 22050), "wav_rate": 22050, "wav_s": 5.3,
             "mp4": write_mp4(root / "clip.mp4"), "mp4_s": 5.0, "txt": text}
+
+
+# One headless Chromium for every browser test of the run (the viewer's pages: tests/viz/test_view*.py); each page
+# opens in a context of its own, so the tests share no page state. Debian's chromium driven by playwright: no
+# browser download.
+CHROMIUM_FLAGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
+
+
+def find_chromium() -> str:
+    import shutil
+
+    for candidate in (os.environ.get("NFORGE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        path = candidate and shutil.which(candidate)
+        if path:
+            return path
+    pytest.fail("Chromium not found: the viewer's browser tests need it. Install it as root: "
+                "apt-get update && apt-get install -y chromium (or set NFORGE_CHROMIUM to a Chromium binary)")
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install '.[dev]' (it drives the system Chromium)")
+    executable = find_chromium()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

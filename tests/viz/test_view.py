@@ -8,9 +8,7 @@ import gzip
 import io
 import hashlib
 import json
-import os
 import re
-import shutil
 
 import numpy as np
 import pytest
@@ -201,23 +199,14 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, messa
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The page in a real browser: Debian's chromium, driven by playwright (no browser download).
+# The page in a real browser: Debian's chromium, driven by playwright (no browser download); one Chromium for the
+# whole run (tests/conftest.py `chromium`), a fresh context for each page.
 
-CHROMIUM_FLAGS = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist"]
 T = 4
 
 
-def find_chromium() -> str:
-    for candidate in (os.environ.get("NFORGE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        path = candidate and shutil.which(candidate)
-        if path:
-            return path
-    pytest.fail("Chromium not found: the viewer's browser tests need it. Install it as root: "
-                "apt-get update && apt-get install -y chromium (or set NFORGE_CHROMIUM to a Chromium binary)")
-
-
-def test_chromium_is_installed():
-    assert os.access(find_chromium(), os.X_OK)
+def test_chromium_is_installed(chromium):
+    assert chromium.is_connected() and chromium.version
 
 
 def browser_frames():
@@ -234,37 +223,33 @@ def browser_frames():
 
 
 @contextlib.contextmanager
-def opened_page(path):
-    """The page at ``path`` in the system Chromium, opened from file:// with the network cut off, once it says it
-    is drawn; ``page.requests`` and ``page.problems`` record what it requested and every JS error it logged."""
+def opened_page(browser, path):
+    """The page at ``path`` in ``browser`` (the run's Chromium), opened from file:// with the network cut off, once
+    it says it is drawn; ``page.requests`` and ``page.problems`` record what it requested and every JS error it
+    logged."""
+    context = browser.new_context(viewport={"width": 1000, "height": 1000}, offline=True)
+    requests, problems = [], []
+    context.route(re.compile(r"^(?!file:|data:|blob:)"), lambda route: route.abort())
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    page.requests, page.problems, page.url_expected = requests, problems, path.as_uri()
     try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install '.[dev]' (it drives the system Chromium)")
-    executable = find_chromium()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
-        context = browser.new_context(viewport={"width": 1000, "height": 1000}, offline=True)
-        requests, problems = [], []
-        context.route(re.compile(r"^(?!file:|data:|blob:)"), lambda route: route.abort())
-        page = context.new_page()
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.goto(path.as_uri())
-        page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-        page.requests, page.problems, page.url_expected = requests, problems, path.as_uri()
         yield page
-        browser.close()
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
-    """One browser for the module (see `opened_page`)."""
+def page(tmp_path_factory, chromium):
+    """One page for the module (see `opened_page`)."""
     frames = browser_frames()
     path = view_predictions(frames, tmp_path_factory.mktemp("view") / "view.html", title="browser test",
                             vmin=-1.0, vmax=1.0)
-    with opened_page(path) as page:
+    with opened_page(chromium, path) as page:
         page.frames_data = frames
         yield page
 

@@ -165,12 +165,12 @@ T = 4
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, grid):
+def page(tmp_path_factory, grid, chromium):
     frames = side_signed(grid, T)
     path = view_predictions(frames, tmp_path_factory.mktemp("view") / "volume.html", title="volume test",
                             vmin=-1.0, vmax=1.0, grid=grid)
     data = embedded(path)
-    with opened_page(path) as page:
+    with opened_page(chromium, path) as page:
         page.frames_data, page.data, page.grid = frames, data, grid
         yield page
 
