@@ -87,10 +87,8 @@ def _run(store, workdir):
 @pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
     make_tiny_store(tmp_path / "store")
+    # The uninterrupted run and the one to kill go side by side: separate processes and workdirs, same result.
     straight = _run(tmp_path / "store", tmp_path / "straight")
-    out, _ = straight.communicate(timeout=600)
-    assert straight.returncode == 0, out.decode()[-3000:]
-
     victim = _run(tmp_path / "store", tmp_path / "killed")
     ckpt_dir = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 600
@@ -105,6 +103,8 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert not (tmp_path / "killed" / "final_model").exists()
 
     resumed = _run(tmp_path / "store", tmp_path / "killed")
+    out, _ = straight.communicate(timeout=600)
+    assert straight.returncode == 0, out.decode()[-3000:]
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out.decode()[-3000:]
     assert b"resumed from step" in out
