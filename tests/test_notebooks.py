@@ -23,8 +23,18 @@ class _ThisInterpreter(KernelSpecManager):
         return spec
 
 
-def run_notebook(name, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One JAX compilation cache for the three notebooks' kernels: each trains the same small model on the same
+    store shapes, so the second and third load the compiled steps the first one wrote (a cache hit runs the
+    same program: the printed numbers are the same)."""
+    return tmp_path_factory.mktemp("jax_compilation_cache")
+
+
+def run_notebook(name, tmp_path, monkeypatch, compile_cache):
     monkeypatch.setenv("NFORGE_NOTEBOOK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(compile_cache))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device, as a user's laptop (the suite's conftest fakes 8)
     monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent) + ":" + os.environ.get("PYTHONPATH", ""))
@@ -45,15 +55,15 @@ def number(pattern, text):
     return float(match.group(1))
 
 
-def test_quickstart(tmp_path, monkeypatch):
-    text, work = run_notebook("quickstart", tmp_path, monkeypatch)
+def test_quickstart(tmp_path, monkeypatch, compile_cache):
+    text, work = run_notebook("quickstart", tmp_path, monkeypatch, compile_cache)
     assert number(r"held-out median r over cortex: ([-\d.]+)", text) > 0.1
     assert re.search(r"-> prediction \(160, 20484\)", text), text
     assert (work / "r_map.png").stat().st_size > 10_000
 
 
-def test_attribution_attention(tmp_path, monkeypatch):
-    text, work = run_notebook("attribution_attention", tmp_path, monkeypatch)
+def test_attribution_attention(tmp_path, monkeypatch, compile_cache):
+    text, work = run_notebook("attribution_attention", tmp_path, monkeypatch, compile_cache)
     # Integrated gradients over all vertices at once: the modality scores add up (8 steps, small gap).
     assert number(r"completeness gap relative to the prediction change: ([-\d.e]+)", text) < 0.05
     shares = re.search(r"share of \|attribution\| in visual cortex: (\{.*\})", text).group(1)
@@ -63,8 +73,8 @@ def test_attribution_attention(tmp_path, monkeypatch):
     assert (work / "roi_attention.png").stat().st_size > 10_000
 
 
-def test_subject_adaptation(tmp_path, monkeypatch):
-    text, work = run_notebook("subject_adaptation", tmp_path, monkeypatch)
+def test_subject_adaptation(tmp_path, monkeypatch, compile_cache):
+    text, work = run_notebook("subject_adaptation", tmp_path, monkeypatch, compile_cache)
     assert number(r"held-out median r: ridge adapter ([-\d.]+)", text) > 0.1
     assert "subject 0 unchanged: True" in text
     assert number(r"new subject id: (\d+)", text) == 1
