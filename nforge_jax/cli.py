@@ -230,13 +230,13 @@ def cmd_bench(args) -> int:
 def cmd_adapt(args) -> int:
     from nforge_jax.inference.adapt import run_adapt
 
-    reg = args.regularization if args.regularization == "cv" else float(args.regularization)
     try:
-        summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, reg, method=args.method,
-                            cv=args.cv, overwrite=args.overwrite, name=args.name)
+        summary = run_adapt(args.checkpoint, args.store, args.timelines, args.out, args.regularization,
+                            method=args.method, cv=args.cv, overwrite=args.overwrite, name=args.name)
     except ValueError as e:  # the library names its argument; the command line names its flag
-        if str(e).startswith("name: "):
-            raise UserError("--name: " + str(e)[len("name: "):]) from None
+        field = str(e).split(": ", 1)[0]
+        if field in ("name", "regularization", "cv"):
+            raise UserError(f"--{field}: " + str(e)[len(field) + 2:]) from None
         raise
     print(f"nforge adapt: new subject {summary['name']!r} (id {summary['id']}); adapted model written to {args.out}")
     return 0
@@ -419,8 +419,9 @@ def _add_adapt_parser(sub) -> list:
     adapt.add_argument("--timelines", nargs="+", required=True, help="calibration timelines (features + fMRI)")
     adapt.add_argument("--out", required=True, help="directory for the adapted checkpoint")
     adapt.add_argument("--method", choices=["ridge", "nearest_neighbor"], default="ridge")
-    adapt.add_argument("--regularization", default="cv", help='"cv" (per-vertex alpha by K-fold CV) or a number')
-    adapt.add_argument("--cv", type=int, default=5)
+    adapt.add_argument("--regularization", type=_regularization, default="cv",
+                       help='"cv" (per-vertex alpha by K-fold CV) or a penalty >= 0')
+    adapt.add_argument("--cv", type=_positive_int, default=5, help="folds of the cross-validation (default 5)")
     adapt.add_argument("--name", help="the new subject's name (default: adapted/N, N its id); must be new")
     adapt.add_argument("--overwrite", action="store_true")
     adapt.set_defaults(func=cmd_adapt)
@@ -502,10 +503,20 @@ EXTRACT_BATCH_SIZES = {"text": 8, "video": 4}
 
 
 def _fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
+    try:  # an empty item ("0.5,,1") is a typo, not a layer to leave out
+        return tuple(float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0.75,1.0") from None
+
+
+def _regularization(text: str):
+    try:
+        value = text if text == "cv" else float(text)
+    except ValueError:
+        value = -1.0
+    if value != "cv" and not value >= 0:  # not: NaN too
+        raise argparse.ArgumentTypeError(f"expected 'cv' or a number >= 0, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -534,7 +545,8 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
                             help=f"layer fractions (default {','.join(map(str, layers))})")
         parser.add_argument(f"--{m}-aggregation", choices=["cat", "group_mean", "mean", "sum"], default=None,
                             help=f"(default {aggregation})")
-    parser.add_argument("--text-batch-size", type=_positive_int, default=None, help=f"(default {EXTRACT_BATCH_SIZES['text']})")
+    parser.add_argument("--text-batch-size", type=_positive_int, default=None,
+                        help=f"(default {EXTRACT_BATCH_SIZES['text']})")
     parser.add_argument("--video-batch-size", type=_positive_int, default=None,
                         help=f"(default {EXTRACT_BATCH_SIZES['video']})")
     parser.add_argument("--device", default="auto")

@@ -236,6 +236,26 @@ def test_messages_name_the_cli_flag_not_the_keyword(tmp_path, tiny_model_and_sto
     proc = run("adapt", str(ckpt), "--store", str(store), "--timelines", "New:run=0", "--out", str(tmp_path / "out"),
                cwd=tmp_path)
     assert_user_error(proc, "pass --overwrite to replace it")
+    proc = run("adapt", str(ckpt), "--store", str(store), "--timelines", "New:run=0", "--out", str(tmp_path / "cv"),
+               "--cv", "1", cwd=tmp_path)
+    assert_user_error(proc, "--cv: expected an integer number of folds >= 2, got 1")
+    assert not (tmp_path / "cv").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["adapt", "m", "--store", "s", "--timelines", "t", "--out", "o", "--regularization", "abc"],
+     "argument --regularization: expected 'cv' or a number >= 0, got 'abc'"),
+    (["adapt", "m", "--store", "s", "--timelines", "t", "--out", "o", "--regularization", "-1"],
+     "argument --regularization: expected 'cv' or a number >= 0, got '-1'"),
+    (["extract", "--events", "e.tsv", "--store", "s", "--text-layers", "0.5,,1"],
+     "argument --text-layers: '0.5,,1': expected comma-separated numbers"),
+])
+def test_flag_values_are_checked_before_anything_runs(capsys, argv, expected):
+    from nforge_jax.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and expected in capsys.readouterr().err
 
 
 HELP_IMPORTS = """

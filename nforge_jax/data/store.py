@@ -44,6 +44,7 @@ import numpy as np
 
 from nforge_jax.data import timebase
 from nforge_jax.data.spaces import OutputSpace, check_same_space, space_of_meta
+from nforge_jax.fsio import fsync_dir
 
 __all__ = [
     "FeatureStore",
@@ -80,19 +81,6 @@ class PipelineError(ValueError):
 # Atomic files, chunked array writing, streaming checksums
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike):
     """Open a binary file for writing that appears at ``path`` only when complete (temp, fsync, rename).
@@ -109,7 +97,7 @@ def atomic_open(path: str | os.PathLike):
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
@@ -150,7 +138,7 @@ def _write_npy(path: Path, array: Any, dtype: np.dtype, *, what: str) -> dict:
                 local = tuple(int(i) for i in np.argwhere(~np.isfinite(chunk))[0])
                 raw = src[local]
                 reason = "is not finite" if not np.isfinite(raw) else f"is outside the {dtype.name} range"
-                raise StoreError(f"{what}: value {raw!r} at index {(local[0] + lo, *local[1:])} {reason}; "
+                raise StoreError(f"{what}: value {float(raw)} at index {(local[0] + lo, *local[1:])} {reason}; "
                                  f"expected finite values storable as {dtype.name}")
             out[lo:hi] = chunk
             digest.update(chunk.tobytes())
@@ -576,7 +564,7 @@ class FeatureStore:
         if not (tdir / MANIFEST_FILE).is_file():
             raise StoreError(f"timeline {name!r} is not in the store {self.path}")
         (tdir / MANIFEST_FILE).unlink()
-        _fsync_dir(tdir)
+        fsync_dir(tdir)
         shutil.rmtree(tdir, ignore_errors=True)
 
     # -- checking ------------------------------------------------------------------------------------

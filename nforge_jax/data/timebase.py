@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 
 __all__ = ["FEATURE_HZ", "FMRI_HZ", "WINDOW_S", "HEMODYNAMIC_OFFSET_S", "feature_row", "n_windows", "output_rows",
-           "cut_windows", "target_index", "align_targets"]
+           "cut_windows", "target_index", "align_targets", "duration_mismatch"]
 
 FEATURE_HZ = 2.0
 FMRI_HZ = 1.0
@@ -90,3 +90,22 @@ def align_targets(fmri, n_rows: int, *, start_s: float = 0.0, offset_s: float = 
     out = np.zeros((n_rows, fmri.shape[1]), np.float32)
     out[mask] = fmri[src[mask]]
     return out, mask
+
+
+DURATION_SLACK_S = 30.0  # scanners record a little past a stimulus's end; events may start late
+
+
+def duration_mismatch(manifest) -> str | None:
+    """What is wrong when a store timeline's features and fMRI (its manifest's arrays) cover lengths of time more
+    than 30 s and a quarter of the longer apart, else None: features of one run stored with another run's fMRI
+    look like this, and only their overlap would be trained on, fitted or scored."""
+    meta, arrays = manifest["meta"], manifest["arrays"]
+    rows = [e["shape"][0] for key, e in arrays.items() if key.startswith("features/")]
+    if "fmri" not in arrays or not rows:
+        return None
+    feature_s = max(rows) / float(meta.get("feature_hz", FEATURE_HZ))
+    fmri_s = arrays["fmri"]["shape"][0] / float(meta.get("fmri_hz", FMRI_HZ)) + float(meta.get("fmri_start_s", 0.0))
+    if abs(fmri_s - feature_s) <= max(DURATION_SLACK_S, 0.25 * max(fmri_s, feature_s)):
+        return None
+    return (f"its features cover {feature_s:g} s but its fMRI {fmri_s:g} s; are they of the same run? "
+            "(write them again together)")

@@ -118,6 +118,9 @@ class WindowSource:
             if key not in subjects_index:
                 raise PipelineError(f"timeline {t!r}: subject {key!r} is not in subjects_index "
                                     f"({len(subjects_index)} subjects, e.g. {list(subjects_index)[:3]})")
+            problem = timebase.duration_mismatch(m)
+            if problem:
+                raise PipelineError(f"timeline {t!r} of {store.path}: {problem}")
             mods = {}
             for k, e in m["arrays"].items():
                 if k.startswith("features/"):

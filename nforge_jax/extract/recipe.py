@@ -50,10 +50,30 @@ def _config(modality: str, fields: Mapping[str, Any], source: str):
     unknown = sorted(set(fields) - known)
     if unknown:
         raise RecipeError(f"{source}: unknown field {modality}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for k, v in fields.items():
+        expected, accepts = _FIELD_TYPES.get(types[k].replace("typing.", ""), (None, None))
+        if accepts is not None and not accepts(v):  # "4" for 4 or "yes" for true would pass, or fail far away
+            raise RecipeError(f"{source}: field {modality}.{k} is {v!r}; expected {expected}")
     try:
         return cls(**{k: _freeze(v) for k, v in fields.items()})
     except (TypeError, ValueError) as e:
         raise RecipeError(f"{source}: {modality}: {e}") from None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# a setting's annotation -> (what it takes, in words; the check)
+_FIELD_TYPES = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "int | None": ("an integer or null", lambda v: v is None or isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", _is_number),
+    "tuple[float, ...]": ("a list of numbers", lambda v: isinstance(v, (list, tuple)) and all(map(_is_number, v))),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +151,12 @@ class ExtractConfig:
         mods = data.get("features_to_use") or list(MODALITIES)
         if isinstance(mods, str):
             mods = [mods]
-        mods = [m for m in mods if m in MODALITIES]
-        if not mods:
-            raise RecipeError(f"{source}: field data.features_to_use lists none of {MODALITIES}")
+        if not isinstance(mods, (list, tuple)) or not all(isinstance(m, str) for m in mods):
+            raise RecipeError(f"{source}: field data.features_to_use is {mods!r}; expected a list of {MODALITIES}")
+        unknown = [m for m in mods if m not in MODALITIES]
+        if unknown:  # a misspelt name would drop that modality without a word
+            raise RecipeError(f"{source}: field data.features_to_use names {unknown[0]!r}; expected some of "
+                              f"{MODALITIES}")
         if data.get("frequency", 2) not in (2, 2.0):
             raise RecipeError(f"{source}: field data.frequency is {data['frequency']!r}; features are stored at 2 Hz")
         if data.get("n_layers_to_use") is not None:

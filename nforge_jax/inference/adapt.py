@@ -571,6 +571,7 @@ def _calibration_runs(model, store, timelines: list[str], log) -> tuple[list[dic
         check_same_space(model.output_space, store.timeline_space(timeline), expected_what="the model",
                          got_what=f"calibration timeline {timeline!r}")
         provenance.check_feature_rate(store, timeline, hz)
+        provenance.check_durations(store, timeline)
         meta = store.meta(timeline)
         feats = {m: np.asarray(store.features(timeline, m), np.float32) for m in store.modalities(timeline)
                  if m in model.config.modalities}

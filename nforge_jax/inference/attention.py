@@ -215,6 +215,11 @@ class AttentionExtractor:
             raise ValueError(f"n_permutations: expected a positive integer, got {n_permutations!r}")
         pool = np.arange(self.config.n_outputs) if vertex_pool is None else np.unique(
             check_roi_indices({"vertex_pool": np.asarray(vertex_pool)}, self.config.n_outputs)["vertex_pool"])
+        for name, idx in rois.items():  # a null drawn elsewhere than the ROIs would not be their null
+            outside = np.setdiff1d(idx, pool)
+            if len(outside):
+                raise ValueError(f"roi_indices[{name!r}]: {len(outside)} of its vertices (e.g. {int(outside[0])}) "
+                                 "are not in vertex_pool, which the random ROIs of the null are drawn from")
         null_sets = _random_vertex_sets(pool, [len(np.unique(idx)) for idx in rois.values()], n_permutations, seed)
         masks = _mean_masks(list(rois.values()) + null_sets, self.config.n_outputs)
         weights = np.abs(self._roi_contributions(inputs, masks))

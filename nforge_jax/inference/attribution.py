@@ -141,7 +141,9 @@ class ModalityAttributor:
     """Per-vertex modality attribution (see the module docstring for definitions).
 
     model: an `NForgeModel` or an `FmriEncoder`. roi_indices: {roi name: vertex indices} for ROI summaries.
-    subject: None (average subject) or a training-subject index; a batch may instead carry "subject_ids".
+    subject: None (average subject), a training-subject index or name; a batch may instead carry "subject_ids".
+    The methods' own ``subject`` overrides it for one call; there None means "the attributor's subject", so
+    pass "average" to ask for the average subject from an attributor made for another.
     """
 
     def __init__(self, model, method="ablation", roi_indices=None, n_steps=5, baseline="zeros", subject=None):
@@ -500,6 +502,7 @@ def store_variance_shares(model, store, timelines, subject=None, *, fmri: bool =
     notes = []
     for name, who in zip(timelines, subjects):
         provenance.check_feature_rate(store, name, made[who]["feature_hz"])
+        provenance.check_durations(store, name)
         note = provenance.check_subject(made[who], store, name, allow_other_subject=allow_other_subject,
                                         where="store_variance_shares")
         notes += [note] if note else []

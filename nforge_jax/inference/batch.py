@@ -291,7 +291,9 @@ def predict_store(model, store, out, *, subject=None, batch_size: int | None = N
     space = model.output_space
     store_space = store.output_space(names)
     if store_space is not None:  # a features-only store that names no space is the model's to fill
-        check_same_space(space, store_space, expected_what="the model", got_what=f"store {store.path}")
+        named = next(n for n in names if store.timeline_space(n) is not None)
+        check_same_space(space, store_space, expected_what="the model",
+                         got_what=f"timeline {named!r} of the store {store.path}")
     notes = _check_pairings(model, store, names, made_by, allow_other_subject, allow_other_recipe)
     skipped, todo = _check_out_dir(model, store, out, names, made_by, overwrite)
     plan = _Plan(store, todo, model.config)  # checks shapes and start times before anything is written

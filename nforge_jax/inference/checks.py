@@ -38,15 +38,16 @@ def resolve_subject(model, subject) -> int | None:
     """The training-subject index for ``subject``, or None for the shared average subject.
 
     model: an ``NForgeModel`` (its ``metadata["subjects"]`` names the training subjects) or anything with a
-    ``config`` (an ``FmriEncoder``), or an ``EncoderConfig``. subject: None, an index in [0, n_subjects), a
+    ``config`` (an ``FmriEncoder``), or an ``EncoderConfig``. subject: None or "average" (the average subject,
+    as provenance records name it; a new subject may not take that name), an index in [0, n_subjects), a
     training-subject name, or a string of digits (an index, as typed on a command line).
     """
     config = getattr(model, "config", model)
     n = int(config.n_subjects)
     names = _subject_names(model)
-    if subject is None:
+    if subject is None or isinstance(subject, str) and subject == "average":
         if not config.has_average_subject:
-            raise ValueError("subject=None needs the shared average-subject row, which this model lacks; "
+            raise ValueError(f"subject={subject!r} needs the shared average-subject row, which this model lacks; "
                              f"pass a training-subject index in [0, {n})")
         return None
     index = subject

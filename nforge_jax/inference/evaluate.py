@@ -615,12 +615,13 @@ def evaluate(predictions, store, *, timelines: Sequence[str] | None = None, ceil
         where = str(predictions)
         predictions, marked, made_by = _prediction_dir(Path(predictions), store, timelines)
     names = _check_timelines(predictions, store, timelines, where)
-    if made_by is not None:
-        for name in names:
+    for name in names:
+        if made_by is not None:
             provenance.check_feature_rate(store, name, made_by["feature_hz"], what=f"predictions {where}")
             note = provenance.check_subject(made_by, store, name, allow_other_subject=allow_other_subject,
                                             where=f"nforge evaluate {where}")
             notes += [note] if note else []
+        provenance.check_durations(store, name)
     space = _store_space(store, names)
     if marked is not None:
         check_same_space(space, marked, expected_what=f"the store {store.path}", got_what=f"predictions {where}")

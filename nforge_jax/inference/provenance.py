@@ -13,8 +13,9 @@ compares those records here, refusing in one line that names both sides:
 * ``timeline_identity(store, name)`` -- the input side: study, subject (``"<study>/<subject>"``; None for a
   timeline without fMRI, which records no one), stimulus and repeat.
 * checks: ``check_same_maker`` (shards of one directory, records against their marker),
-  ``check_subject`` (a head against a recorded run), ``check_feature_rate``, ``check_one_subject`` (adaptation's
-  calibration runs), ``check_unique`` (a timeline never paired with itself), ``confined_file`` (record paths).
+  ``check_subject`` (a head against a recorded run), ``check_feature_rate``, ``check_durations`` (features and fMRI
+  of one run), ``check_one_subject`` (adaptation's calibration runs), ``check_unique`` (a timeline never paired
+  with itself), ``confined_file`` (record paths).
 
 A deliberate mismatch (a subject's head on another subject's runs, to study transfer; features of another
 recipe) is allowed by an explicit flag (``allow_other_subject``, ``allow_other_recipe``); the flag is recorded in
@@ -33,8 +34,8 @@ from nforge_jax.data.splits import subject_key
 
 __all__ = ["ProvenanceMismatch", "PROVENANCE_VERSION", "AVERAGE", "made_by", "subject_label", "subject_keys",
            "model_feature_hz", "timeline_identity", "recorded_subject", "check_same_maker", "check_subject",
-           "check_feature_rate", "check_one_subject", "check_unique", "confined_file", "describe_maker",
-           "OVERRIDES"]
+           "check_feature_rate", "check_durations", "check_one_subject", "check_unique", "confined_file",
+           "describe_maker", "OVERRIDES"]
 
 PROVENANCE_VERSION = 1
 AVERAGE = "average"
@@ -189,6 +190,14 @@ def check_feature_rate(store, name: str, feature_hz: float, *, what: str = "the 
     if not isinstance(hz, (int, float)) or isinstance(hz, bool) or not math.isclose(float(hz), feature_hz):
         raise ValueError(f"timeline {name!r} of {store.path}: meta feature_hz is {hz!r}, {what} reads features at "
                          f"{feature_hz:g} Hz; extract the features again at {feature_hz:g} Hz")
+
+
+def check_durations(store, name: str) -> None:
+    """ValueError when timeline ``name``'s features and fMRI cover very different lengths of time
+    (``timebase.duration_mismatch``): only their overlap would be fitted or scored, without a word."""
+    problem = timebase.duration_mismatch(store.manifest(name))
+    if problem:
+        raise ProvenanceMismatch(f"timeline {name!r} of {store.path}: {problem}")
 
 
 def check_one_subject(store, names: Sequence[str], *, what: str) -> str | None:

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from flax import nnx, traverse_util
 
+from nforge_jax.fsio import fsync_dir
 from nforge_jax.model.config import ConfigError, EncoderConfig
 from nforge_jax.model.encoder import FmriEncoder
 
@@ -196,7 +197,7 @@ def save_encoder(model: FmriEncoder, path, *, metadata: dict | None = None,
         with _quiet_orbax(), _local_checkpointer() as ckptr:
             ckptr.save(tmp / "params", traverse_util.unflatten_dict(arrays, sep="/"))
             ckptr.wait_until_finished()
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if path.exists():
             old = make_sibling_dir(path, "old")
             os.replace(path, old / path.name)
@@ -204,7 +205,7 @@ def save_encoder(model: FmriEncoder, path, *, metadata: dict | None = None,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except Exception as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -260,14 +261,3 @@ def load_encoder(path) -> tuple[FmriEncoder, dict]:
     return encoder_from_arrays(config, traverse_util.flatten_dict(tree, sep="/"), source=str(params)), metadata
 
 
-def _fsync_dir(path: Path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories
-    finally:
-        os.close(fd)

@@ -220,7 +220,7 @@ def test_create_and_open_errors(tmp_path):
     (dict(features={"Text!": np.zeros((3, 1, 4))}), "modality name"),
     (dict(fmri=np.zeros(5)), "fmri.*2 dimensions"),
     (dict(fmri=np.zeros((0, 5))), "non-empty"),
-    (dict(fmri=np.array([[1.0, np.nan]])), r"index \(0, 1\) is not finite"),
+    (dict(fmri=np.array([[1.0, np.nan]])), r"fmri: value nan at index \(0, 1\) is not finite"),
     (dict(features={"text": np.full((2, 1, 1), 1e6)}), "outside the float16 range"),
     (dict(fmri=np.zeros((2, 2)), fmri_dtype="int8"), "fmri_dtype"),
     (dict(), "nothing to write"),

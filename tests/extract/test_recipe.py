@@ -62,6 +62,30 @@ def test_recipe_fields_it_cannot_honour_are_named(tmp_path, where, value, field)
         ExtractConfig.from_tribev2_config(write_config(tmp_path, data))
 
 
+@pytest.mark.parametrize("mods,expected", [(["text", "vidoe"], "names 'vidoe'"),
+                                           ("video, audio", "names 'video, audio'"), ([["text"]], "expected a list")])
+def test_features_to_use_with_an_unknown_name_is_refused_not_dropped(tmp_path, mods, expected):
+    data = {**release_data_section(), "features_to_use": mods}
+    with pytest.raises(RecipeError) as error:
+        ExtractConfig.from_tribev2_config(write_config(tmp_path, data))
+    assert "field data.features_to_use" in str(error.value) and expected in str(error.value)
+
+
+@pytest.mark.parametrize("modality, field, value, expected", [
+    ("text", "batch_size", "4", "field text.batch_size is '4'; expected an integer"),
+    ("text", "contextualized", "yes", "field text.contextualized is 'yes'; expected true or false"),
+    ("video", "clip_s", "4", "field video.clip_s is '4'; expected a number"),
+    ("audio", "layers", "0.75", "field audio.layers is '0.75'; expected a list of numbers"),
+    ("video", "cache_n_layers", 2.5, "field video.cache_n_layers is 2.5; expected an integer or null"),
+])
+def test_recorded_recipe_settings_of_the_wrong_type_are_named(modality, field, value, expected):
+    recipe = ExtractConfig.tribev2_release().to_dict()
+    recipe[modality][field] = value
+    with pytest.raises(RecipeError) as error:
+        ExtractConfig.from_dict(recipe)
+    assert expected in str(error.value)
+
+
 def test_recipe_dict_round_trip_and_unknown_fields():
     recipe = ExtractConfig.tribev2_release()
     assert ExtractConfig.from_dict(recipe.to_dict()) == recipe

@@ -145,7 +145,7 @@ def test_rois_reading_the_same_moments_are_not_distinct():
     readout = np.zeros((64, 40), np.float32)
     readout[0] = readout[1] = rng.uniform(0.5, 2.0, 40)  # every vertex: the same direction, its own scale
     enc, f = planted_model(readout)
-    rois = {"A": np.arange(5), "B": np.arange(20, 25), "C": np.array([7, 30])}
+    rois = {"A": np.arange(10, 15), "B": np.arange(20, 25), "C": np.array([17, 30])}
     out = AttentionExtractor(enc).roi_distinctness(f, rois, n_permutations=20, vertex_pool=np.arange(10, 40))
     assert out["divergence"] < 1e-9 and out["null_mean"] < 1e-9, out
 
@@ -153,7 +153,8 @@ def test_rois_reading_the_same_moments_are_not_distinct():
 @pytest.mark.parametrize("kw,needle", [
     (dict(roi_indices={"A": [0]}), "at least 2 ROIs"),
     (dict(n_permutations=0), "n_permutations"),
-    (dict(vertex_pool=np.arange(6)), "vertex_pool: 6 vertices"),
+    (dict(roi_indices={"A": np.arange(5), "B": np.arange(1, 6)}, vertex_pool=np.arange(6)), "vertex_pool: 6 vertices"),
+    (dict(vertex_pool=np.arange(10, 40)), r"roi_indices\['A'\]: 5 of its vertices \(e.g. 0\) are not in vertex_pool"),
     (dict(vertex_pool=np.array([0, 99])), r"roi_indices\['vertex_pool'\]"),
 ])
 def test_bad_distinctness_arguments_are_named(kw, needle):

@@ -73,6 +73,16 @@ def test_ablation_of_a_batch_with_subjects(encoder):
     np.testing.assert_array_equal(out["audio_normalised"], 0.0)
 
 
+def test_a_call_may_ask_for_the_average_subject_of_an_attributor_made_for_another(encoder):
+    f = features(seed=3)
+    for_one = ModalityAttributor(encoder, subject=1)
+    average, one = mean_prediction(encoder, f), mean_prediction(encoder, f, jnp.asarray([1]))
+    assert np.abs(average - one).max() > 1e-3  # the two heads differ, so the check below can fail
+    np.testing.assert_allclose(for_one.attribute(f)["prediction"], one, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(for_one.attribute(f, subject="average")["prediction"], average, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(for_one.attribute(f, subject=None)["prediction"], one, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("baseline", ["zeros", "missing"])
 def test_integrated_gradients_completeness_converges(encoder, baseline):
     f = features(seed=2)

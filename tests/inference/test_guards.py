@@ -246,7 +246,7 @@ def test_predict_refuses_a_store_of_another_space(subcortical_ckpt, tmp_path, ca
     model = NForgeModel.from_pretrained(subcortical_ckpt, batch_size=4)
     for i, (space, columns) in enumerate([(fake_subcortical("b"), 30), (None, 20)]):
         store = store_with_fmri(tmp_path / f"store{i}", space, columns)
-        with pytest.raises(SpaceMismatch, match=f"store .*store{i}.* but the model is subcortical"):
+        with pytest.raises(SpaceMismatch, match=f"timeline 'a' of the store .*store{i}.* but the model is subcortical"):
             predict_store(model, store, tmp_path / "out", progress=False)
         assert cli("--store", store.path, "--checkpoint", subcortical_ckpt, "--out", tmp_path / "out") == 2
         err = capsys.readouterr().err

@@ -393,3 +393,24 @@ def test_view_names_arrays_it_cannot_show_and_shows_constant_maps(tmp_path, caps
     np.save(tmp_path / "constant.npy", np.full((2, 20484), 3.0, np.float32))
     code, printed, err = cli(capsys, "view", tmp_path / "constant.npy", "--out", tmp_path / "constant.html")
     assert code == 0 and (tmp_path / "constant.html").stat().st_size > 0, err
+
+
+def test_features_and_fmri_of_different_lengths_are_refused(world, tmp_path, capsys):
+    """10 s of features stored with 400 s of fMRI (another run's recording): training, adapt and evaluate would
+    use only the overlap without a word."""
+    from nforge_jax.data.store import PipelineError
+    from nforge_jax.data.windows import WindowSource
+
+    store = FeatureStore.create(tmp_path / "misfit")
+    _write(store, "misfit", steps=20, samples=400)
+    expected = "its features cover 10 s but its fMRI 400 s"
+    line = refused(capsys, "adapt", world / "A", "--store", store.path, "--timelines", "misfit", "--out",
+                   tmp_path / "ad")
+    assert "timeline 'misfit'" in line and expected in line and not (tmp_path / "ad").exists(), line
+    # predicting needs no fMRI, so it goes through; scoring those rows is refused
+    assert cli(capsys, "predict", "--store", store.path, "--checkpoint", world / "U", "--out", tmp_path / "p",
+               "--no-progress")[0] == 0
+    line = refused(capsys, "evaluate", tmp_path / "p", "--store", store.path, "--n-boot", "0")
+    assert "timeline 'misfit'" in line and expected in line, line
+    with pytest.raises(PipelineError, match=expected):
+        WindowSource(store, ["misfit"], subjects_index={"Toy/p0": 0})
