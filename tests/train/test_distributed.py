@@ -39,15 +39,15 @@ def launch(store, workdir, devices, env_extra):
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     make_tiny_store(tmp_path / "store")
+    # the one-process run and the two-process run are independent (own workdirs): side by side
     single = launch(tmp_path / "store", tmp_path / "single", 2, {})
-    out, _ = single.communicate(timeout=900)
-    assert single.returncode == 0, out.decode()[-3000:]
-
     port = free_port()
     procs = [launch(tmp_path / "store", tmp_path / "multi", 1,
                     {"NFORGE_COORDINATOR": f"127.0.0.1:{port}", "NFORGE_NUM_PROCESSES": "2",
                      "NFORGE_PROCESS_ID": str(i)}) for i in range(2)]
     outs = [p.communicate(timeout=900)[0].decode() for p in procs]
+    out, _ = single.communicate(timeout=900)
+    assert single.returncode == 0, out.decode()[-3000:]
     # A failure in one process shows up as a barrier timeout in the other: print both.
     assert [p.returncode for p in procs] == [0, 0], "\n".join(
         f"--- process {i} (exit {p.returncode}) ---\n{o[-3000:]}" for i, (p, o) in enumerate(zip(procs, outs)))
