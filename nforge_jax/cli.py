@@ -185,6 +185,35 @@ def cmd_predict_media(args) -> int:
     return 0
 
 
+def cmd_contrast(args) -> int:
+    """`nforge contrast EXPERIMENT.yaml --checkpoint CKPT --out DIR`: an in-silico experiment (nforge_jax/insilico)."""
+    import warnings
+
+    from nforge_jax.inference.model import NForgeModel
+    from nforge_jax.inference.provenance import describe_maker
+    from nforge_jax.insilico.design import plan_experiment
+    from nforge_jax.insilico.run import roi_table_lines, run_experiment, summary_lines
+
+    with warnings.catch_warnings(record=True) as caught:  # the design's notes, printed once on one line each
+        warnings.simplefilter("always")
+        plan_experiment(args.experiment)  # the file's own checks, before the checkpoint is loaded
+    for w in caught:
+        print(f"nforge contrast: warning: {w.message}", file=sys.stderr)
+    model = NForgeModel.from_pretrained(args.checkpoint, cache_folder=args.cache_folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # already printed above
+        result = run_experiment(args.experiment, model, args.out, progress=not args.no_progress,
+                                figures=not args.no_figures)
+    for line in summary_lines(result) + roi_table_lines(result):
+        print(line)
+    cache = result["stimuli_cache"]
+    makers = sorted({describe_maker(m) for m in result["made_by"].values()})
+    print(f"nforge contrast: {len(result['contrasts'])} contrasts over {len(result['stimuli'])} stimuli "
+          f"({len(cache['written'])} predictions made, {len(cache['skipped'])} reused) into {args.out} in "
+          f"{result['seconds']:.1f} s; {'; '.join(makers[:2])}{' ...' if len(makers) > 2 else ''}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from nforge_jax.data.store import FeatureStore
     from nforge_jax.inference.evaluate import evaluate
@@ -341,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     with_debug = [parser]  # each _add_*_parser returns the parsers that take --debug
     for add in (_add_demo_parser, _add_convert_parser, _add_train_parser, _add_store_parser, _add_study_parser,
-                _add_adapt_parser, _add_extract_parser, _add_predict_parser, _add_evaluate_parser,
-                _add_view_parser, _add_bench_parser):
+                _add_adapt_parser, _add_extract_parser, _add_predict_parser, _add_contrast_parser,
+                _add_evaluate_parser, _add_view_parser, _add_bench_parser):
         with_debug += add(sub)
     for p in with_debug:
         # accepted before or after the subcommand; SUPPRESS keeps a subparser from resetting the global value
@@ -441,6 +470,19 @@ def _add_predict_parser(sub) -> list:
     add_predict_arguments(predict)
     predict.set_defaults(func=cmd_predict)
     return [predict]
+
+
+def _add_contrast_parser(sub) -> list:
+    contrast = sub.add_parser("contrast", help="an in-silico experiment: contrasts between stimulus conditions, "
+                                               "tested per output, with ROI tables and maps (resumable)")
+    contrast.add_argument("experiment", help="experiment file (YAML: conditions, contrasts; see the README)")
+    contrast.add_argument("--checkpoint", required=True, help="nforge_jax checkpoint, TRIBE v2 release dir or hub id")
+    contrast.add_argument("--out", required=True, help="output directory (predictions cached per stimulus)")
+    contrast.add_argument("--cache-folder", default="./nforge_cache", help="where a TRIBE v2 release is converted")
+    contrast.add_argument("--no-figures", action="store_true", help="CSV, JSON and maps.npz only (no PNGs or pages)")
+    contrast.add_argument("--no-progress", action="store_true")
+    contrast.set_defaults(func=cmd_contrast)
+    return [contrast]
 
 
 def _add_evaluate_parser(sub) -> list:
