@@ -159,7 +159,7 @@ def _roi_csv(rows: list[dict]) -> bytes:
     writer = csv.DictWriter(buf, fieldnames=ROI_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in ROI_COLUMNS})
+        writer.writerow({k: (f"{row[k]:.10g}" if isinstance(row[k], float) else row[k]) for k in ROI_COLUMNS})
     return buf.getvalue().encode()
 
 
