@@ -44,7 +44,7 @@ def save_contrast_figures(folder, name: str, maps: Mapping[str, Mapping[str, np.
         tag = "" if single else f"_{_file_tag(label)}"
         t_fdr = thresholded(m["t"], m["p_fdr"], alpha)
         paths[f"effect{tag}"] = save_figure(map_figure(
-            m["effect"], space, title=f"{name}: effect ({label})", colorbar_label="predicted BOLD difference (a.u.)"),
+            m["effect"], space, title=f"{name}: effect ({label})", colorbar_label="effect: weighted sum of condition means (a.u.)"),
             folder / f"effect{tag}.png")
         paths[f"t_fdr{tag}"] = save_figure(map_figure(
             t_fdr, space, title=f"{name}: t where FDR p <= {alpha:g} ({label}; {int(np.isfinite(t_fdr).sum())} "
