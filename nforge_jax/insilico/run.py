@@ -72,14 +72,10 @@ def cache_key(identity: dict, fingerprint: str, subject: str) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _predict(model, stimulus, subject_id) -> tuple[np.ndarray, np.ndarray]:
-    """(preds (n_rows, n_outputs), times (n_rows,) s from onset) of one stimulus and head."""
-    from nforge_jax.insilico.design import read_events_file, read_feature_stimulus
+def _events(model, stimulus, name: str):
+    """The events table of a media file or an events file, its timeline renamed ``name``."""
+    from nforge_jax.insilico.design import read_events_file
 
-    if stimulus.kind == "features":
-        feats, _ = read_feature_stimulus(stimulus.path)
-        preds = model.predict_features(feats, subject=subject_id)
-        return np.asarray(preds, np.float32), np.arange(len(preds), dtype=np.float64)
     if stimulus.kind == "events":
         events = read_events_file(stimulus.path)
     else:
@@ -88,9 +84,52 @@ def _predict(model, stimulus, subject_id) -> tuple[np.ndarray, np.ndarray]:
         suffix = stimulus.path.suffix.lower()
         key = "video_path" if suffix in VIDEO_SUFFIXES else "audio_path" if suffix in AUDIO_SUFFIXES else "text_path"
         events = model.get_events_dataframe(**{key: stimulus.path})
-    preds, segments = model.predict(events, subject=subject_id)
-    onset = float(events[events["type"] != "Fmri"]["start"].min())
-    return np.asarray(preds, np.float32), np.array([s.start - onset for s in segments], np.float64)
+    return events.assign(timeline=name)
+
+
+class _Inputs:
+    """A stimulus's model inputs, made once for all heads: the feature arrays of a feature file; or for media
+    and events the events and their features, extracted with the checkpoint's recipe into ``out/features``
+    (a FeatureStore: an interrupted extraction resumes)."""
+
+    def __init__(self, model, stimulus, out: Path, name: str, shared: dict):
+        self.model, self.stimulus, self.out, self.name, self.shared = model, stimulus, out, name, shared
+        self._made = None
+
+    def _extractors(self):
+        """(recipe, extractors) of the checkpoint's modalities, loaded once for every stimulus of the run."""
+        if "extractors" not in self.shared:
+            import dataclasses
+
+            from nforge_jax.extract.run import build_extractors  # torch: only for media and events stimuli
+            from nforge_jax.inference.segments import default_extract_config
+
+            config = self.model.extract_config or default_extract_config(self.model.config)
+            config = dataclasses.replace(config, modalities=tuple(
+                m for m in config.modalities if m in self.model.config.modalities), progress=False)
+            self.shared["extractors"] = (config, build_extractors(config))
+        return self.shared["extractors"]
+
+    def predict(self, subject_id) -> tuple[np.ndarray, np.ndarray]:
+        """(preds (n_rows, n_outputs), times (n_rows,) s from onset) for one head."""
+        from nforge_jax.insilico.design import read_feature_stimulus
+
+        if self.stimulus.kind == "features":
+            self._made = self._made or read_feature_stimulus(self.stimulus.path)[0]
+            preds = self.model.predict_features(self._made, subject=subject_id)
+            return np.asarray(preds, np.float32), np.arange(len(preds), dtype=np.float64)
+        if self._made is None:
+            from nforge_jax.inference.segments import timeline_features
+
+            events = _events(self.model, self.stimulus, self.name)
+            config, extractors = self._extractors()
+            feats = timeline_features(events, extract_config=config, store=self.out / "features",
+                                      extractors=extractors)
+            self._made = (events, feats)
+        events, feats = self._made
+        preds, segments = self.model.predict(events, subject=subject_id, features=feats)
+        onset = float(events[events["type"] != "Fmri"]["start"].min())
+        return np.asarray(preds, np.float32), np.array([seg.start - onset for seg in segments], np.float64)
 
 
 def _cached(path: Path, key: str):
@@ -108,16 +147,18 @@ def _stimulus_predictions(design: Design, model, out: Path, head_list, fingerpri
                           report: dict) -> dict:
     """{(condition, index): {head label: (preds, times)}}; cached under out/stimuli."""
     jobs = [(c, i, s) for c, stims in design.conditions.items() for i, s in enumerate(stims)]
-    results, records = {}, []
+    results, records, shared = {}, [], {}
     for c, i, s in _bar(jobs, "predict", progress, "stimulus"):
         identity = s.identity()
         keys, per_head = {}, {}
+        # the features timeline is named by the file's identity: a changed file is extracted again
+        inputs = _Inputs(model, s, out, f"{s.path.stem}-{cache_key(identity, '', '')[:12]}", shared)
         for label, sid in head_list:
             key = keys[label] = cache_key(identity, fingerprint, label)
             path = out / "stimuli" / f"{key}.npz"
             hit = _cached(path, key) if path.is_file() else None
             if hit is None:
-                hit = _predict(model, s, sid)
+                hit = inputs.predict(sid)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_open(path) as f:
                     np.savez(f, preds=hit[0], times=hit[1], key=np.array(key))

@@ -169,3 +169,34 @@ def test_nforge_contrast_on_the_command_line(cortex, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert rc == 2 and err[0].startswith(f"nforge contrast: error: {bad}: field 'contrasts.faces_vs_places'")
     assert "houses" in err[0] and not (tmp_path / "bad_out").exists()
+
+
+def test_events_tables_and_text_files_are_extracted_once_and_predicted(tiny_models, tmp_path):
+    """The media path: Word events tables and .txt files, features with the checkpoint's recipe (tiny models)."""
+    import pandas as pd
+    from extract_helpers import WORDS
+    from flax import nnx
+
+    from nforge_jax.extract.recipe import ExtractConfig
+    from nforge_jax.extract.text import TextConfig
+    from nforge_jax.model import EncoderConfig, FmriEncoder
+    from nforge_jax.model.checkpoint import save_encoder
+
+    config = EncoderConfig(feature_dims=(("text", 2, 32),), n_outputs=20484, n_output_timesteps=10, hidden=32,
+                           depth=1, heads=1, low_rank_head=8, n_subjects=1)
+    recipe = ExtractConfig(text=TextConfig(model_id=str(tiny_models["text"]), layers=(0.5, 1.0)))
+    save_encoder(FmriEncoder(config, rngs=nnx.Rngs(0)), tmp_path / "ckpt", metadata={"extract_recipe": recipe.to_dict()})
+    for i in range(4):
+        words = WORDS[i: i + 10]
+        pd.DataFrame({"type": "Word", "start": 0.5 * np.arange(10), "duration": 0.4, "text": words,
+                      "language": "english", "timeline": f"read-{i}"}).to_csv(tmp_path / f"read-{i}.csv", index=False)
+        (tmp_path / f"story-{i}.txt").write_text(" ".join(WORDS[-(i + 8):]) + "\n")
+    path = write_yaml(tmp_path / "text.yaml", "conditions:\n  read: ['read-*.csv']\n  story: ['story-*.txt']\n"
+                      "contrasts:\n  read_vs_story: read - story\n")
+    result = run_experiment(path, tmp_path / "ckpt", tmp_path / "out", progress=False, figures=False)
+    assert len(result["stimuli_cache"]["written"]) == 8 and result["subjects"] == ["average"]
+    kinds = {r["kind"] for r in result["stimuli"]}
+    assert kinds == {"events", "media"} and all(r["n_rows"] >= 4 for r in result["stimuli"])
+    assert np.isfinite(np.load(tmp_path / "out" / "read_vs_story" / "maps.npz")["average/t"]).all()
+    again = run_experiment(path, tmp_path / "ckpt", tmp_path / "out", progress=False, figures=False)
+    assert again["stimuli_cache"]["written"] == []
