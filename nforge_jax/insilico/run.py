@@ -5,6 +5,8 @@
 - ``stimuli/<key>.npz``: each stimulus's predicted time course for one head (``preds`` (n_rows, n_outputs),
   ``times``: stimulus seconds of each row), keyed by the stimulus's identity (path, size, mtime), the model
   fingerprint and the subject; written atomically, so a rerun (or one after a kill) predicts only what is missing;
+- ``features/``: a FeatureStore of the media and events stimuli's features (the checkpoint's recipe; extractors
+  loaded once per run), one timeline per file identity;
 - ``<contrast>/roi.csv``: per map (the head, or every head and the group) and region (every output, HCP-MMP1
   areas and the 22 sections on the cortex, structures on the subcortical grid): mean effect, its 95% CI over
   stimuli, fraction of outputs significant after FDR and after FWE control;
