@@ -383,7 +383,11 @@ def check_against_model(design: Design, model) -> None:
         for s in stims:
             fieldname = f"conditions.{cname}"
             if s.kind == "features":
-                _check_feature_file(s.path, model, where, fieldname)
+                n_rows = -(-_check_feature_file(s.path, model, where, fieldname) // 2)  # 2 Hz rows -> 1 s TRs
+                if not design.window_rows(np.arange(n_rows)).any():
+                    raise where("window", f"{s.path} is {n_rows} s long; the window {design.window} reads rows "
+                                          f"of stimulus seconds {design.window[0] - HEMODYNAMIC_OFFSET_S:g} to "
+                                          f"{design.window[1] - HEMODYNAMIC_OFFSET_S:g}, none of them")
             elif s.kind == "events":
                 _check_events_file(s.path, model, where, fieldname)
 
@@ -396,7 +400,8 @@ def read_feature_stimulus(path) -> tuple[dict, dict]:
     return feats, meta
 
 
-def _check_feature_file(path: Path, model, where, fieldname: str) -> None:
+def _check_feature_file(path: Path, model, where, fieldname: str) -> int:
+    """The file's number of 2 Hz rows, after checking it against the model."""
     from nforge_jax.inference.provenance import model_feature_hz
 
     try:
@@ -424,6 +429,7 @@ def _check_feature_file(path: Path, model, where, fieldname: str) -> None:
             what = {"extract_recipe": "extraction recipe", "feature_hz": "feature rate", "space": "output space"}[key]
             raise where(fieldname, f"{path}: made for another {what} than the checkpoint's ({key} "
                                    f"{_brief(meta[key])} there, {_brief(ours)} in the checkpoint)")
+    return lengths.pop()
 
 
 def _brief(value) -> str:

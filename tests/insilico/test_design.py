@@ -108,6 +108,8 @@ def test_fields_and_the_hemodynamic_window(root, model):
     refused(write_yaml(root / "a.yaml", "alpha: 2\n" + CONDITIONS + contrasts), "alpha")
     refused(write_yaml(root / "s.yaml", "subject: sub-z\n" + CONDITIONS + contrasts), "subject", "sub-z",
             model=model)
+    refused(write_yaml(root / "w5.yaml", "window: {start: 20, end: 30}\n" + CONDITIONS + contrasts), "window",
+            "is 10 s long", model=model)  # the stimuli are 10 s: their responses end by 15 s
     early = write_yaml(root / "w4.yaml", "window: {start: 2, end: 9}\n" + CONDITIONS + contrasts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
