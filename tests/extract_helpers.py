@@ -22,7 +22,7 @@ def write_wav(path, samples, rate):
 
 
 def write_mp4(path, n_frames=40, fps=8, size=(40, 48), audio_rate=16000, audio_s=None):
-    """An mp4 whose frame i is uniformly grey level 6*i (mpeg4), with a 440 Hz AAC sound track."""
+    """An mp4 whose frame i is uniformly grey level 6 * i (mod 240; mpeg4), with a 440 Hz AAC sound track."""
     import av
 
     h, w = size
@@ -34,7 +34,7 @@ def write_mp4(path, n_frames=40, fps=8, size=(40, 48), audio_rate=16000, audio_s
             st = c.add_stream("aac", rate=audio_rate)
             st.layout = "mono"
         for i in range(n_frames):
-            img = np.full((h, w, 3), 6 * i, np.uint8)
+            img = np.full((h, w, 3), (6 * i) % 240, np.uint8)
             for pk in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(pk)
         for pk in vs.encode():

@@ -51,3 +51,26 @@ def test_text_extraction_compares_the_same_features(bench):
     assert out["shared"]["first_words_max_rel"] < 1e-5  # every word here has its whole text as context
     assert out["shared"]["tokens_ratio"] > 3 and out["release_rule"]["tokens_per_word"] > 10
     assert out["release_rule"]["speedup_vs_neuralset"] > 0 and out["neuralset"]["s"] > 0
+
+
+def test_video_and_audio_extraction_compare_the_same_features(bench):
+    import bench_extract
+
+    v = bench_extract.bench_extract_video(seconds=3.0, batch_size=3)
+    assert v["max_rel"] < 1e-5  # neuralset computed the release's features from the same film
+    # each frame decoded once (25 fps, a clip every 0.5 s) instead of 64 reads per clip
+    assert 10 <= v["frames_decoded_per_clip"] <= 14 and v["frames_preprocessed_per_clip"] < 12
+    assert v["ours_s"] > 0 and v["neuralset_s"] > 0
+    a = bench_extract.bench_extract_audio(seconds=8.0, batch_size=2)
+    assert a["max_rel"] < 1e-5 and a["speedup"] > 0
+
+
+def test_end_to_end_and_dtype_compare_like_with_like(bench):
+    import bench_extract
+
+    e = bench_extract.bench_extract_e2e(seconds=6.0)
+    assert max(e["features_max_rel"].values()) < 1e-5 and e["predictions_max_rel"] < 1e-4
+    assert e["config"]["words"] == 11 and e["reference_s"] > 0
+    d = bench_extract.bench_extract_dtype(seconds=4.0)
+    # really computed in bfloat16 (differs), and still the same features (close)
+    assert 1e-4 < max(d["features_max_rel"].values()) < 1.0 and 1e-4 < d["predictions_max_rel"] < 0.2

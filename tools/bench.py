@@ -6,6 +6,8 @@
     python tools/bench.py inference --size released              # predict_store vs the reference window by window
     python tools/bench.py ridge --size released                  # adaptation ridge vs himalaya RidgeCV
     python tools/bench.py extract --threads 1                    # extractors vs neuralset 0.0.2 (TRIBE v2's)
+    python tools/bench.py extract --e2e --e2e-seconds 600        # + a 10-minute film -> predictions, both sides
+    python tools/bench.py extract --dtype bfloat16               # + our bf16 features / predictions vs fp32
     python tools/bench.py all --json bench.json                  # everything above
     python tools/bench.py all --size released --dtype bfloat16   # on a GPU: bf16 compute, MFU vs the device peak
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the PyTorch reference lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_extract beside this file
 
 SIZES = {
     "released": dict(dims={"text": (2, 3072), "audio": (2, 1024), "video": (2, 1408)}, n_outputs=20484,
@@ -566,6 +569,31 @@ def _print_extract_text(t: dict) -> None:
           f"later words {later}")
 
 
+def _extract(args) -> dict:
+    """`extract`: text, video, audio (and with --e2e the film -> predictions; with --dtype bfloat16 our bf16
+    features and predictions against fp32), each beside neuralset 0.0.2 in this run (tools/bench_extract.py)."""
+    import bench_extract as bx
+
+    out = {"text": bench_extract_text(args.words)}
+    _print_extract_text(out["text"])
+    v = out["video"] = bx.bench_extract_video(args.video_seconds, args.video_batch_size)
+    _row(f"video {v['config']['seconds']:.0f} s B={v['config']['batch_size']}", v["ours_s"], v["neuralset_s"],
+         v["speedup"], f"vs neuralset 0.0.2; frames decoded / preprocessed per clip {v['frames_decoded_per_clip']:.1f} / "
+         f"{v['frames_preprocessed_per_clip']:.1f} (release: 64 read); max rel {v['max_rel']:.1e}")
+    a = out["audio"] = bx.bench_extract_audio(args.audio_seconds, args.audio_batch_size)
+    _row(f"audio {a['config']['seconds']:.0f} s B={a['config']['batch_size']}", a["ours_s"], a["neuralset_s"],
+         a["speedup"], f"vs neuralset 0.0.2; 44.1 kHz stereo; max rel {a['max_rel']:.1e}")
+    if args.e2e:
+        e = out["e2e"] = bx.bench_extract_e2e(args.e2e_seconds)
+        _row(f"media -> predictions {e['config']['seconds']:.0f} s", e["ours_s"], e["reference_s"], e["speedup"],
+             f"vs neuralset + PyTorch reference; predictions max rel {e['predictions_max_rel']:.1e}")
+    if args.dtype != "float32":
+        d = out["dtype"] = bx.bench_extract_dtype(dtype=args.dtype)
+        feats = ", ".join(f"{m} {r:.1e}" for m, r in d["features_max_rel"].items())
+        print(f"extraction in {args.dtype} vs float32: features max rel {feats}; predictions {d['predictions_max_rel']:.1e}")
+    return out
+
+
 def _mib(n) -> str:
     return "n/a" if n is None else f"{n / 2**20:.0f} MiB"
 
@@ -585,6 +613,12 @@ def main(argv=None):
                         help="compute dtype of forward/train/inference, ours and the baseline's autocast")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile (slow to build)")
     parser.add_argument("--words", type=int, default=3000, help="extract: words in the text timeline")
+    parser.add_argument("--video-seconds", type=float, default=20.0, help="extract: length of the video")
+    parser.add_argument("--audio-seconds", type=float, default=240.0, help="extract: length of the sound")
+    parser.add_argument("--video-batch-size", type=int, default=4, help="extract: our clips per forward")
+    parser.add_argument("--audio-batch-size", type=int, default=4, help="extract: our 60 s chunks per forward")
+    parser.add_argument("--e2e", action="store_true", help="extract: also a film with speech -> predictions")
+    parser.add_argument("--e2e-seconds", type=float, default=120.0, help="extract --e2e: length of the film")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides), e.g. 1 on a busy CPU")
     parser.add_argument("--json", help="write results here")
     args = parser.parse_args(argv)
@@ -645,8 +679,7 @@ def main(argv=None):
              rd["himalaya_s"], rd["speedup"], f"vs himalaya RidgeCV; max CV-score diff {rd['max_cv_score_diff']:.1e}, "
              f"same alpha at {100 * rd['same_alpha_fraction']:.1f}% of vertices")
     if args.bench in ("extract", "all"):
-        result["extract"] = {"text": bench_extract_text(args.words)}
-        _print_extract_text(result["extract"]["text"])
+        result["extract"] = _extract(args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

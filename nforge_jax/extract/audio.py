@@ -27,7 +27,7 @@ import pandas as pd
 from nforge_jax.extract.hidden_states import layer_indices, select_layers
 from nforge_jax.extract.models import ModelExtractor
 from nforge_jax.extract.placement import chunk_spans, place_rows
-from nforge_jax.extract.decode import read_audio
+from nforge_jax.extract.decode import prefetch, read_audio
 
 __all__ = ["AudioConfig", "AudioExtractor"]
 
@@ -38,12 +38,15 @@ class AudioConfig:
     layers: tuple[float, ...] = (0.75, 1.0)
     aggregation: str = "cat"
     norm_audio: bool = True  # z-score each chunk's waveform
+    batch_size: int = 1  # chunks of the same length per forward (no padding, so features do not change)
     chunk_s: float = 60.0
     min_chunk_s: float = 30.0
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
         layer_indices(101, self.layers, self.aggregation)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size: expected an integer >= 1, got {self.batch_size!r}")
 
 
 def media_chunks(events: pd.DataFrame, kind: str, max_s: float, min_s: float) -> list[tuple[str, float, float, float]]:
@@ -105,9 +108,9 @@ class AudioExtractor(MediaExtractor):
     def n_units(self, events: pd.DataFrame) -> int:
         return len(self.chunks(events))
 
-    def embed_chunk(self, wav: np.ndarray, rate: float, n_out: int) -> np.ndarray:
-        """(channels, n) samples at ``rate`` Hz -> (n_out, L, D) float32."""
-        self.load()
+    def input_features(self, wav: np.ndarray, rate: float):
+        """(channels, n) samples at ``rate`` Hz -> the model's (1, frames, bins) input features: resampled to the
+        extractor's rate (julius), averaged to mono, z-scored (``norm_audio``), through the feature extractor."""
         torch = self._torch
         x = torch.from_numpy(np.ascontiguousarray(wav, np.float32))
         if int(rate) != self.sample_rate:
@@ -119,18 +122,58 @@ class AudioExtractor(MediaExtractor):
         x = x.mean(0)
         if self.config.norm_audio:
             x = (x - x.mean()) / (1e-8 + x.std())
-        features = self.processor(x, return_tensors="pt", sampling_rate=self.sample_rate)["input_features"]
+        return self.processor(x, return_tensors="pt", sampling_rate=self.sample_rate)["input_features"]
+
+    def embed_features(self, features, n_out: int) -> np.ndarray:
+        """(B, frames, bins) input features of chunks of one length -> (B, n_out, L, D) float32."""
+        torch = self._torch
         with torch.inference_mode():
             hs = self._model(features.to(self.device, self.dtype), output_hidden_states=True).hidden_states
-        states = torch.stack(hs, 0)[:, 0].float().transpose(1, 2)  # (N, D, frames)
-        if states.shape[-1] != n_out:
-            states = torch.nn.functional.interpolate(states, size=n_out, mode="nearest")
-        sel = select_layers(states, self.config.layers, self.config.aggregation)  # (L, D, n)
-        return sel.permute(2, 0, 1).cpu().numpy()
+        out = []
+        for b in range(features.shape[0]):
+            states = torch.stack([h[b] for h in hs], 0).float().transpose(1, 2)  # (N, D, frames)
+            if states.shape[-1] != n_out:
+                states = torch.nn.functional.interpolate(states, size=n_out, mode="nearest")
+            sel = select_layers(states, self.config.layers, self.config.aggregation)  # (L, D, n)
+            out.append(sel.permute(2, 0, 1).cpu().numpy())
+        return np.stack(out)
 
-    def chunk_rows(self, path, offset, dur, hz, progress):
-        wav, rate = read_audio(path, None, start=offset, duration=dur, mono=False)
-        rows = self.embed_chunk(wav, rate, max(1, int(round(dur * hz))))
-        if progress is not None:
-            progress(1)
-        return rows
+    def embed_chunk(self, wav: np.ndarray, rate: float, n_out: int) -> np.ndarray:
+        """(channels, n) samples at ``rate`` Hz -> (n_out, L, D) float32."""
+        self.load()
+        return self.embed_features(self.input_features(wav, rate), n_out)[0]
+
+    def _prepared(self, chunks, hz: float):
+        """(timeline start, rows, input features) of each chunk, decoded in order."""
+        for path, start, offset, dur in chunks:
+            wav, rate = read_audio(path, None, start=offset, duration=dur, mono=False)
+            yield start, max(1, int(round(dur * hz))), self.input_features(wav, rate)
+
+    def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
+                hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
+        """As :meth:`MediaExtractor.extract`; up to ``batch_size`` consecutive chunks of the same length go
+        through the model together, and the next chunk is decoded in a thread while the model runs."""
+        chunks = self.chunks(events)
+        if not chunks:
+            return None
+        self.load()
+        grid = np.zeros((n_steps, self.n_layers, self.dim), np.float32)
+        group: list = []
+
+        def flush():
+            rows = self.embed_features(self._torch.cat([f for *_, f in group]), group[0][1])
+            for (start, *_), r in zip(group, rows):
+                place_rows(grid, r, start, hz, origin)
+            if progress is not None:
+                progress(len(group))
+            group.clear()
+
+        for item in prefetch(self._prepared(chunks, hz)):
+            if group and (item[1] != group[0][1] or item[2].shape != group[0][2].shape):
+                flush()
+            group.append(item)
+            if len(group) >= self.config.batch_size:
+                flush()
+        if group:
+            flush()
+        return grid

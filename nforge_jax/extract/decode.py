@@ -6,6 +6,8 @@
 - :func:`read_video_frames` — the frames shown at given times (the last frame whose presentation time is
   at or before each time), each passed through an optional ``transform`` as soon as it is decoded, so a
   long high-resolution video never sits in memory.
+- :class:`VideoFrameReader` — the same answers for many reads of one file whose times move forward (the
+  clips of a chunk): one forward pass, each frame decoded and transformed once.
 - :func:`extract_audio_track` — the sound track of a video written to a 16-bit PCM .wav (atomic write).
 
 Every failure is a :class:`~nforge_jax.data.studies.probe.MediaError` naming the file.
@@ -14,17 +16,19 @@ Every failure is a :class:`~nforge_jax.data.studies.probe.MediaError` naming the
 from __future__ import annotations
 
 import os
+import queue
 import secrets
+import threading
 import wave
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from nforge_jax.data.studies.probe import MediaError, probe_audio, probe_video
 
-__all__ = ["MediaError", "read_audio", "resample_audio", "read_video_frames", "extract_audio_track",
+__all__ = ["MediaError", "read_audio", "resample_audio", "read_video_frames", "VideoFrameReader", "extract_audio_track",
            "probe_audio", "probe_video"]
 
 
@@ -192,6 +196,140 @@ def read_video_frames(path, times: Sequence[float], transform: Callable[[np.ndar
     stack = np.stack([picked[fid] for fid in ids])
     frames = stack[[index[fid] for fid in assign]]
     return (frames, times >= end - eps) if past_end else frames
+
+
+class VideoFrameReader:
+    """Frames shown at given times, as :func:`read_video_frames` answers them, for a sequence of reads of one
+    file whose smallest time never goes back (the clips of a chunk, oldest first; adjacent 64-frame clips
+    share 56 frames). The file is decoded once, forward from the key frame before the first time asked; each
+    frame is transformed once, when a read first selects it, and let go once it is older than the frame on
+    screen at the smallest time of the latest read. ``n_decoded`` / ``n_transformed`` count the frames."""
+
+    def __init__(self, path, transform: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.path, self.transform = path, transform
+        _, self._container = _open(path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise MediaError(f"{path}: no video stream in the file")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self._rate = float(self._stream.average_rate or self._stream.guessed_rate or 0)
+        self._eps = 1e-5 / self._rate if self._rate > 0 else 1e-6  # moviepy's tolerance, as read_video_frames
+        self._frames = None  # the decoder's iterator, made at the first read (it seeks there)
+        self._ids, self._times, self._raw = [], [], []  # decoded frames kept: number, time, PyAV frame
+        self._done: dict[int, np.ndarray] = {}  # frame number -> transformed frame
+        self._end = np.inf  # the end of the last frame, once decoding has run out
+        self._floor = -np.inf
+        self.n_decoded = self.n_transformed = 0
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _decode_until(self, t_max: float) -> None:
+        """Decode forward until a frame starts after ``t_max`` (every time up to it is then placed)."""
+        try:
+            if self._frames is None:
+                t_min = self._floor
+                if t_min > 1.0 and self._stream.time_base is not None:
+                    self._container.seek(int((t_min - 0.5) / self._stream.time_base), stream=self._stream,
+                                         backward=True)
+                self._frames = self._container.decode(self._stream)
+            while not self._times or self._times[-1] - self._eps <= t_max:
+                frame = next(self._frames, None)
+                if frame is None:
+                    if self.n_decoded == 0:
+                        raise MediaError(f"{self.path}: the video stream has no decodable frames")
+                    if self._rate > 0:
+                        self._end = self._times[-1] + 1.0 / self._rate
+                    return
+                self.n_decoded += 1
+                ft = float(frame.time) if frame.time is not None else ((self.n_decoded - 1) / float(
+                    self._stream.average_rate or 1))
+                self._ids.append(self.n_decoded - 1)
+                self._times.append(ft)
+                self._raw.append(frame)
+        except MediaError:
+            raise
+        except Exception as exc:
+            raise MediaError(f"{self.path}: cannot decode video ({type(exc).__name__}: {exc})") from exc
+
+    def _take(self, k: int) -> np.ndarray:
+        fid = self._ids[k]
+        if fid not in self._done:
+            rgb = self._raw[k].to_ndarray(format="rgb24")
+            self._done[fid] = rgb if self.transform is None else self.transform(rgb)
+            self.n_transformed += 1
+        return self._done[fid]
+
+    def read(self, times: Sequence[float]):
+        """(frames stacked in the order of ``times``, mask of the times at or after the end of the last frame),
+        as ``read_video_frames(path, times, transform, past_end=True)``."""
+        times = np.asarray(times, np.float64).reshape(-1)
+        if times.size == 0 or not np.isfinite(times).all():
+            raise ValueError(f"{self.path}: VideoFrameReader.read needs finite times, got {times.size} of them")
+        if times.min() < self._floor:
+            raise ValueError(f"{self.path}: VideoFrameReader reads forward; got {times.min()} s after "
+                             f"{self._floor} s (use read_video_frames)")
+        self._floor = float(times.min())
+        self._decode_until(float(times.max()))
+        # frame k is on screen from its time (less moviepy's tolerance) until the next frame's; before the first
+        # decoded frame, the first
+        starts = np.asarray(self._times) - self._eps
+        picks = np.maximum(np.searchsorted(starts, times, side="right") - 1, 0)
+        frames = np.stack([self._take(k) for k in picks])
+        self._forget(int(picks.min()))
+        return frames, times >= self._end - self._eps
+
+    def _forget(self, keep_from: int) -> None:
+        for fid in self._ids[:keep_from]:
+            self._done.pop(fid, None)
+        del self._ids[:keep_from], self._times[:keep_from], self._raw[:keep_from]
+
+
+def prefetch(items: Iterator, depth: int = 1) -> Iterator:
+    """The items of ``items``, produced in a background thread up to ``depth`` ahead of the consumer (decoding
+    the next block while a model runs this one); an exception in the producer is raised in the consumer."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def produce():
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((done, exc))
+
+    worker = threading.Thread(target=produce, name="nforge-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = box.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 def extract_audio_track(video_path, out_path, sample_rate: float | None = None) -> Path:

@@ -37,7 +37,7 @@ import pandas as pd
 
 from nforge_jax.extract.audio import MediaExtractor
 from nforge_jax.extract.hidden_states import aggregate_tokens, layer_indices, select_layers
-from nforge_jax.extract.decode import read_video_frames
+from nforge_jax.extract.decode import VideoFrameReader, prefetch
 
 __all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times", "resize_uint8", "shrink_frame"]
 
@@ -202,6 +202,7 @@ class VideoExtractor(MediaExtractor):
         # the encoder's hidden states do not depend on the predictor; skip it where the model allows
         params = inspect.signature(model.forward).parameters
         self._forward_kw = {"skip_predictor": True} if "skip_predictor" in params else {}
+        self.decode_counts = {"clips": 0, "frames_decoded": 0, "frames_preprocessed": 0}
 
     def meta_extra(self) -> dict:
         return {"frames_per_clip": self.n_frames, "clip_s": self.config.clip_s, "crop_size": self.preprocessor.crop_size,
@@ -223,13 +224,18 @@ class VideoExtractor(MediaExtractor):
         return np.stack([select_layers(s, self.config.layers, self.config.aggregation,
                                        self.config.cache_n_layers).cpu().numpy() for s in states])
 
-    def read_clips(self, path, times: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+    def read_clips(self, path, times: np.ndarray, before: np.ndarray | None = None,
+                   reader: VideoFrameReader | None = None) -> np.ndarray:
         """(B, F) frame times in the file -> (B, F, 3, crop, crop) preprocessed frames, as the release reads
         them (times in the order moviepy is asked: clip by clip, oldest frame first). ``before``: the
-        preprocessed frame of the time asked just before these (the previous block of the same chunk)."""
-        pre, max_imsize = self.preprocessor, self.config.max_imsize
-        frames, past_end = read_video_frames(path, times.reshape(-1), past_end=True,
-                                             transform=lambda f: pre(shrink_frame(f, max_imsize)))
+        preprocessed frame of the time asked just before these (the previous block of the same chunk).
+        ``reader``: the chunk's :class:`VideoFrameReader` (each frame decoded once for all its clips); without
+        one, the frames are decoded for these clips alone."""
+        if reader is None:
+            with self.frame_reader(path) as own:
+                return self.read_clips(path, times, before, own)
+        frames, past_end = reader.read(times.reshape(-1))
+        frames = frames.copy()  # the reader's cache is shared with later clips
         # Kept on purpose: moviepy answers a time at or after the end of the last frame with the frame it read
         # last, i.e. the one of the time asked before (not the file's last frame when frames were skipped).
         for i in np.flatnonzero(past_end):
@@ -239,16 +245,30 @@ class VideoExtractor(MediaExtractor):
                 frames[i] = before
         return frames.reshape(*times.shape, *frames.shape[1:])
 
+    def frame_reader(self, path) -> VideoFrameReader:
+        pre, max_imsize = self.preprocessor, self.config.max_imsize
+        return VideoFrameReader(path, transform=lambda f: pre(shrink_frame(f, max_imsize)))
+
+    def _clip_blocks(self, path, times: np.ndarray, bs: int):
+        """Yield (first row, preprocessed clips) of each block of ``bs`` clips of one chunk, read forward by
+        one reader (each chunk is a fresh reader in the release); counts frames into ``self.decode_counts``."""
+        last = None
+        with self.frame_reader(path) as reader:
+            for lo in range(0, len(times), bs):
+                clips = self.read_clips(path, times[lo: lo + bs], last, reader)
+                last = clips[-1, -1]
+                yield lo, clips
+            counts = self.decode_counts
+            counts["clips"] += len(times)
+            counts["frames_decoded"] += reader.n_decoded
+            counts["frames_preprocessed"] += reader.n_transformed
+
     def chunk_rows(self, path, offset, dur, hz, progress):
-        times = clip_times(dur, self.n_frames, self.config.clip_s, hz)
+        times = clip_times(dur, self.n_frames, self.config.clip_s, hz) + offset
         rows = np.zeros((len(times), self.n_layers, self.dim), np.float32)
-        bs = max(1, self.config.batch_size)
-        last = None  # each chunk is a fresh reader in the release
-        for lo in range(0, len(times), bs):
-            block = times[lo: lo + bs]
-            clips = self.read_clips(path, block + offset, last)
-            last = clips[-1, -1]
-            rows[lo: lo + len(block)] = self.embed_clips(clips)
+        # decoding and preprocessing the next block run in a thread while the model embeds this one
+        for lo, clips in prefetch(self._clip_blocks(path, times, max(1, self.config.batch_size))):
+            rows[lo: lo + len(clips)] = self.embed_clips(clips)
             if progress is not None:
-                progress(len(block))
+                progress(len(clips))
         return rows

@@ -3,6 +3,7 @@
 import pytest
 
 from extract_helpers import WORDS
+from reference_extractors import write_release_audio_model
 
 
 def _bpe_tokenizer(directory, pad: bool):
@@ -30,7 +31,7 @@ def release_models(tmp_path_factory):
     """Tiny random models of the released shapes (Llama with 28 layers, Wav2Vec-BERT with 24):
     {"text": dir (no pad token: pad = eos), "text_pad": dir (a pad token of its own), "audio": dir}."""
     import torch
-    from transformers import LlamaConfig, LlamaModel, SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+    from transformers import LlamaConfig, LlamaModel
 
     root = tmp_path_factory.mktemp("release_models")
     torch.manual_seed(1)
@@ -42,14 +43,6 @@ def release_models(tmp_path_factory):
                                bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
                    ).save_pretrained(root / name)
         out[name] = root / name
-    audio_dir = root / "w2vbert"
-    Wav2Vec2BertModel(Wav2Vec2BertConfig(hidden_size=16, num_hidden_layers=24, num_attention_heads=2,
-                                         intermediate_size=32, output_hidden_size=16, conv_depthwise_kernel_size=3,
-                                         feature_projection_input_dim=160, add_adapter=False,
-                                         # plain attention: 3x faster than relative_key on 60 s chunks, and
-                                         # both sides run the same model either way
-                                         position_embeddings_type=None)).save_pretrained(audio_dir)
-    SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=16000, stride=2,
-                                padding_value=1.0).save_pretrained(audio_dir)
+    audio_dir = write_release_audio_model(root / "w2vbert")
     out["audio"] = audio_dir
     return out

@@ -94,3 +94,64 @@ def test_missing_streams_named(media):
     assert str(media["wav"]) in str(err.value)
     with pytest.raises(MediaError, match="no audio samples"):
         read_audio(media["wav"], None, start=10.0, duration=1.0)
+
+
+@pytest.fixture(scope="module")
+def mp4_25fps(tmp_path_factory):
+    # 10 s at 25 fps (grey 6 i mod 240): the frame rate of films, clips sampled at 16 fps
+    path = tmp_path_factory.mktemp("reader") / "film.mp4"
+    return write_mp4(path, n_frames=250, fps=25, size=(16, 16), audio_rate=0)
+
+
+def test_frame_reader_answers_as_read_video_frames(mp4_25fps):
+    from nforge_jax.extract.decode import VideoFrameReader
+    from nforge_jax.extract.video import clip_times
+
+    def transform(frame):
+        return frame[:2, :2].astype(np.float32)
+
+    # the clips of one 9.5 s chunk from 0.3 s (8 frames of 4 s each), in blocks of 3, then times past the end
+    times = clip_times(9.5, 8, 4.0, 2.0) + 0.3
+    blocks = [times[i:i + 3] for i in range(0, len(times), 3)] + [np.array([[9.9, 10.0, 10.5, 11.0]])]
+    with VideoFrameReader(mp4_25fps, transform) as reader:
+        for block in blocks:
+            got, got_end = reader.read(block.reshape(-1))
+            want, want_end = read_video_frames(mp4_25fps, block.reshape(-1), transform, past_end=True)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got_end, want_end)
+        assert got_end.tolist() == [False, True, True, True]
+        # each frame decoded once for all clips (every frame of the file, once), far fewer than 8 per clip
+        assert reader.n_decoded == 250
+        assert reader.n_transformed <= 250 and reader.n_transformed < 8 * len(times) / 4
+        with pytest.raises(ValueError, match="reads forward"):
+            reader.read([1.0])
+
+
+def test_frame_reader_seeks_to_its_first_time(mp4_25fps):
+    from nforge_jax.extract.decode import VideoFrameReader
+
+    with VideoFrameReader(mp4_25fps) as reader:
+        got, _ = reader.read([6.0, 6.04, 7.5])
+        assert reader.n_decoded < 250 - 100  # started near 6 s, not at the first frame
+    np.testing.assert_array_equal(got, read_video_frames(mp4_25fps, [6.0, 6.04, 7.5]))
+
+
+def test_prefetch_order_errors_and_early_stop():
+    import threading
+
+    from nforge_jax.extract.decode import prefetch
+
+    assert list(prefetch(iter(range(20)))) == list(range(20))
+
+    def failing():
+        yield 1
+        raise MediaError("clip.mp4: cannot decode video")
+
+    out = []
+    with pytest.raises(MediaError, match="clip.mp4"):
+        for item in prefetch(failing()):
+            out.append(item)
+    assert out == [1]
+    for _ in prefetch(iter(range(1000)), depth=2):  # the consumer stops early: the producer thread ends
+        break
+    assert not [t for t in threading.enumerate() if t.name == "nforge-prefetch"]

@@ -108,6 +108,29 @@ def test_audio_offset_into_the_file(tiny_models, media, tmp_path):
     assert np.abs(ref[4:]).max() == 0
 
 
+def test_audio_chunks_batched_give_the_same_features(tiny_models, media):
+    # 5.3 s in 1 s chunks (the last 1.3 s): the four 1 s chunks go through the model together with batch 3 / 8
+    events = make_events([{"type": "Audio", "start": 0.0, "duration": 5.3, "filepath": str(media["wav"]),
+                           "timeline": "t", "offset": 0.0, "frequency": 22050.0}])
+    grids, calls = {}, {}
+    for bs in (1, 3, 8):
+        ex = AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"]), chunk_s=1.0, min_chunk_s=0.5,
+                                        batch_size=bs))
+        ex.load()
+        sizes = []
+        forward = ex.embed_features
+        ex.embed_features = lambda f, n, forward=forward, sizes=sizes: sizes.append(f.shape[0]) or forward(f, n)
+        done = []
+        grids[bs] = ex.extract(events, n_steps=11, progress=done.append)
+        calls[bs] = sizes
+        assert sum(done) == 5
+    assert calls == {1: [1, 1, 1, 1, 1], 3: [3, 1, 1], 8: [4, 1]}
+    for bs in (3, 8):
+        np.testing.assert_allclose(grids[bs], grids[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        AudioConfig(batch_size=0)
+
+
 # --- video ------------------------------------------------------------------------------------------
 
 def test_preprocessor_hand_computed_identity_resize_and_crop():

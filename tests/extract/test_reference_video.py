@@ -21,57 +21,19 @@ torchvision 0.28.0 wheel unpacked on PYTHONPATH (its two missing C++ ops registe
 processor gave the same features within 1.5e-7 (BUILD.md).
 """
 
-import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from nforge_jax.data.events import make_events
-from nforge_jax.extract.video import VideoConfig, VideoExtractor, VideoPreprocessor, resize_uint8
-
-FPS, N_FRAMES, SIZE = 25, 125, (44, 60)  # 5 s; (height, width)
-
-
-def write_textured_mp4(path, n_frames=N_FRAMES, fps=FPS, size=SIZE):
-    """Frame i: red = horizontal ramp shifted by 7 i, green = vertical ramp, blue = noise (mpeg4, no sound)."""
-    import av
-
-    h, w = size
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:h, 0:w]
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("mpeg4", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-        vs.bit_rate = 4_000_000
-        for i in range(n_frames):
-            img = np.stack([(xx * 255 // (w - 1) + 7 * i) % 256, yy * 255 // (h - 1),
-                            rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
-            for pk in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(pk)
-        for pk in vs.encode():
-            c.mux(pk)
-    return path
-
+from nforge_jax.extract.video import VideoConfig, VideoExtractor, resize_uint8
+from reference_extractors import neuralset_video_features, write_release_video_model, write_textured_mp4
 
 @pytest.fixture(scope="module")
 def release_shape(tmp_path_factory):
     """A 40-layer V-JEPA 2 of width 16 (64 frames per clip, crop 32) and the textured mp4."""
-    from transformers import VJEPA2Config, VJEPA2Model
-
-    # the directory name must not contain "video": neuralset refuses such model names
-    model_dir = tmp_path_factory.mktemp("vjepa2_l40")
-    torch.manual_seed(0)
-    VJEPA2Model(VJEPA2Config(crop_size=32, frames_per_clip=64, patch_size=8, tubelet_size=2, hidden_size=16,
-                             num_hidden_layers=40, num_attention_heads=2, mlp_ratio=2.0, pred_hidden_size=16,
-                             pred_num_hidden_layers=1, pred_num_attention_heads=2,
-                             pred_num_mask_tokens=2)).save_pretrained(model_dir)
-    (model_dir / "video_preprocessor_config.json").write_text(json.dumps({
-        "video_processor_type": "VJEPA2VideoProcessor", "crop_size": {"height": 32, "width": 32},
-        "do_resize": True, "do_center_crop": True, "do_rescale": True, "do_normalize": True,
-        "rescale_factor": 1 / 255, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-        "resample": 2, "size": {"shortest_edge": 36}}))
+    model_dir = write_release_video_model(tmp_path_factory.mktemp("vjepa2_l40"))
     mp4 = write_textured_mp4(tmp_path_factory.mktemp("media_textured") / "textured.mp4")
     return model_dir, mp4
 
@@ -84,51 +46,10 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-class _StandInProcessor:
-    """Called as neuralset calls the V-JEPA 2 processor (``videos=[frames]``), answering with our
-    VideoPreprocessor per frame: used only where torchvision (the real processor's need) is missing."""
-
-    def __init__(self, model_dir):
-        self.pre = VideoPreprocessor.from_pretrained(model_dir)
-
-    @classmethod
-    def from_pretrained(cls, model_dir, **kwargs):
-        return cls(model_dir)
-
-    def __call__(self, videos, return_tensors="pt"):
-        from transformers import BatchFeature
-
-        clip = np.stack([self.pre(np.asarray(f)) for f in videos])
-        return BatchFeature({"pixel_values_videos": torch.from_numpy(clip)[None]}, tensor_type=return_tensors)
-
-
-def neuralset_release_features(model_dir, mp4, span, max_imsize, monkeypatch):
-    """neuralset's HuggingFaceVideo as in the release -> (2, D, T) for the Video event (offset, duration)."""
-    import neuralset as ns
-    from neuralset.events import etypes
-    from neuralset.extractors.base import HuggingFaceMixin
-
-    monkeypatch.setattr(HuggingFaceMixin, "repo_exists", lambda self: True)  # a local directory, offline
-    extra = {} if span is None else {"offset": span[0], "duration": span[1], "frequency": float(FPS)}
-    event = etypes.Video.from_dict(dict(type="Video", filepath=str(mp4), start=0.0, timeline="t", **extra))
-    image = dict(name="HuggingFaceImage", model_name=str(model_dir), device="cpu", layers=[0.5, 0.75, 1.0],
-                 layer_aggregation="group_mean", cache_n_layers=20, token_aggregation="mean",
-                 infra={"keep_in_ram": False})
-    ext = ns.extractors.HuggingFaceVideo(image=image, clip_duration=4, frequency=2, max_imsize=max_imsize,
-                                         infra={"keep_in_ram": False})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = ext(event, start=0.0, duration=event.duration)
-    return out.numpy(), event.offset, event.duration
-
-
 @pytest.mark.parametrize("span,max_imsize", [(None, None), ((1.3, 3.7), 40)], ids=["whole_file", "offset_imsize"])
 def test_matches_neuralset_release_extractor(release_shape, span, max_imsize, monkeypatch, one_thread):
-    import transformers
-
     model_dir, mp4 = release_shape
-    monkeypatch.setattr(transformers, "AutoVideoProcessor", _StandInProcessor)  # what neuralset imports
-    ref, offset, duration = neuralset_release_features(model_dir, mp4, span, max_imsize, monkeypatch)
+    ref, offset, duration = neuralset_video_features(model_dir, mp4, span, max_imsize)
     assert ref.shape == (2, 16, round(2 * duration))
     events = make_events([{"type": "Video", "start": 0.0, "duration": duration, "offset": offset,
                            "filepath": str(mp4), "timeline": "t"}])
