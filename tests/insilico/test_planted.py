@@ -129,3 +129,29 @@ def test_subject_maps_agree_with_the_group_map_where_subjects_share_the_plant(co
         assert np.corrcoef(t[driven], t_group[driven])[0, 1] > 0.8, s
         assert (np.sign(t[driven]) == np.sign(t_group[driven])).mean() > 0.95, s
         assert planted_auc(cortex, t) >= 0.95, s
+
+
+class PlantedModel:
+    """What the demo's contrast step reads from a trained model, answered by the planted encoding: the average
+    subject is the mean of the subjects' read-outs."""
+
+    def __init__(self, truth):
+        self.truth, self.readout = truth, truth.readouts.mean(axis=0).astype(np.float64)
+
+    def predict_features(self, features, subject=None):
+        assert subject is None
+        return self.truth.latents(features) @ self.readout
+
+
+@pytest.mark.parametrize("space", ["cortex", "subcortical"])
+def test_the_demo_contrast_step_recovers_the_plant_from_a_faithful_model(space, request, tmp_path):
+    from nforge_jax import demo
+
+    truth = request.getfixturevalue(space)
+    grid = None if space == "cortex" else demo._subcortical_grid()
+    summary, result = demo._planted_contrast(PlantedModel(truth), truth, signal(truth), seed=0)
+    assert summary["auc"] == pytest.approx(planted_auc(truth, result.t))
+    assert summary["auc"] >= 0.95
+    assert summary["n_significant_fdr"] == int(((result.p_fdr <= 0.05) & signal(truth)).sum()) > 0
+    path = demo._contrast_map(tmp_path, result, signal(truth), grid)
+    assert path.name == "contrast_video_vs_audio.png" and path.read_bytes()[:4] == b"\x89PNG"
