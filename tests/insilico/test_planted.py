@@ -7,6 +7,8 @@ modality (the other modalities' features are zero); each stimulus is summarised 
 deviation, the response strength of zero-mean inputs.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -132,15 +134,15 @@ def test_subject_maps_agree_with_the_group_map_where_subjects_share_the_plant(co
 
 
 class PlantedModel:
-    """What the demo's contrast step reads from a trained model, answered by the planted encoding: the average
-    subject is the mean of the subjects' read-outs."""
+    """What the demo's contrast step reads from a trained model, answered by the planted encoding: one head per
+    subject, and the average subject as the mean of the subjects' read-outs."""
 
     def __init__(self, truth):
-        self.truth, self.readout = truth, truth.readouts.mean(axis=0).astype(np.float64)
+        self.truth, self.config = truth, SimpleNamespace(n_subjects=truth.readouts.shape[0])
 
     def predict_features(self, features, subject=None):
-        assert subject is None
-        return self.truth.latents(features) @ self.readout
+        readout = self.truth.readouts.mean(axis=0) if subject is None else self.truth.readouts[subject]
+        return self.truth.latents(features) @ readout.astype(np.float64)
 
 
 @pytest.mark.parametrize("space", ["cortex", "subcortical"])
@@ -151,7 +153,9 @@ def test_the_demo_contrast_step_recovers_the_plant_from_a_faithful_model(space, 
     grid = None if space == "cortex" else demo._subcortical_grid()
     summary, result = demo._planted_contrast(PlantedModel(truth), truth, signal(truth), seed=0)
     assert summary["auc"] == pytest.approx(planted_auc(truth, result.t))
-    assert summary["auc"] >= 0.95
+    assert summary["auc"] >= 0.95 and summary["n_heads"] == truth.readouts.shape[0]
+    # subjects here share 90 % of their read-outs: the average head follows the plant too
+    assert summary["auc_average_subject"] >= 0.95
     assert summary["n_significant_fdr"] == int(((result.p_fdr <= 0.05) & signal(truth)).sum()) > 0
     path = demo._contrast_map(tmp_path, result, signal(truth), grid)
     assert path.name == "contrast_video_vs_audio.png" and path.read_bytes()[:4] == b"\x89PNG"
