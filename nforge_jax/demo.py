@@ -12,7 +12,11 @@
    integrated gradients) and compare the dominant modality with the planted one;
 6. adapt to the new subject from 10 % of a training subject's data (ridge on the frozen latent) and compare
    with the nearest training head and with no calibration (the average subject), on the unseen test stimuli;
-7. render PNGs and write ``summary.json``.
+7. a planted in-silico contrast: ``video - audio`` over video-only and audio-only stimuli (new features, the
+   other modalities zero), each stimulus summarised by its response strength (temporal std) averaged over the
+   subject heads, tested per output with `insilico.stats.contrast_test` and scored against the planted modality
+   map (ROC AUC; the average-subject head's map too);
+8. render PNGs and write ``summary.json``.
 
 ``space="subcortical"`` runs the same path on TRIBE v2's subcortical grid (`data.subcortical`; structures
 instead of HCP-MMP1 areas, MNI slices instead of cortex maps).
@@ -33,6 +37,8 @@ NEW_SUBJECT = "sub-03"  # kept out of training: the subject the demo adapts to
 VAL_STIMULI = ("stim-11", "stim-12")  # choose the checkpoint
 TEST_STIMULI = ("stim-13", "stim-14")  # scored once at the end; shown 3 times to every subject
 CALIBRATION_STIMULI = ("stim-01",)  # 400 s of the new subject = 10 % of a training subject's 4,000 s
+# The planted contrast's stimuli: new features (their own seed stream), per condition and seconds each.
+CONTRAST_STIMULI, CONTRAST_DURATION_S, CONTRAST_SEED_OFFSET = 8, 60.0, 1000
 
 
 def _write_json_atomic(path: Path, doc: dict):
@@ -94,42 +100,48 @@ def run_demo(out: Path, seed: int = 0, epochs: int | None = None, log=print, spa
     out.mkdir(parents=True, exist_ok=True)
     store_dir, new_dir, train_dir, fig_dir = out / "store", out / "new_subject_store", out / "train", out / "figures"
 
-    log(f"[1/7] synthetic stores on {where}: 2 training subjects + 1 new subject, {spec['n_timelines']} "
+    log(f"[1/8] synthetic stores on {where}: 2 training subjects + 1 new subject, {spec['n_timelines']} "
         f"stimuli x {spec['duration_s']:.0f} s, test stimuli shown 3 times -> {store_dir}, {new_dir}")
     truth, store, new_store = _synthetic_stores(store_dir, new_dir, seed, spec, grid)
 
     cfg, summary_train = _train_stage(store_dir, train_dir, seed, epochs, log)
 
-    log("[3/7] reloading the best model with NForgeModel.from_pretrained and predicting the unseen test stimuli")
+    log("[3/8] reloading the best model with NForgeModel.from_pretrained and predicting the unseen test stimuli")
     model = NForgeModel.from_pretrained(summary_train["best_model"])
     _, val_tl = split_for(cfg, store)
     test_tl = held_out_test_timelines(cfg, store)
     subjects = make_subjects_index(store)
     preds = timeline_predictions(model, store, test_tl, lambda meta: subjects[subject_key(meta)])
 
-    log("[4/7] evaluate: r, noise ceiling from the repeats, r / ceiling, per-ROI medians with bootstrap intervals")
+    log("[4/8] evaluate: r, noise ceiling from the repeats, r / ceiling, per-ROI medians with bootstrap intervals")
     result = evaluate(preds, store, timelines=test_tl, ceiling="auto", grid=grid)
     eval_paths = result.save(out / "evaluation")
     cortex = truth.cortex_mask & (truth.noise_ceiling > 0)  # outputs that carry signal (cortex / grey matter)
     log(result.summary_text())
 
-    log("[5/7] variance shares: each vertex's explained variance split among text / audio / video")
+    log("[5/8] variance shares: each vertex's explained variance split among text / audio / video")
     shares = store_variance_shares(model, store, test_tl, subject=subjects)
     dominant, planted, agreement = _dominant_modality(shares, truth, cortex)
 
-    log(f"[6/7] adapting to the new subject {NEW_SUBJECT} from {len(CALIBRATION_STIMULI) * spec['duration_s']:.0f} s "
+    log(f"[6/8] adapting to the new subject {NEW_SUBJECT} from {len(CALIBRATION_STIMULI) * spec['duration_s']:.0f} s "
         "(10 % of a training subject's data); scored on the unseen test stimuli")
     adaptation = _adaptation(model, new_store, spec, grid)
 
-    log("[7/7] rendering figures")
+    log(f"[7/8] planted contrast video - audio: {CONTRAST_STIMULI} video-only and {CONTRAST_STIMULI} audio-only "
+        f"new stimuli x {CONTRAST_DURATION_S:.0f} s, response strength (temporal std), group map over the subject heads")
+    contrast, contrast_result = _planted_contrast(model, truth, cortex, seed)
+
+    log("[8/8] rendering figures")
     figures = {**save_evaluation_figures(result, fig_dir, grid=grid),
-               **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation, grid)}
+               **_figures(fig_dir, preds, store, result, truth, dominant, planted, cortex, adaptation, grid),
+               "contrast_map": _contrast_map(fig_dir, contrast_result, cortex, grid)}
     paths = {"store": str(store_dir), "new_subject_store": str(new_dir), "train": str(train_dir),
              "best_model": summary_train["best_model"], "tensorboard": str(train_dir / "tb"),
              **{f"evaluation_{k}": str(v) for k, v in eval_paths.items()},
              **{k: str(v) for k, v in figures.items()}, "summary": str(out / "summary.json")}
     summary = _summary(result, truth, cortex, spec, space, val_tl, test_tl, agreement, adaptation, summary_train,
                        time.time() - t0, paths)
+    summary["contrast"] = contrast
     _write_json_atomic(out / "summary.json", summary)
     _log_scores(log, summary, result, grid)
     return summary
@@ -155,7 +167,7 @@ def _train_stage(store_dir: Path, train_dir: Path, seed: int, epochs: int | None
     cfg.data.test_values = TEST_STIMULI  # seen by neither training nor validation
     if epochs:
         cfg.train.epochs = epochs
-    log(f"[2/7] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
+    log(f"[2/8] training (resumes if {train_dir} holds a checkpoint); TensorBoard: tensorboard --logdir {train_dir / 'tb'} "
         f"(pip install \"nforge_jax[tensorboard]\")")
     return cfg, train(cfg, train_dir, log=log)
 
@@ -200,6 +212,12 @@ def _log_scores(log, summary: dict, result, grid) -> None:
         f"analytic {summary['median_noise_ceiling_analytic']:.3f}); variance shares match the planted modality at "
         f"{summary['attribution_agreement']:.0%} of strongly driven {'vertices' if grid is None else 'voxels'}; new subject r / ceiling: ridge {a['ridge']['median_r_over_ceiling']:.2f}, "
         f"nearest head {a['nearest']['median_r_over_ceiling']:.2f}, no calibration {a['none']['median_r_over_ceiling']:.2f}")
+    c = summary["contrast"]
+    log(f"contrast video - audio (group of {c['n_heads']} subject heads): AUC {c['auc']:.3f} against the planted map "
+        f"(average-subject head {c['auc_average_subject']:.3f}), {c['n_significant_fdr']} FDR-significant (q 0.05) and "
+        f"{c['n_significant_fwe']} FWE-significant of {c['n_scored_outputs']} "
+        f"{'cortical vertices' if grid is None else 'grey-matter voxels'} ({c['n_stimuli']} + {c['n_stimuli']} "
+        f"stimuli x {c['duration_s']:.0f} s, {c['seconds']:.1f} s)")
 
 
 def _subcortical_grid():
@@ -370,3 +388,73 @@ def _adaptation_figure(adaptation):
     ax.set_title("a new subject, unseen test stimuli", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _only(features: dict, modality: str) -> dict:
+    return {m: x if m == modality else np.zeros_like(x) for m, x in features.items()}
+
+
+def planted_auc(t, truth, outputs) -> float:
+    """ROC AUC of a ``video - audio`` t-map against the planted map over ``outputs`` (a mask): outputs whose
+    planted video share exceeds their audio share are the positives, the reverse the negatives (Mann-Whitney U
+    from ranks, ties counted half)."""
+    import scipy.stats
+
+    from nforge_jax.data.synthetic import MODALITIES
+
+    w = truth.modality_weights
+    video, audio = w[MODALITIES.index("video")], w[MODALITIES.index("audio")]
+    keep = outputs & (video != audio) & np.isfinite(t)
+    positive = (video > audio)[keep]
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if not n1 or not n0:
+        return float("nan")
+    ranks = scipy.stats.rankdata(t[keep])
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _planted_contrast(model, truth, cortex, seed: int):
+    """(summary dict, group ContrastResult) of ``video - audio`` on new video-only and audio-only stimuli, each
+    summarised by its predicted temporal std (the features are zero-mean: the mean response is near zero in both
+    conditions, the strength is what differs). The group map tests each stimulus's response averaged over the
+    training subjects' heads; the average-subject head's map is scored too. Half of each planted read-out is the
+    subject's own, so the average head's strength mixes read-outs that partly cancel and follows the planted
+    shares less closely (the planted encoding's own average read-out scores AUC 0.90 on this world)."""
+    from nforge_jax.data.synthetic import make_features
+    from nforge_jax.insilico.response import summarise_response
+    from nforge_jax.insilico.stats import contrast_test
+
+    t0 = time.time()
+    weights = {"video": 1.0, "audio": -1.0}
+    heads = [*range(model.config.n_subjects), None]
+    values = {h: {m: [] for m in weights} for h in heads}
+    for k, modality in enumerate(weights):
+        for i in range(CONTRAST_STIMULI):
+            feats = _only(make_features(CONTRAST_DURATION_S, seed=seed + CONTRAST_SEED_OFFSET,
+                                        stimulus=k * CONTRAST_STIMULI + i), modality)
+            for h in heads:
+                values[h][modality].append(summarise_response(model.predict_features(feats, subject=h), how="std"))
+    group = {m: np.mean([values[h][m] for h in heads[:-1]], axis=0) for m in weights}
+    result = contrast_test(group, weights, name="video - audio", seed=seed)
+    # only its t-map is scored: the fewest permutations the test accepts
+    average = contrast_test({m: np.stack(values[None][m]) for m in weights}, weights, n_permutations=100)
+    return {"name": result.name, "auc": planted_auc(result.t, truth, cortex),
+            "auc_average_subject": planted_auc(average.t, truth, cortex), "test": result.test,
+            "n_permutations": result.n_permutations, "n_stimuli": CONTRAST_STIMULI,
+            "duration_s": CONTRAST_DURATION_S, "summary": "temporal std", "n_heads": len(heads) - 1,
+            "subject": f"group: each stimulus's response averaged over the {len(heads) - 1} training heads",
+            "n_scored_outputs": int(cortex.sum()), "n_significant_fdr": int((result.p_fdr[cortex] <= 0.05).sum()),
+            "n_significant_fwe": int((result.p_fwe[cortex] <= 0.05).sum()),
+            "seconds": time.time() - t0}, result
+
+
+def _contrast_map(fig_dir: Path, result, cortex, grid=None) -> Path:
+    """figures/contrast_video_vs_audio.png: the t-map where FDR q <= 0.05 (outputs that carry signal)."""
+    from nforge_jax.viz.surface import plot_cortex, save_figure
+    from nforge_jax.viz.volume import plot_subcortical
+
+    shown = np.where(cortex & (result.p_fdr <= 0.05), result.t, np.nan)
+    style = dict(title="video - audio (planted contrast): Welch t where FDR q <= 0.05", cmap="cold_hot",
+                 symmetric=True, colorbar_label="t (video > audio positive)")
+    fig = plot_cortex(shown, **style) if grid is None else plot_subcortical(shown, grid, **style)
+    return save_figure(fig, fig_dir / "contrast_video_vs_audio.png")

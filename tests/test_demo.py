@@ -38,10 +38,23 @@ def test_demo_runs_end_to_end_without_torch(tmp_path):
         assert isinstance(summary["adaptation"][label]["median_r_over_ceiling"], float), label
     for path in summary["paths"].values():
         assert os.path.exists(path), path
-    for name in ("maps_r", "maps_r_over_ceiling", "attribution_map", "adaptation"):
+    for name in ("maps_r", "maps_r_over_ceiling", "attribution_map", "adaptation", "contrast_map"):
         with open(summary["paths"][name], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
     assert str(tmp_path / "demo") in proc.stdout
+    check_contrast(summary, proc.stdout)
+
+
+def check_contrast(summary, stdout):
+    # One epoch trains nothing, so the AUC here is near chance: its value on a faithful model is checked in
+    # tests/insilico/test_planted.py, on the full demo in BUILD.md. Here: the step ran and reported.
+    contrast = summary["contrast"]
+    assert contrast["name"] == "video - audio" and contrast["n_stimuli"] == 8 and contrast["n_heads"] == 2
+    assert 0.0 <= contrast["auc"] <= 1.0 and 0.0 <= contrast["auc_average_subject"] <= 1.0
+    assert 0 <= contrast["n_significant_fdr"] <= contrast["n_scored_outputs"] == summary["n_scored_outputs"]
+    assert summary["paths"]["contrast_map"].endswith("figures/contrast_video_vs_audio.png")
+    assert f"contrast video - audio (group of 2 subject heads): AUC {contrast['auc']:.3f} against the planted map" in stdout
+    assert "[7/8] planted contrast" in stdout and "[8/8] rendering figures" in stdout
 
 
 def test_subcortical_demo_runs_end_to_end(tmp_path):
@@ -58,6 +71,7 @@ def test_subcortical_demo_runs_end_to_end(tmp_path):
     evaluation = json.loads(Path(summary["paths"]["evaluation_json"]).read_text())
     assert evaluation["space"]["name"] == "subcortical"
     assert {"left_thalamus", "right_putamen", "hippocampus"} <= {row["roi"] for row in evaluation["rois"]}
-    for name in ("maps_r", "structures", "attribution_map", "planted_map", "adaptation"):
+    for name in ("maps_r", "structures", "attribution_map", "planted_map", "adaptation", "contrast_map"):
         with open(summary["paths"][name], "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+    check_contrast(summary, proc.stdout)
