@@ -8,8 +8,9 @@ experiment file contrasting them, for `nforge contrast`.
 
 Each of the demo's stimuli gives two feature stimuli (.npz): its video features alone ("video") and its audio
 features alone ("audio"; the model reads a missing modality as zeros). The experiment asks where the two
-conditions differ (the planted visual vs auditory territories of the synthetic world) and where video alone
-drives the response, for every training subject's head and the group.
+conditions differ in response strength (the temporal std of each prediction: the synthetic features are
+zero-mean, so mean responses are near zero in both) -- the planted visual vs auditory territories of the
+synthetic world -- for every training subject's head and the group.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ EXPERIMENT = """\
 name: video_vs_audio
 subject: all            # every training subject's head, and the group map of their mean
 window: whole           # or {start: 5, end: 30}: seconds of response after onset (5 s hemodynamic offset)
+response: std           # response strength over the window (default: mean response)
 n_permutations: 1000
 conditions:
   video: [stimuli/video/*.npz]
   audio: [stimuli/audio/*.npz]
 contrasts:
-  video_vs_audio: video - audio
-  video: video          # one condition alone: against baseline (sign flip)
+  video_vs_audio: video - audio     # a difference: label permutation
 """
 
 

@@ -7,6 +7,8 @@ The file is YAML (read with ``yaml.safe_load``)::
                                     #   or "all" (every subject's head, plus a group map of their mean)
     window: whole                   # optional: "whole" (default: every TR of the stimulus) or
                                     #   {start: 5, end: 20}, seconds of measured response after onset
+    response: mean                  # optional: "mean" (default) response over the window, or "std": its
+                                    #   temporal standard deviation (how strongly an output follows the stimulus)
     n_permutations: 1000            # optional (default 1000)
     alpha: 0.05                     # optional (default 0.05)
     seed: 0                         # optional (default 0)
@@ -54,6 +56,7 @@ from typing import Mapping
 import numpy as np
 
 from nforge_jax.data.timebase import HEMODYNAMIC_OFFSET_S
+from nforge_jax.insilico.response import SUMMARIES
 from nforge_jax.insilico.stats import DesignError, check_power
 
 __all__ = ["Design", "Stimulus", "Contrast", "DesignError", "plan_experiment", "parse_contrast",
@@ -64,7 +67,7 @@ MEDIA_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".wav", ".mp3", ".fla
 EVENTS_SUFFIXES = (".csv", ".tsv", ".parquet")
 FEATURE_SUFFIXES = (".npz",)
 META_KEY = "_meta"
-FIELDS = ("name", "subject", "window", "n_permutations", "alpha", "seed", "conditions", "contrasts")
+FIELDS = ("name", "subject", "window", "response", "n_permutations", "alpha", "seed", "conditions", "contrasts")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # contrast names become folder names
 
 
@@ -101,6 +104,7 @@ class Design:
     contrasts: dict  # name -> Contrast
     subject: object = "average"
     window: tuple | None = None
+    response: str = "mean"  # insilico.response.SUMMARIES
     n_permutations: int = 1000
     alpha: float = 0.05
     seed: int = 0
@@ -111,7 +115,7 @@ class Design:
         return {"name": self.name, "source": None if self.source is None else str(self.source),
                 "subject": self.subject,
                 "window": "whole" if self.window is None else {"start": self.window[0], "end": self.window[1]},
-                "n_permutations": self.n_permutations, "alpha": self.alpha, "seed": self.seed,
+                "response": self.response, "n_permutations": self.n_permutations, "alpha": self.alpha, "seed": self.seed,
                 "conditions": {c: [str(s.path) for s in stims] for c, stims in self.conditions.items()},
                 "contrasts": {n: {"expression": c.expression, "weights": c.weights, "test": c.test}
                               for n, c in self.contrasts.items()}}
@@ -337,6 +341,7 @@ def plan_experiment(path, model=None) -> Design:
     window, notes = _window(doc, where)
     design = Design(
         name=name, subject=_subject(doc, where), window=window, source=path.resolve(), warnings=notes,
+        response=_scalar(doc, "response", str, "mean", where, lambda v: v in SUMMARIES, f"one of {list(SUMMARIES)}"),
         n_permutations=_scalar(doc, "n_permutations", int, 1000, where, lambda v: v >= 1, "a positive integer"),
         alpha=float(_scalar(doc, "alpha", (int, float), 0.05, where, lambda v: 0 < v < 1, "a number in (0, 1)")),
         seed=_scalar(doc, "seed", int, 0, where, lambda v: True, "an integer"),
@@ -344,6 +349,10 @@ def plan_experiment(path, model=None) -> Design:
     design.conditions = _conditions(doc, path.parent, where)
     design.contrasts = _contrasts(doc, design.conditions, where)
     for cname, contrast in design.contrasts.items():
+        if design.response == "std" and contrast.test == "sign-flip":
+            raise where(f"contrasts.{cname}", "a response strength (response: std) is never below zero, so a "
+                                              "condition against baseline is significant everywhere; compare two "
+                                              "conditions (a difference) instead")
         try:
             check_power({c: len(v) for c, v in design.conditions.items()}, contrast.weights, alpha=design.alpha,
                         n_permutations=design.n_permutations, name=cname)

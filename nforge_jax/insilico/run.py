@@ -32,6 +32,7 @@ import numpy as np
 
 from nforge_jax.data.store import atomic_open
 from nforge_jax.insilico import stats
+from nforge_jax.insilico.response import summarise_response
 from nforge_jax.insilico.design import Design, DesignError, check_against_model, heads, plan_experiment
 
 __all__ = ["run_experiment", "summary_lines", "GROUP", "ROI_COLUMNS"]
@@ -176,7 +177,8 @@ def _stimulus_predictions(design: Design, model, out: Path, head_list, fingerpri
 
 
 def _summaries(design: Design, predictions: dict, head_list) -> dict:
-    """{map label: {condition: (n_stimuli, n_outputs)}}: the mean over the window's rows per stimulus; with
+    """{map label: {condition: (n_stimuli, n_outputs)}}: each stimulus's response over the window's rows (its
+    mean or temporal std, ``design.response``); with
     several heads also the group map (the mean over heads of each stimulus's response)."""
     where = design.source or design.name
     maps = {label: {} for label, _ in head_list}
@@ -189,7 +191,10 @@ def _summaries(design: Design, predictions: dict, head_list) -> dict:
                 if not mask.any():
                     raise DesignError(f"{where}: field 'window': {s.path} has {len(times)} rows of prediction "
                                       f"({len(times)} s); the window {design.window} holds none of them")
-                rows.append(preds[mask].mean(axis=0, dtype=np.float64))
+                if design.response == "std" and mask.sum() < 2:
+                    raise DesignError(f"{where}: field 'response': 'std' needs 2 rows in the window; {s.path} "
+                                      f"has {int(mask.sum())}")
+                rows.append(summarise_response(preds[mask], how=design.response))
             maps[label][c] = np.stack(rows)
     if len(head_list) > 1:
         maps = {GROUP: {c: np.mean([maps[label][c] for label, _ in head_list], axis=0)

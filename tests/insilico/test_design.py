@@ -110,6 +110,10 @@ def test_fields_and_the_hemodynamic_window(root, model):
             model=model)
     refused(write_yaml(root / "w5.yaml", "window: {start: 20, end: 30}\n" + CONDITIONS + contrasts), "window",
             "is 10 s long", model=model)  # the stimuli are 10 s: their responses end by 15 s
+    refused(write_yaml(root / "r1.yaml", "response: peak\n" + CONDITIONS + contrasts), "response", "'std'")
+    refused(write_yaml(root / "r2.yaml", "response: std\n" + CONDITIONS + "contrasts:\n  c: faces\n"),
+            "contrasts.c", "never below zero")
+    assert plan_experiment(write_yaml(root / "r3.yaml", "response: std\n" + CONDITIONS + contrasts)).response == "std"
     early = write_yaml(root / "w4.yaml", "window: {start: 2, end: 9}\n" + CONDITIONS + contrasts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -85,6 +85,26 @@ def test_effects_and_group_map_follow_from_the_cached_predictions(cortex):
         np.testing.assert_allclose(z["preds"], model.predict_features(feats, subject=1), rtol=1e-5, atol=1e-6)
 
 
+def test_response_strength_is_the_temporal_std_over_the_window(cortex):
+    root, _, model, _, _ = cortex
+    path = write_yaml(root / "strength.yaml", EXPERIMENT.replace("subject: all\n", "subject: sub-a\nresponse: std\n"))
+    run_experiment(path, model, root / "out_std", progress=False, figures=False)
+    doc = json.loads((root / "out_std" / "contrast.json").read_text())
+    assert doc["design"]["response"] == "std" and doc["maps"] == ["sub-a"]
+    strength = {}
+    for condition in ("faces", "places"):
+        rows = []
+        for record in doc["stimuli"]:
+            if record["condition"] == condition:
+                with np.load(root / "out_std" / "stimuli" / f"{record['cache_keys']['sub-a']}.npz") as z:
+                    keep = (z["times"] + HEMODYNAMIC_OFFSET_S >= 6) & (z["times"] + HEMODYNAMIC_OFFSET_S < 12)
+                    rows.append(z["preds"][keep].std(0))
+        strength[condition] = np.stack(rows)
+    maps = np.load(root / "out_std" / "faces_vs_places" / "maps.npz")
+    np.testing.assert_allclose(maps["sub-a/effect"], strength["faces"].mean(0) - strength["places"].mean(0),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_roi_table_columns_and_regions(cortex):
     root = cortex[0]
     with open(root / "out" / "faces_vs_places" / "roi.csv", newline="") as f:
