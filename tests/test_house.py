@@ -31,3 +31,14 @@ def test_the_length_check_sees_long_and_nested_functions(tmp_path):
                                            f"        return inner\n")
     assert long_functions(tmp_path / "pkg", MAX_FUNCTION_LINES) == ["pkg/m.py:6 outer (83 lines)",
                                                                     "pkg/m.py:7 inner (81 lines)"]
+
+
+def test_no_two_test_modules_share_a_name():
+    # the test folders are not packages: pytest imports each module by its bare name, and a second module of that
+    # name fails collection with "import file mismatch" (in a fresh clone, where no cache hides it)
+    tests = Path(__file__).resolve().parent
+    by_name: dict[str, list[str]] = {}
+    for path in tests.rglob("test_*.py"):
+        if not (path.parent / "__init__.py").exists():
+            by_name.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in by_name.items() if len(paths) > 1} == {}
