@@ -208,7 +208,8 @@ def cmd_contrast(args) -> int:
         print(line)
     cache = result["stimuli_cache"]
     makers = sorted({describe_maker(m) for m in result["made_by"].values()})
-    print(f"nforge contrast: {len(result['contrasts'])} contrasts over {len(result['stimuli'])} stimuli "
+    n = len(result["contrasts"])
+    print(f"nforge contrast: {n} contrast{'s' if n != 1 else ''} over {len(result['stimuli'])} stimuli "
           f"({len(cache['written'])} predictions made, {len(cache['skipped'])} reused) into {args.out} in "
           f"{result['seconds']:.1f} s; {'; '.join(makers[:2])}{' ...' if len(makers) > 2 else ''}")
     return 0

@@ -58,3 +58,17 @@ def _store_and_predictions(where):
                            low_rank_head=8, n_subjects=1)
     model = NForgeModel(FmriEncoder(config, rngs=nnx.Rngs(1)), device="cpu")
     predict_store(model, FeatureStore.open(where / "STORE"), where / "preds", progress=False)
+
+
+def test_readme_in_silico_experiment_file_is_the_one_the_example_writes():
+    # the README shows the experiment file tools/contrast_example.py writes: the two must not drift apart
+    import importlib.util
+
+    tool = README.parent / "tools" / "contrast_example.py"
+    spec = importlib.util.spec_from_file_location("contrast_example", tool)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    section = README.read_text().split("## In-silico experiments", 1)[1]
+    shown = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    written = "".join(line + "\n" for line in example.EXPERIMENT.splitlines() if not line.startswith("#"))
+    assert shown == written

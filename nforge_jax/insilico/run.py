@@ -211,12 +211,16 @@ def _roi_csv(rows: list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
-def top_regions(rows: list[dict], space_name: str, n: int = 3) -> list[dict]:
-    """The ``n`` named regions (HCP-MMP1 areas, or structures) with the largest |mean effect|."""
+def top_regions(rows: list[dict], space_name: str, n: int = 4) -> list[dict]:
+    """The named regions (HCP-MMP1 areas, or structures) at both ends of a contrast: the ``n // 2`` largest positive
+    mean effects then the ``n // 2`` most negative ones (one side filled from the other where it runs short)."""
     kind = "structure" if space_name == "subcortical" else "area"
     named = [r for r in rows if r["kind"] == kind and np.isfinite(r["effect"])]
     named = named or [r for r in rows if np.isfinite(r["effect"])]
-    return sorted(named, key=lambda r: -abs(r["effect"]))[:n]
+    positive = sorted((r for r in named if r["effect"] > 0), key=lambda r: -r["effect"])
+    negative = sorted((r for r in named if r["effect"] <= 0), key=lambda r: r["effect"])
+    n_pos = min(len(positive), max(n // 2, n - len(negative)))
+    return positive[:n_pos] + negative[:n - n_pos]
 
 
 def _test_contrast(design, contrast, values_by_map, regions, space, folder: Path, figures: bool) -> dict:
@@ -306,8 +310,8 @@ def summary_lines(result: dict) -> list[str]:
     return lines
 
 
-def roi_table_lines(result: dict, n: int = 5) -> list[str]:
-    """A small fixed-width table per contrast: its first map's ``n`` top regions (from roi.csv)."""
+def roi_table_lines(result: dict, n: int = 6) -> list[str]:
+    """A small fixed-width table per contrast: its first map's ``n`` top regions, both ends (from roi.csv)."""
     lines = []
     for name, c in result["contrasts"].items():
         label = next(iter(c["maps"]))

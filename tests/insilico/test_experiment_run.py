@@ -9,7 +9,7 @@ import pytest
 from contrast_helpers import tiny_model, write_stimuli, write_yaml
 
 from nforge_jax.data.timebase import HEMODYNAMIC_OFFSET_S
-from nforge_jax.insilico.run import GROUP, ROI_COLUMNS, run_experiment, summary_lines
+from nforge_jax.insilico.run import GROUP, ROI_COLUMNS, run_experiment, summary_lines, top_regions
 
 EXPERIMENT = ("subject: all\nn_permutations: 200\nwindow: {start: 6, end: 12}\nconditions:\n  faces: [stim/faces/*.npz]\n"
               "  places: [stim/places/*.npz]\ncontrasts:\n  faces_vs_places: faces - places\n")
@@ -182,7 +182,7 @@ def test_nforge_contrast_on_the_command_line(cortex, tmp_path, capsys):
                "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and out.splitlines()[0].startswith("faces_vs_places [faces - places] (group;")
-    assert "nforge contrast: 1 contrasts over 12 stimuli (24 predictions made, 0 reused)" in out
+    assert "nforge contrast: 1 contrast over 12 stimuli (24 predictions made, 0 reused)" in out
     assert (tmp_path / "out" / "contrast.json").is_file()
     bad = write_yaml(root / "bad_name.yaml", EXPERIMENT.replace("faces - places", "faces - houses"))
     rc = main(["contrast", str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "bad_out")])
@@ -220,3 +220,13 @@ def test_events_tables_and_text_files_are_extracted_once_and_predicted(tiny_mode
     assert np.isfinite(np.load(tmp_path / "out" / "read_vs_story" / "maps.npz")["average/t"]).all()
     again = run_experiment(path, tmp_path / "ckpt", tmp_path / "out", progress=False, figures=False)
     assert again["stimuli_cache"]["written"] == []
+
+
+def test_top_regions_show_both_ends_of_a_contrast():
+    effects = {"A": 0.9, "B": 0.5, "C": 0.1, "D": -0.2, "E": -0.8, "S": 5.0, "F": float("nan")}
+    rows = [{"region": k, "kind": "section" if k == "S" else "area", "effect": v} for k, v in effects.items()]
+    assert [r["region"] for r in top_regions(rows, "fsaverage5", 4)] == ["A", "B", "E", "D"]
+    # a one-sided contrast: the other end is filled from the side that has regions
+    one_sided = [r for r in rows if r["region"] in "ABC"]
+    assert [r["region"] for r in top_regions(one_sided, "fsaverage5", 4)] == ["A", "B", "C"]
+    assert [r["region"] for r in top_regions(rows[3:5], "fsaverage5", 2)] == ["E", "D"]
