@@ -227,15 +227,16 @@ def config_from_args(args) -> ExtractConfig:
     settings = {m: {k: v for k, v in kv.items() if v is not None} for m, kv in settings.items()}
     models = {m: getattr(args, f"{m}_model") for m in MODALITIES}
     if args.checkpoint is not None:
-        video_batch = settings["video"].pop("batch_size", None)  # clips per forward: speed only
+        # clips / chunks per forward: speed only, so a checkpoint's recipe still holds
+        speed = {m: settings[m].pop("batch_size") for m in ("audio", "video") if "batch_size" in settings[m]}
         given = [f"--{m}-{k.replace('_', '-')}" for m, kv in settings.items() for k in kv]
         if given or args.modalities is not None:
             raise ValueError(f"{(given or ['--modalities'])[0]}: cannot be combined with --checkpoint, whose "
-                             "recipe fixes every setting but the model ids and --video-batch-size")
+                             "recipe fixes every setting but the model ids, --audio-batch-size and "
+                             "--video-batch-size")
         config = recipe_of_checkpoint(args.checkpoint, **run).with_model_ids(**models)
-        if video_batch is None:
-            return config
-        return dataclasses.replace(config, video=dataclasses.replace(config.video, batch_size=video_batch))
+        parts = {m: dataclasses.replace(getattr(config, m), batch_size=b) for m, b in speed.items()}
+        return dataclasses.replace(config, **parts)
     d = ExtractConfig()
     parts = {m: dataclasses.replace(getattr(d, m), **kv) for m, kv in settings.items()}
     mods = tuple(x.strip() for x in (args.modalities or ",".join(d.modalities)).split(",") if x.strip())

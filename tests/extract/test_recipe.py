@@ -161,9 +161,17 @@ def test_extract_with_the_checkpoint_recipe_and_refuse_another(release_with_reci
     assert FeatureStore.open(tmp_path / "good").meta("story")["extract_recipe"]["text"] == recipe["text"]
     assert nforge(["predict", "--store", str(tmp_path / "good"), "--checkpoint", str(ckpt), "--out",
                    str(tmp_path / "p1"), "--no-progress"]) == 0
-    # clips per forward change no features: allowed beside --checkpoint, and the store still predicts
+    # clips / chunks per forward change no features: allowed beside --checkpoint, and the store still predicts
     assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "fast"), "--checkpoint", str(ckpt),
-                   "--video-batch-size", "16", "--no-progress"]) == 0
+                   "--video-batch-size", "16", "--audio-batch-size", "3", "--no-progress"]) == 0
+    from nforge_jax.cli import build_parser
+    from nforge_jax.extract.run import config_from_args
+
+    args = build_parser().parse_args(["extract", "--events", str(tsv), "--store", str(tmp_path / "y"), "--checkpoint",
+                                      str(ckpt), "--video-batch-size", "16", "--audio-batch-size", "3"])
+    fast = config_from_args(args)
+    assert (fast.video.batch_size, fast.audio.batch_size) == (16, 3) and fast.text == NForgeModel.from_pretrained(
+        ckpt).extract_config.text
     assert nforge(["predict", "--store", str(tmp_path / "fast"), "--checkpoint", str(ckpt), "--out",
                    str(tmp_path / "p3"), "--no-progress"]) == 0
     # a store extracted with the same model and layer count but without the release's subselection
@@ -246,3 +254,17 @@ def test_two_processes_extract_one_store(release_models, tmp_path):
     assert shared.timelines == single.timelines == ["t0", "t1", "t2", "t3"] and not shared.verify()
     for t in single.timelines:
         np.testing.assert_array_equal(shared.features(t, "text"), single.features(t, "text"))
+
+
+def test_clips_and_chunks_per_forward_are_not_compared():
+    """Video clips and audio chunks per forward change no feature (neither is padded), so a store extracted with
+    other batch sizes, or recorded before audio chunks were batched, matches; the text batch size is compared."""
+    release = ExtractConfig.tribev2_release()
+    faster = dataclasses.replace(release, audio=dataclasses.replace(release.audio, batch_size=8),
+                                 video=dataclasses.replace(release.video, batch_size=16))
+    old = release.to_dict()
+    del old["audio"]["batch_size"]  # recorded before the setting existed
+    assert recipe_differences(release.to_dict(), faster.to_dict()) == []
+    assert recipe_differences(old, faster.to_dict()) == []
+    texts = dataclasses.replace(release, text=dataclasses.replace(release.text, batch_size=1))
+    assert recipe_differences(release.to_dict(), texts.to_dict()) == ["text.batch_size: 4 (model) vs 1 (features)"]
