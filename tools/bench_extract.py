@@ -205,12 +205,14 @@ def reference_media_to_predictions(models, ref, events, tmp: Path):
     import torch
 
     from helpers import to_torch_layout
-    from reference_extractors import audio_extractor, neuralset_video_features, segments_features, text_extractor
+    from reference_extractors import (audio_extractor, neuralset_video_features, ns_events, release_chunks,
+                                      segments_features, text_extractor)
 
     feats = {"text": segments_features(text_extractor(models["text"], tmp / "ns-text"), events),
              "audio": segments_features(audio_extractor(models["audio"], tmp / "ns-audio"), events)}
-    video = events[events["type"] == "Video"].iloc[0]
-    feats["video"] = np.moveaxis(neuralset_video_features(models["video"], video["filepath"])[0], -1, 0)
+    chunks = release_chunks(ns_events(events[events["type"] == "Video"]))  # each piece extracted on its own
+    feats["video"] = np.concatenate([np.moveaxis(neuralset_video_features(
+        models["video"], c.filepath, span=(c.offset, c.duration))[0], -1, 0) for c in chunks.itertuples()])
     window = 2 * E2E_BRAIN["n_output_timesteps"]
     n = max(len(v) for v in feats.values())
     n_windows = -(-n // window)

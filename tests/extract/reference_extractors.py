@@ -62,9 +62,21 @@ def ns_events(events: pd.DataFrame) -> pd.DataFrame:
     return standardize_events(df.reset_index(drop=True))
 
 
+def release_chunks(ev: pd.DataFrame) -> pd.DataFrame:
+    """TRIBE's ChunkEvents for Audio and for Video (60 s pieces, the last 30-90 s; shorter events whole), by
+    neuralset's own chunk_events: the release extracts each piece on its own."""
+    from neuralset.events.transforms.chunking import chunk_events
+
+    for kind in ("Audio", "Video"):
+        if (ev["type"] == kind).any():
+            ev = chunk_events(ev, kind, None, 30.0, 60.0)
+    return ev
+
+
 def segments_features(extractor, events: pd.DataFrame, window_s: float = 100.0, hz: float = 2.0) -> np.ndarray:
-    """(n_windows * window_s * hz, L, D): the extractor called on each 100 s window from the earliest start."""
-    ev = ns_events(events)
+    """(n_windows * window_s * hz, L, D): the extractor called on each 100 s window from the earliest start,
+    on the events cut as TRIBE's ChunkEvents cuts them (``release_chunks``)."""
+    ev = release_chunks(ns_events(events))
     extractor.prepare(ev)
     s0 = float(events["start"].min())
     end = float((events["start"] + events["duration"]).max())
