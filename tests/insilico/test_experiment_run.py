@@ -151,7 +151,7 @@ def test_a_bad_design_writes_nothing(cortex, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_subcortical_grid_through_the_same_calls_with_figures(tmp_path):
+def test_the_subcortical_grid_through_the_same_calls_with_figures(tmp_path, chromium):
     from nforge_jax.data.spaces import subcortical_space
     from nforge_jax.data.subcortical import load_grid
 
@@ -172,6 +172,28 @@ def test_the_subcortical_grid_through_the_same_calls_with_figures(tmp_path):
     assert {"all voxels", "grey matter", "thalamus", "left_putamen"} <= regions
     assert not any(r["kind"] in ("area", "section") for r in rows)
     assert np.load(folder / "maps.npz")["average/t"].shape == (grid.n_voxels,)
+    check_viewer_opens(chromium, folder, ["t (average)", "t, FDR p <= 0.05 (average)", "t, FWE p <= 0.05 (average)"])
+
+
+def check_viewer_opens(chromium, folder, t_labels):
+    """Both viewer pages open offline in Chromium, drawn, without errors, each map a frame of the slider."""
+    from browser import opened_page
+
+    maps = [label[len("t ("):-1] for label in t_labels if label.startswith("t (")]
+    effect_labels = [f"effect ({m})" for m in maps]
+    for page_name, labels in (("viewer.html", t_labels), ("viewer_effect.html", effect_labels)):
+        with opened_page(chromium, folder / page_name) as page:
+            assert page.problems == [] and page.requests == [page.url_expected], page_name
+            assert page.locator("#frame-label").text_content() == labels[0], page_name
+            assert int(page.locator("#slider").get_attribute("max") or 0) == len(labels) - 1, page_name
+
+
+def test_the_cortex_pages_open_in_the_browser_viewer(cortex, tmp_path, chromium):
+    root, _, model, path, _ = cortex
+    run_experiment(path, model, tmp_path / "out", progress=False, figures=True)
+    labels = [f"{kind} ({m})" for m in (GROUP, "sub-a", "sub-b")
+              for kind in ("t", "t, FDR p <= 0.05", "t, FWE p <= 0.05")]
+    check_viewer_opens(chromium, tmp_path / "out" / "faces_vs_places", labels)
 
 
 def test_nforge_contrast_on_the_command_line(cortex, tmp_path, capsys):

@@ -11,7 +11,8 @@ import warnings
 
 import numpy as np
 import pytest
-from test_view import embedded, opened_page
+from browser import opened_page
+from test_view import embedded
 
 from nforge_jax.data.spaces import SpaceMismatch, fsaverage5_space, subcortical_space
 from nforge_jax.data.subcortical import STRUCTURES, load_grid
