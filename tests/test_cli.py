@@ -229,7 +229,7 @@ def test_extract_option_defaults_match_the_library():
     d = ExtractConfig()
     assert EXTRACT_DEFAULTS == {m: (getattr(d, m).model_id, getattr(d, m).layers, getattr(d, m).aggregation)
                                 for m in d.modalities}
-    assert EXTRACT_BATCH_SIZES == {"text": d.text.batch_size, "video": d.video.batch_size}
+    assert EXTRACT_BATCH_SIZES == {m: getattr(d, m).batch_size for m in d.modalities}
 
 
 
