@@ -244,7 +244,7 @@ def _test_contrast(design, contrast, values_by_map, regions, space, folder: Path
     if figures:
         from nforge_jax.viz.contrast import save_contrast_figures  # matplotlib / nilearn: only when drawing
 
-        files.update(save_contrast_figures(folder, contrast.name, maps, space, design.alpha))
+        files.update(save_contrast_figures(folder, contrast.name, maps, space, design.alpha, design.response))
     return {"expression": contrast.expression, "weights": contrast.weights, "maps": summary,
             "files": {k: str(v) for k, v in files.items()}}
 

@@ -28,8 +28,13 @@ def thresholded(t: np.ndarray, p: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(np.asarray(p) <= alpha, np.asarray(t, np.float64), np.nan)
 
 
+# what a contrast's effect is, by the design's response summary (insilico.design)
+EFFECT_LABELS = {"mean": "effect: weighted sum of condition mean responses (a.u.)",
+                 "std": "effect: weighted sum of condition response strengths (temporal std, a.u.)"}
+
+
 def save_contrast_figures(folder, name: str, maps: Mapping[str, Mapping[str, np.ndarray]], space,
-                          alpha: float) -> dict[str, Path]:
+                          alpha: float, response: str = "mean") -> dict[str, Path]:
     """For each map (a head or the group) ``{"effect", "t", "p_fdr", "p_fwe"}``: ``effect[_<map>].png``,
     ``t_fdr[_<map>].png`` (t where FDR-adjusted p <= alpha); and two viewer pages with every map as a frame:
     ``viewer.html`` (t, t at FDR, t at FWE) and ``viewer_effect.html`` (effect; its own colour scale)."""
@@ -44,7 +49,7 @@ def save_contrast_figures(folder, name: str, maps: Mapping[str, Mapping[str, np.
         tag = "" if single else f"_{_file_tag(label)}"
         t_fdr = thresholded(m["t"], m["p_fdr"], alpha)
         paths[f"effect{tag}"] = save_figure(map_figure(
-            m["effect"], space, title=f"{name}: effect ({label})", colorbar_label="effect: weighted sum of condition means (a.u.)"),
+            m["effect"], space, title=f"{name}: effect ({label})", colorbar_label=EFFECT_LABELS[response]),
             folder / f"effect{tag}.png")
         paths[f"t_fdr{tag}"] = save_figure(map_figure(
             t_fdr, space, title=f"{name}: t where FDR p <= {alpha:g} ({label}; {int(np.isfinite(t_fdr).sum())} "

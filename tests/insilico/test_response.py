@@ -33,3 +33,11 @@ def test_bad_arguments_name_the_field(kwargs, message):
 def test_prediction_must_be_two_dimensional():
     with pytest.raises(ValueError, match=r"prediction: expected a \(T, V\) array"):
         summarise_response(np.zeros(5))
+
+
+def test_every_response_summary_has_an_effect_label():
+    # the effect maps' colour bar says what was contrasted: a label for each summary a design may choose
+    from nforge_jax.insilico.response import SUMMARIES
+    from nforge_jax.viz.contrast import EFFECT_LABELS
+
+    assert set(EFFECT_LABELS) == set(SUMMARIES)
