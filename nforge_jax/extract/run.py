@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from nforge_jax.data.events import validate_events
-from nforge_jax.data.provenance import timeline_recipe
+from nforge_jax.data.provenance import NOT_COMPARED, timeline_recipe
 from nforge_jax.data.shards import shard_names
 from nforge_jax.data.store import MARKER_FILE, FeatureStore, StoreError
 from nforge_jax.extract.audio import AudioExtractor
@@ -227,8 +227,8 @@ def config_from_args(args) -> ExtractConfig:
     settings = {m: {k: v for k, v in kv.items() if v is not None} for m, kv in settings.items()}
     models = {m: getattr(args, f"{m}_model") for m in MODALITIES}
     if args.checkpoint is not None:
-        # clips / chunks per forward: speed only, so a checkpoint's recipe still holds
-        speed = {m: settings[m].pop("batch_size") for m in ("audio", "video") if "batch_size" in settings[m]}
+        # clips / chunks per forward: speed only (not compared between recipes), so a checkpoint's recipe still holds
+        speed = {m: settings[m].pop("batch_size") for m in NOT_COMPARED["batch_size"] if "batch_size" in settings[m]}
         given = [f"--{m}-{k.replace('_', '-')}" for m, kv in settings.items() for k in kv]
         if given or args.modalities is not None:
             raise ValueError(f"{(given or ['--modalities'])[0]}: cannot be combined with --checkpoint, whose "
