@@ -8,6 +8,8 @@
     python tools/bench.py extract --threads 1                    # extractors vs neuralset 0.0.2 (TRIBE v2's)
     python tools/bench.py extract --e2e --e2e-seconds 600        # + a 10-minute film -> predictions, both sides
     python tools/bench.py extract --dtype bfloat16               # + our bf16 features / predictions vs fp32
+    python tools/bench.py extract --device cuda --text-model meta-llama/Llama-3.2-3B \
+        --audio-model facebook/w2v-bert-2.0 --video-model facebook/vjepa2-vitg-fpc64-256   # released size, GPU
     python tools/bench.py all --json bench.json                  # everything above
     python tools/bench.py all --size released --dtype bfloat16   # on a GPU: bf16 compute, MFU vs the device peak
 
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the PyTorch reference lives with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extract"))  # and neuralset's tiny models
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_extract beside this file
 
 SIZES = {
@@ -456,7 +459,7 @@ def bench_ridge(size: str, n_samples: int = 2000, n_alphas: int = 15, folds: int
 
 
 # Extraction (ours vs TRIBE v2's extractors, neuralset 0.0.2) ------------------------------------------------
-def text_timeline(n_words: int = 3000, seed: int = 0):
+def text_timeline(n_words: int = 3000, seed: int = 0, context_words: int = 1024):
     """One timeline of ``n_words`` words, one per 0.5 s bin (so grid rows are word vectors), in sentences with
     punctuation, numbers and contractions, contexts as TRIBE builds them (up to 1,024 preceding words)."""
     from extract_helpers import WORDS
@@ -474,7 +477,7 @@ def text_timeline(n_words: int = 3000, seed: int = 0):
         for w in words:
             rows.append({"type": "Word", "start": 0.5 * len(rows), "duration": 0.4, "text": w,
                          "sentence": sentence, "timeline": "bench"})
-    return add_context(make_events(rows))
+    return add_context(make_events(rows), max_context_len=context_words)
 
 
 def _tiny_release_llama(directory):
@@ -506,7 +509,8 @@ def _layer_deviation(ours: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
-def bench_extract_text(n_words: int = 3000, neuralset: bool = True, model_dir=None) -> dict:
+def bench_extract_text(n_words: int = 3000, neuralset: bool = True, model_dir=None, device: str = "cpu",
+                       context_words: int = 1024) -> dict:
     """Text features of one ``n_words`` timeline, release recipe (layers [0.5, 0.75, 1.0] grouped, 20 states
     kept, batch 4): ours by the release rule (default) and by the shared pass vs neuralset 0.0.2's
     HuggingFaceText on the same tiny model and events, one after the other; times include model loading.
@@ -516,26 +520,27 @@ def bench_extract_text(n_words: int = 3000, neuralset: bool = True, model_dir=No
 
     from nforge_jax.extract.text import TextConfig, TextExtractor
 
-    events = text_timeline(n_words)
+    events = text_timeline(n_words, context_words=context_words)
     n_steps = 2 * int(np.ceil(float((events["start"] + events["duration"]).max())))
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(model_dir) if model_dir else _tiny_release_llama(Path(tmp) / "llama")
         release = TextConfig(model_id=str(model), layers=(0.5, 0.75, 1.0), aggregation="group_mean",
-                             cache_n_layers=20, batch_size=4)
+                             cache_n_layers=20, batch_size=4, context_words=context_words)
         out, grids = {"config": {"words": n_words, "model": "tiny Llama, 28 layers, width 16" if not model_dir
-                                 else str(model_dir), "torch_threads": _torch_threads()}}, {}
+                                 else str(model_dir), "torch_threads": _torch_threads(), "device": device}}, {}
         for name, cfg in (("release_rule", release), ("shared", dataclasses.replace(release, context_pass="shared"))):
-            ex = TextExtractor(cfg, device="cpu")
+            ex = TextExtractor(cfg, device=device)
             t0 = time.perf_counter()
             grids[name] = ex.extract(events, n_steps)[:n_words]
             out[name] = {"s": time.perf_counter() - t0, "tokens_per_word": ex.n_model_tokens / n_words}
+            if name == "release_rule":  # the leading words, whose context is all the text before them: one pass
+                out[name]["words_from_one_pass"] = ex.n_leading_words
         out["shared"]["own_forwards"] = getattr(ex, "n_own_forwards", 0)
         if neuralset:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "extract"))
             from reference_extractors import segments_features, text_extractor
 
             t0 = time.perf_counter()
-            ref = segments_features(text_extractor(model, Path(tmp) / "ns-cache"), events)[:n_words]
+            ref = segments_features(text_extractor(model, Path(tmp) / "ns-cache", device=device), events)[:n_words]
             out["neuralset"] = {"s": time.perf_counter() - t0, "rel_err_release_rule": float(
                 np.abs(grids["release_rule"] - ref).max() / np.abs(ref).max())}
             for name in ("release_rule", "shared"):
@@ -574,21 +579,22 @@ def _extract(args) -> dict:
     features and predictions against fp32), each beside neuralset 0.0.2 in this run (tools/bench_extract.py)."""
     import bench_extract as bx
 
-    out = {"text": bench_extract_text(args.words)}
+    models, device = {"text": args.text_model, "audio": args.audio_model, "video": args.video_model}, args.device
+    out = {"text": bench_extract_text(args.words, model_dir=models["text"], device=device)}
     _print_extract_text(out["text"])
-    v = out["video"] = bx.bench_extract_video(args.video_seconds, args.video_batch_size)
+    v = out["video"] = bx.bench_extract_video(args.video_seconds, args.video_batch_size, models["video"], device)
     _row(f"video {v['config']['seconds']:.0f} s B={v['config']['batch_size']}", v["ours_s"], v["neuralset_s"],
          v["speedup"], f"vs neuralset 0.0.2; frames decoded / preprocessed per clip {v['frames_decoded_per_clip']:.1f} / "
          f"{v['frames_preprocessed_per_clip']:.1f} (release: 64 read); max rel {v['max_rel']:.1e}")
-    a = out["audio"] = bx.bench_extract_audio(args.audio_seconds, args.audio_batch_size)
+    a = out["audio"] = bx.bench_extract_audio(args.audio_seconds, args.audio_batch_size, models["audio"], device)
     _row(f"audio {a['config']['seconds']:.0f} s B={a['config']['batch_size']}", a["ours_s"], a["neuralset_s"],
          a["speedup"], f"vs neuralset 0.0.2; 44.1 kHz stereo; max rel {a['max_rel']:.1e}")
     if args.e2e:
-        e = out["e2e"] = bx.bench_extract_e2e(args.e2e_seconds)
+        e = out["e2e"] = bx.bench_extract_e2e(args.e2e_seconds, models, device)
         _row(f"media -> predictions {e['config']['seconds']:.0f} s", e["ours_s"], e["reference_s"], e["speedup"],
              f"vs neuralset + PyTorch reference; predictions max rel {e['predictions_max_rel']:.1e}")
     if args.dtype != "float32":
-        d = out["dtype"] = bx.bench_extract_dtype(dtype=args.dtype)
+        d = out["dtype"] = bx.bench_extract_dtype(dtype=args.dtype, models=models, device=device)
         feats = ", ".join(f"{m} {r:.1e}" for m, r in d["features_max_rel"].items())
         print(f"extraction in {args.dtype} vs float32: features max rel {feats}; predictions {d['predictions_max_rel']:.1e}")
     return out
@@ -618,6 +624,12 @@ def main(argv=None):
     parser.add_argument("--video-batch-size", type=int, default=4, help="extract: our clips per forward")
     parser.add_argument("--audio-batch-size", type=int, default=4, help="extract: our 60 s chunks per forward")
     parser.add_argument("--e2e", action="store_true", help="extract: also a film with speech -> predictions")
+    for m, released in (("text", "meta-llama/Llama-3.2-3B"), ("audio", "facebook/w2v-bert-2.0"),
+                        ("video", "facebook/vjepa2-vitg-fpc64-256")):
+        parser.add_argument(f"--{m}-model", default=None, metavar="DIR_OR_ID",
+                            help=f"extract: the {m} model (a directory or a cached hub id, e.g. {released}) "
+                                 "instead of the tiny random one")
+    parser.add_argument("--device", default="cpu", help="extract: where both sides run the extractors (cpu, cuda)")
     parser.add_argument("--e2e-seconds", type=float, default=120.0, help="extract --e2e: length of the film")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides), e.g. 1 on a busy CPU")
     parser.add_argument("--json", help="write results here")

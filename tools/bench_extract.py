@@ -7,6 +7,10 @@ shapes (tests/extract/reference_extractors.py), the same media, one after the ot
 - end to end: a film with a sound track and one word every 0.4 s; ours (the three extractors, then the JAX
   encoder) vs neuralset's three extractors followed by the PyTorch reference encoder window by window;
 - dtype: our features and predictions in bfloat16 against float32, as max relative differences.
+
+Released size: every function takes the models to use (a directory or a hub id already in the local cache,
+``model_dir`` / ``models``) instead of the tiny ones, and the ``device`` both sides run on
+(``python tools/bench.py extract --text-model meta-llama/Llama-3.2-3B ... --device cuda``, BUILD.md).
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ import numpy as np
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path[:0] = [str(TESTS), str(TESTS / "extract")]
 
-# the encoder of the end-to-end benchmark: small, reading the tiny extractors' (2 layer groups, 16) features
-E2E_DIMS = {"text": (2, 16), "audio": (2, 16), "video": (2, 16)}
+# the encoder of the end-to-end benchmark: small, reading the extractors' features (2 layer groups of their width)
 E2E_BRAIN = dict(n_outputs=20484, n_output_timesteps=100, hidden=96, depth=2, heads=3, low_rank_head=32, n_subjects=0)
 RELEASE_LAYERS = dict(layers=(0.5, 0.75, 1.0), aggregation="group_mean")
 
@@ -46,31 +49,35 @@ def _video_config(model_dir, batch_size: int, dtype: str = "float32"):
                        batch_size=batch_size, **RELEASE_LAYERS)
 
 
-def _ours_video(model_dir, events, n_steps, batch_size, dtype="float32"):
+def _ours_video(model_dir, events, n_steps, batch_size, dtype="float32", device="cpu"):
     from nforge_jax.extract.video import VideoExtractor
 
-    ex = VideoExtractor(_video_config(model_dir, batch_size), device="cpu", dtype=dtype)
+    ex = VideoExtractor(_video_config(model_dir, batch_size), device=device, dtype=dtype)
     grid = ex.extract(events, n_steps)
     return grid, ex.decode_counts
 
 
-def bench_extract_video(seconds: float = 20.0, batch_size: int = 4) -> dict:
+def _model_name(model_dir, tiny: str) -> str:
+    return tiny if model_dir is None else str(model_dir)
+
+
+def bench_extract_video(seconds: float = 20.0, batch_size: int = 4, model_dir=None, device: str = "cpu") -> dict:
     """Our VideoExtractor vs neuralset's HuggingFaceVideo on a ``seconds`` film; times include model loading."""
     from reference_extractors import neuralset_video_features, write_release_video_model, write_textured_mp4
 
     from nforge_jax.data.events import make_events
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = write_release_video_model(Path(tmp) / "vjepa2_l40")
+        model = model_dir or write_release_video_model(Path(tmp) / "vjepa2_l40")
         film = write_textured_mp4(Path(tmp) / "film.mp4", n_frames=int(round(25 * seconds)))
         events = make_events([{"type": "Video", "start": 0.0, "duration": float(seconds), "offset": 0.0,
                                "filepath": str(film), "timeline": "t"}])
         n_steps = int(round(2 * seconds))
-        (grid, counts), ours = _timed(_ours_video, model, events, n_steps, batch_size)
-        (ref, *_), base = _timed(neuralset_video_features, model, film)
+        (grid, counts), ours = _timed(_ours_video, model, events, n_steps, batch_size, device=device)
+        (ref, *_), base = _timed(neuralset_video_features, model, film, device=device)
     ref = np.moveaxis(ref, -1, 0)
     return {"config": {"seconds": seconds, "fps": 25, "frames_per_clip": 64, "batch_size": batch_size,
-                       "model": "V-JEPA 2, 40 layers, width 16, crop 32"},
+                       "model": _model_name(model_dir, "V-JEPA 2, 40 layers, width 16, crop 32"), "device": device},
             "ours_s": ours, "neuralset_s": base, "speedup": base / ours,
             "frames_decoded_per_clip": counts["frames_decoded"] / counts["clips"],
             "frames_preprocessed_per_clip": counts["frames_preprocessed"] / counts["clips"],
@@ -91,29 +98,29 @@ def write_noise_wav(path, seconds: float, rate: int = 44100, channels: int = 2, 
     return path
 
 
-def _ours_audio(model_dir, events, n_steps, batch_size, dtype="float32"):
+def _ours_audio(model_dir, events, n_steps, batch_size, dtype="float32", device="cpu"):
     from nforge_jax.extract.audio import AudioConfig, AudioExtractor
 
     cfg = AudioConfig(model_id=str(model_dir), batch_size=batch_size, **RELEASE_LAYERS)
-    return AudioExtractor(cfg, device="cpu", dtype=dtype).extract(events, n_steps)
+    return AudioExtractor(cfg, device=device, dtype=dtype).extract(events, n_steps)
 
 
-def bench_extract_audio(seconds: float = 240.0, batch_size: int = 4) -> dict:
+def bench_extract_audio(seconds: float = 240.0, batch_size: int = 4, model_dir=None, device: str = "cpu") -> dict:
     """Our AudioExtractor vs neuralset's Wav2VecBert on ``seconds`` of 44.1 kHz stereo (its 100 s segments)."""
     from reference_extractors import audio_extractor, segments_features, write_release_audio_model
 
     from nforge_jax.data.events import make_events
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = write_release_audio_model(Path(tmp) / "w2vbert")
+        model = model_dir or write_release_audio_model(Path(tmp) / "w2vbert")
         wav = write_noise_wav(Path(tmp) / "sound.wav", seconds)
         events = make_events([{"type": "Audio", "start": 0.0, "duration": float(seconds), "offset": 0.0,
                                "filepath": str(wav), "timeline": "t", "frequency": 44100.0}])
-        grid, ours = _timed(_ours_audio, model, events, int(round(2 * seconds)), batch_size)
-        ref, base = _timed(segments_features, audio_extractor(model, Path(tmp) / "ns-cache"), events)
+        grid, ours = _timed(_ours_audio, model, events, int(round(2 * seconds)), batch_size, device=device)
+        ref, base = _timed(segments_features, audio_extractor(model, Path(tmp) / "ns-cache", device=device), events)
     n = min(len(ref), len(grid))
     return {"config": {"seconds": seconds, "rate": 44100, "channels": 2, "batch_size": batch_size,
-                       "model": "Wav2Vec-BERT 2.0, 24 layers, width 16"},
+                       "model": _model_name(model_dir, "Wav2Vec-BERT 2.0, 24 layers, width 16"), "device": device},
             "ours_s": ours, "neuralset_s": base, "speedup": base / ours, "max_rel": _rel(grid[:n], ref[:n])}
 
 
@@ -172,35 +179,44 @@ def _movie_events(film, seconds: float):
     return pd.concat([words, media], ignore_index=True)
 
 
-def _e2e_models(tmp: Path):
+def _e2e_models(tmp: Path, given: dict | None = None):
+    """The three extractor models (``given`` ones, the tiny ones for the rest), a release-layout checkpoint of
+    the small encoder reading their features (PyTorch reference) and its conversion (ours)."""
+    from transformers import AutoConfig
+
     from bench import _tiny_release_llama
     from helpers import make_release
     from reference_extractors import write_release_audio_model, write_release_video_model
 
     from nforge_jax.convert.tribev2 import convert_tribev2
+    from nforge_jax.extract.models import resolve_model
     from nforge_jax.model.checkpoint import load_encoder
 
-    models = {"text": _tiny_release_llama(tmp / "llama"), "audio": write_release_audio_model(tmp / "w2vbert"),
-              "video": write_release_video_model(tmp / "vjepa2_l40")}
-    ref = make_release(tmp / "release", feature_dims=E2E_DIMS, **E2E_BRAIN)
+    tiny = {"text": lambda: _tiny_release_llama(tmp / "llama"), "audio": lambda: write_release_audio_model(tmp / "w2vbert"),
+            "video": lambda: write_release_video_model(tmp / "vjepa2_l40")}
+    given = {m: v for m, v in (given or {}).items() if v}
+    models = {m: resolve_model(given[m], m) if m in given else make() for m, make in tiny.items()}
+    dims = {m: (2, int(AutoConfig.from_pretrained(path).hidden_size)) for m, path in models.items()}
+    ref = make_release(tmp / "release", feature_dims=dims, **E2E_BRAIN)
     convert_tribev2(tmp / "release", tmp / "ckpt")
     return models, ref, load_encoder(tmp / "ckpt")[0]
 
 
-def ours_media_to_predictions(models, encoder, events, n_steps: int, batch_sizes=(4, 4, 4), dtype="float32"):
+def ours_media_to_predictions(models, encoder, events, n_steps: int, batch_sizes=(4, 4, 4), dtype="float32",
+                              device="cpu"):
     """Our three extractors (release recipe, text by the release rule) and the JAX encoder -> ((T, V), features)."""
     from nforge_jax.extract.text import TextConfig, TextExtractor
     from nforge_jax.inference.model import NForgeModel
 
     text = TextExtractor(TextConfig(model_id=str(models["text"]), cache_n_layers=20, batch_size=batch_sizes[0],
-                                    **RELEASE_LAYERS), device="cpu", dtype=dtype)
+                                    **RELEASE_LAYERS), device=device, dtype=dtype)
     feats = {"text": text.extract(events, n_steps),
-             "audio": _ours_audio(models["audio"], events, n_steps, batch_sizes[1], dtype),
-             "video": _ours_video(models["video"], events, n_steps, batch_sizes[2], dtype)[0]}
+             "audio": _ours_audio(models["audio"], events, n_steps, batch_sizes[1], dtype, device),
+             "video": _ours_video(models["video"], events, n_steps, batch_sizes[2], dtype, device)[0]}
     return NForgeModel(encoder).predict_features(feats), feats
 
 
-def reference_media_to_predictions(models, ref, events, tmp: Path):
+def reference_media_to_predictions(models, ref, events, tmp: Path, device: str = "cpu"):
     """neuralset 0.0.2's three extractors and the PyTorch reference encoder, one 100 s window at a time."""
     import torch
 
@@ -208,15 +224,17 @@ def reference_media_to_predictions(models, ref, events, tmp: Path):
     from reference_extractors import (audio_extractor, neuralset_video_features, ns_events, release_chunks,
                                       segments_features, text_extractor)
 
-    feats = {"text": segments_features(text_extractor(models["text"], tmp / "ns-text"), events),
-             "audio": segments_features(audio_extractor(models["audio"], tmp / "ns-audio"), events)}
+    feats = {"text": segments_features(text_extractor(models["text"], tmp / "ns-text", device=device), events),
+             "audio": segments_features(audio_extractor(models["audio"], tmp / "ns-audio", device=device), events)}
     chunks = release_chunks(ns_events(events[events["type"] == "Video"]))  # each piece extracted on its own
     feats["video"] = np.concatenate([np.moveaxis(neuralset_video_features(
-        models["video"], c.filepath, span=(c.offset, c.duration))[0], -1, 0) for c in chunks.itertuples()])
+        models["video"], c.filepath, span=(c.offset, c.duration), device=device)[0], -1, 0)
+        for c in chunks.itertuples()])
     window = 2 * E2E_BRAIN["n_output_timesteps"]
     n = max(len(v) for v in feats.values())
     n_windows = -(-n // window)
     outs = []
+    ref = ref.to(device)
     with torch.inference_mode():
         for w in range(n_windows):
             x = {}
@@ -225,37 +243,41 @@ def reference_media_to_predictions(models, ref, events, tmp: Path):
                 chunk = v[w * window:(w + 1) * window]
                 part[0, :len(chunk)] = chunk
                 x[m] = part
-            outs.append(ref(to_torch_layout(x)).numpy()[0].T)  # (n_output_timesteps, V)
+            x = {m: v.to(device) for m, v in to_torch_layout(x).items()}
+            outs.append(ref(x).float().cpu().numpy()[0].T)  # (n_output_timesteps, V)
     return np.concatenate(outs), feats
 
 
-def bench_extract_e2e(seconds: float = 120.0) -> dict:
+def bench_extract_e2e(seconds: float = 120.0, models: dict | None = None, device: str = "cpu") -> dict:
     """Media -> predictions on a ``seconds`` film with speech, ours vs neuralset + the PyTorch reference."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        models, ref, encoder = _e2e_models(tmp)
+        models, ref, encoder = _e2e_models(tmp, models)
         film = write_movie(tmp / "movie.mp4", seconds)
         events = _movie_events(film, seconds)
         n_steps = int(round(2 * seconds))
-        (pred, feats), ours = _timed(ours_media_to_predictions, models, encoder, events, n_steps)
-        (ref_pred, ref_feats), base = _timed(reference_media_to_predictions, models, ref, events, tmp)
+        (pred, feats), ours = _timed(ours_media_to_predictions, models, encoder, events, n_steps, device=device)
+        (ref_pred, ref_feats), base = _timed(reference_media_to_predictions, models, ref, events, tmp, device)
     n = min(len(pred), len(ref_pred))
     return {"config": {"seconds": seconds, "words": int(2 * seconds) - 1, "fps": 25, "audio": "44.1 kHz stereo AAC",
-                       "encoder": f"hidden {E2E_BRAIN['hidden']}, depth {E2E_BRAIN['depth']}, 20484 outputs"},
+                       "encoder": f"hidden {E2E_BRAIN['hidden']}, depth {E2E_BRAIN['depth']}, 20484 outputs",
+                       "models": {m: str(v) for m, v in models.items()}, "device": device},
             "ours_s": ours, "reference_s": base, "speedup": base / ours,
             "features_max_rel": {m: _rel(feats[m][:n_steps], ref_feats[m][:n_steps]) for m in feats},
             "predictions_max_rel": _rel(pred[:n], ref_pred[:n])}
 
 
-def bench_extract_dtype(seconds: float = 20.0, dtype: str = "bfloat16") -> dict:
+def bench_extract_dtype(seconds: float = 20.0, dtype: str = "bfloat16", models: dict | None = None,
+                        device: str = "cpu") -> dict:
     """Our features and the predictions they give in ``dtype`` against float32, same models and film."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        models, _, encoder = _e2e_models(tmp)
+        models, _, encoder = _e2e_models(tmp, models)
         film = write_movie(tmp / "movie.mp4", seconds)
         events = _movie_events(film, seconds)
         n_steps = int(round(2 * seconds))
-        (p32, f32), t32 = _timed(ours_media_to_predictions, models, encoder, events, n_steps)
-        (plow, flow), tlow = _timed(ours_media_to_predictions, models, encoder, events, n_steps, dtype=dtype)
-    return {"config": {"seconds": seconds, "dtype": dtype}, "float32_s": t32, f"{dtype}_s": tlow,
+        (p32, f32), t32 = _timed(ours_media_to_predictions, models, encoder, events, n_steps, device=device)
+        (plow, flow), tlow = _timed(ours_media_to_predictions, models, encoder, events, n_steps, dtype=dtype,
+                                    device=device)
+    return {"config": {"seconds": seconds, "dtype": dtype, "device": device}, "float32_s": t32, f"{dtype}_s": tlow,
             "features_max_rel": {m: _rel(flow[m], f32[m]) for m in f32}, "predictions_max_rel": _rel(plow, p32)}

@@ -18,6 +18,11 @@ in event order, ``batch_size`` words at a time:
    batch (the release has that too);
 4. states kept (``cache_n_layers``), tokens aggregated (``token_aggregation``), layers grouped -> (L, D),
    added to the 2 Hz rows the word covers in each 100 s window (``layers.place``).
+
+A causal model gives a token the same states in any sequence that starts with the same tokens, so the leading
+words of a timeline, whose contexts each hold the whole text before them (the first ``max_context_len``
+words), are read from one forward over the last of those contexts (:meth:`TextExtractor.embed_leading`);
+only the words after them get a forward each.
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class TextExtractor(ModelExtractor):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = self.tokenizer.eos_token_id  # the release counts eos tokens as pads
         self.n_model_tokens = 0  # tokens run through the model (padding included), for tools/bench.py
+        self.n_leading_words = 0  # words read from one pass by the release rule (embed_leading)
 
     def meta_extra(self) -> dict:
         return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words,
@@ -160,9 +166,8 @@ class TextExtractor(ModelExtractor):
             part = rest[lo: lo + size]
             yield part, tok.pad({"input_ids": [ids[i] for i in part]}, return_tensors="pt")
 
-    def embed_shared(self, pairs: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
-                     ) -> np.ndarray:
-        """(len(pairs), L, D) float32 word vectors of one timeline by the shared pass (text_shared.py)."""
+    def _shared_pass(self) -> SharedContextPass:
+        """The one-forward-per-block machinery (text_shared.py) on this extractor's model and reductions."""
         self.load()
         torch, c = self._torch, self.config
         kept = kept_states(self.n_states, c.cache_n_layers)
@@ -176,11 +181,35 @@ class TextExtractor(ModelExtractor):
         def reduce(h):  # as embed: tokens aggregated in the model's dtype, then the kept states grouped
             return select_layers(aggregate_tokens(h, c.token_aggregation).float(), c.layers, c.aggregation).cpu().numpy()
 
-        shared = SharedContextPass(self.tokenizer, run_states, reduce, c.context_words)
-        out = shared.embed(pairs, np.zeros((len(pairs), self.n_layers, self.dim), np.float32), progress)
+        return SharedContextPass(self.tokenizer, run_states, reduce, c.context_words)
+
+    def _count(self, shared: SharedContextPass) -> None:
         self.n_model_tokens += shared.n_model_tokens
         self.n_own_forwards = getattr(self, "n_own_forwards", 0) + shared.n_own_forwards
+
+    def embed_shared(self, pairs: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
+                     ) -> np.ndarray:
+        """(len(pairs), L, D) float32 word vectors of one timeline by the shared pass (text_shared.py)."""
+        shared = self._shared_pass()
+        out = shared.embed(pairs, np.zeros((len(pairs), self.n_layers, self.dim), np.float32), progress)
+        self._count(shared)
         return out
+
+    def embed_leading(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The release rule's vectors of a timeline's leading words, those whose context is the whole text
+        before them (the first ``max_context_len`` words), from one causal pass: the same computation as
+        :meth:`embed` on each (tests: within 1e-5 of it and of neuralset). Returns the (n, L, D) vectors of
+        the first n words, n = 0 where no such run of two words exists or the rule's own batching decides a
+        word's vector (a pad token other than eos, or left padding: a word then depends on its batch)."""
+        tok = self.tokenizer
+        if (not self.config.contextualized or tok.pad_token_id != tok.eos_token_id or tok.padding_side != "right"):
+            return np.zeros((0, self.n_layers, self.dim), np.float32)
+        shared = self._shared_pass()
+        out = np.zeros((len(pairs), self.n_layers, self.dim), np.float32)
+        n = shared.embed_leading(pairs, out, self.pad_id, tok.model_max_length)
+        self._count(shared)
+        self.n_leading_words += n
+        return out[:n]
 
     def extract(self, events: pd.DataFrame, n_steps: int, progress: Callable[[int], None] | None = None,
                 hz: float = 2.0, origin: float = 0.0) -> np.ndarray | None:
@@ -200,8 +229,13 @@ class TextExtractor(ModelExtractor):
             for j, v in enumerate(self.embed_shared(pairs, progress)):
                 place(grid, starts[j], durs[j], v, hz, origin)
             return grid
+        lead = self.embed_leading(pairs)
+        for j, v in enumerate(lead):
+            place(grid, starts[j], durs[j], v, hz, origin)
+        if progress is not None and len(lead):
+            progress(len(lead))
         step = max(1, self.config.batch_size * 4)
-        for lo in range(0, len(pairs), step):
+        for lo in range(len(lead), len(pairs), step):
             vecs = self.embed(pairs[lo: lo + step])
             for j, v in enumerate(vecs):
                 place(grid, starts[lo + j], durs[lo + j], v, hz, origin)

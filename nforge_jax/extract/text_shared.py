@@ -25,15 +25,35 @@ pass's own (nearly always) the word is read from the pass; where they differ, th
 own over its exact tokens (counted in the reported tokens per word). A sample of words per pass is
 checked against tokenizing the whole context, and a tokenizer for which that reasoning fails (no
 pre-tokenizer, a normalizer) is refused with the setting to change.
+
+The release rule uses the same machinery where it is the same computation (:meth:`SharedContextPass.embed_leading`):
+the leading words of a timeline whose contexts each hold the whole text before them (all words up to
+``max_context_len``) are read from one pass; the words after get their own forward as the rule says.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["running_text", "pass_plan", "SharedContextPass"]
+__all__ = ["running_text", "leading_words", "pass_plan", "SharedContextPass", "TokenizerUnsuited"]
 
 _CHECK_EVERY = 97  # words per pass compared with the whole-context tokenization (plus the first and last)
+
+
+class TokenizerUnsuited(ValueError):
+    """The tokenizer's pieces cannot be shown to tokenize a word's context as the whole text does."""
+
+
+def leading_words(pairs) -> int:
+    """How many words, from the first, have as context the previous word's context followed by new text
+    ending with the word: nothing of the text before them dropped, so one causal pass over the last of these
+    contexts holds every one of them."""
+    n, prev = 0, None
+    for word, context in pairs:
+        if prev is not None and not (context.startswith(prev) and len(context) - len(prev) >= len(word)):
+            break
+        prev, n = context, n + 1
+    return n
 
 
 def running_text(pairs) -> tuple[str, list[int]]:
@@ -87,7 +107,7 @@ class _Tokenized:
     def __init__(self, tokenizer, text: str):
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or backend.pre_tokenizer is None or backend.normalizer is not None:
-            raise ValueError("text.context_pass 'shared' needs a fast tokenizer with a pre-tokenizer and no "
+            raise TokenizerUnsuited("text.context_pass 'shared' needs a fast tokenizer with a pre-tokenizer and no "
                              "normalizer (as Llama 3's); use text.context_pass 'per_word' with this tokenizer")
         enc = tokenizer(text, add_special_tokens=False)
         self.tokenizer, self.text, self.ids = tokenizer, text, list(enc["input_ids"])
@@ -95,7 +115,7 @@ class _Tokenized:
         self.starts = np.asarray([a for _, (a, _) in backend.pre_tokenizer.pre_tokenize_str(text)], np.int64)
         self.before = np.concatenate([[0], np.cumsum(np.bincount(words, minlength=len(self.starts)))])
         if len(words) and (np.any(np.diff(words) < 0) or self.before[-1] != len(self.ids)):
-            raise ValueError("text.context_pass 'shared': the tokenizer's pieces do not line up with its tokens; "
+            raise TokenizerUnsuited("text.context_pass 'shared': the tokenizer's pieces do not line up with its tokens; "
                              "use text.context_pass 'per_word' with this tokenizer")
 
     def piece(self, p: int) -> tuple[int, str]:
@@ -118,18 +138,49 @@ class SharedContextPass:
         for first_context, lo, hi in pass_plan(len(pairs), self.block):
             s = ends[first_context - 1] if first_context else 0
             tok = _Tokenized(self.tokenizer, text[s: ends[hi - 1]])
-            spans = self._spans(tok, [(pairs[i][0], ends[i] - s) for i in range(lo, hi)])
-            states = self._run(tok.ids)
-            for j, (k, tail, n_tokens, n_span) in enumerate(spans):
-                if tok.ids[k: k + len(tail)] == tail:
-                    h = states[:, n_tokens - n_span: n_tokens]
-                else:  # the word's own tokens differ from the pass's at its end: its own forward
-                    self.n_own_forwards += 1
-                    h = self._run(tok.ids[:k] + tail)[:, -n_span:]
-                out[lo + j] = self.reduce(h)
+            self._read(tok, self._spans(tok, [(pairs[i][0], ends[i] - s) for i in range(lo, hi)]), out[lo: hi])
             if progress is not None:
                 progress(hi - lo)
         return out
+
+    def embed_leading(self, pairs, out: np.ndarray, pad_id: int | None = None, max_tokens: int | None = None) -> int:
+        """The release rule's vectors of the :func:`leading_words` of ``pairs`` from one pass, written to
+        ``out[:n]``; returns n (0 when fewer than two words share a pass). Words are left to their own forward
+        from the first whose context is over ``max_tokens`` tokens (the release truncates those) and from any
+        ``pad_id`` token in the text on (the release counts those as pads and cuts them)."""
+        n = leading_words(pairs)
+        if n < 2:
+            return 0
+        text, ends = running_text(pairs[:n])
+        try:
+            tok = _Tokenized(self.tokenizer, text)
+            spans = self._spans(tok, [(pairs[i][0], ends[i]) for i in range(n)])
+        except TokenizerUnsuited:
+            return 0
+        first_pad = tok.ids.index(pad_id) if pad_id is not None and pad_id in tok.ids else len(tok.ids)
+        for j, (k, tail, n_tokens, _) in enumerate(spans):
+            if (max_tokens is not None and n_tokens > max_tokens) or k > first_pad or pad_id in tail:
+                n = j
+                break
+        if n < 2:
+            return 0
+        last_k, last_tail, last_n, _ = spans[n - 1]
+        ids = tok.ids[:last_n] if tok.ids[last_k: last_n] == last_tail else tok.ids[:last_k] + last_tail
+        tok.ids = ids  # the pass runs up to the last leading word's context only
+        self._read(tok, spans[:n], out[:n])
+        return n
+
+    def _read(self, tok: _Tokenized, spans, out: np.ndarray) -> None:
+        """One forward over ``tok.ids``; each word's span read from it, or from a forward of its own where its
+        context's tokens differ from the pass's."""
+        states = self._run(tok.ids)
+        for j, (k, tail, n_tokens, n_span) in enumerate(spans):
+            if tok.ids[k: k + len(tail)] == tail:
+                h = states[:, n_tokens - n_span: n_tokens]
+            else:  # the word's own tokens differ from the pass's at its end: its own forward
+                self.n_own_forwards += 1
+                h = self._run(tok.ids[:k] + tail)[:, -n_span:]
+            out[j] = self.reduce(h)
 
     def _run(self, ids):
         self.n_model_tokens += len(ids)
@@ -161,5 +212,5 @@ class SharedContextPass:
             prefix = tok.text[: e - len(word)].rstrip()
             n_prefix = len(self.tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else 0
             if list(full) != tok.ids[:k] + tail or max(1, len(full) - n_prefix) != n_span:
-                raise ValueError(f"text.context_pass 'shared': this tokenizer tokenizes the context of {word!r} "
+                raise TokenizerUnsuited(f"text.context_pass 'shared': this tokenizer tokenizes the context of {word!r} "
                                  "differently from its pieces; use text.context_pass 'per_word' with it")

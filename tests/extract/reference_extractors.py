@@ -181,7 +181,7 @@ class _StandInProcessor:
         return BatchFeature({"pixel_values_videos": torch.from_numpy(clip)[None]}, tensor_type=return_tensors)
 
 
-def neuralset_video_features(model_dir, mp4, span=None, max_imsize=None, fps: float = VIDEO_FPS):
+def neuralset_video_features(model_dir, mp4, span=None, max_imsize=None, fps: float = VIDEO_FPS, device: str = "cpu"):
     """neuralset's HuggingFaceVideo as in the release -> ((L, D, T) features, offset, duration) of the Video
     event of ``mp4`` (``span``: (offset, duration) in the file; None: the whole file)."""
     import warnings
@@ -196,7 +196,7 @@ def neuralset_video_features(model_dir, mp4, span=None, max_imsize=None, fps: fl
     try:
         with offline_hub():
             event = etypes.Video.from_dict(dict(type="Video", filepath=str(mp4), start=0.0, timeline="t", **extra))
-            image = dict(name="HuggingFaceImage", model_name=str(model_dir), device="cpu", layers=[0.5, 0.75, 1.0],
+            image = dict(name="HuggingFaceImage", model_name=str(model_dir), device=device, layers=[0.5, 0.75, 1.0],
                          layer_aggregation="group_mean", cache_n_layers=20, token_aggregation="mean",
                          infra={"keep_in_ram": False})
             ext = ns.extractors.HuggingFaceVideo(image=image, clip_duration=4, frequency=2, max_imsize=max_imsize,

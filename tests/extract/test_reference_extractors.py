@@ -86,13 +86,15 @@ def test_words_without_their_sentence_are_removed():
     assert out["text"].tolist() == ["cat"] and out["context"].tolist() == ["a cat"]
 
 
-@pytest.mark.parametrize("pad", [False, True])
-def test_text_features_equal_neuralset(release_models, word_events, tmp_path, pad):
-    """pad = eos (the Llama 3 tokenizer has no pad token): equal at batch 4. A tokenizer with a pad token of
-    its own: the release counts no pads and the span takes pad positions, so a word depends on its batch;
-    with one word per batch both agree exactly, and the batch-4 spread is measured (README)."""
+@pytest.mark.parametrize("pad,context_len", [(False, 1024), (False, 5), (True, 1024)])
+def test_text_features_equal_neuralset(release_models, word_events, tmp_path, pad, context_len):
+    """pad = eos (the Llama 3 tokenizer has no pad token): equal at batch 4, with contexts of the whole text (the
+    leading words, read from one pass) and of 5 parts (the first 6 words from the pass, the rest a forward
+    each). A tokenizer with a pad token of its own: the release counts no pads and the span takes pad
+    positions, so a word depends on its batch; with one word per batch both agree exactly, and the batch-4
+    spread is measured (README)."""
     model = release_models["text_pad" if pad else "text"]
-    events = add_context(word_events)
+    events = add_context(word_events, max_context_len=context_len)
     for name in ("story", "other"):
         tl = events[events["timeline"] == name]
         batch = 1 if pad else 4

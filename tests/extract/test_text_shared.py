@@ -128,3 +128,38 @@ def test_config_rejects_a_bad_pass():
     with pytest.raises(ValueError, match="contextualized"):
         TextConfig(context_pass="shared", contextualized=False)
     assert dataclasses.replace(TextConfig(), context_pass="shared").context_pass == "shared"
+
+
+@pytest.mark.parametrize("which", ["release", "llama3_split"])
+def test_release_rule_reads_leading_words_from_one_pass(release_models, llama3_split_model, which):
+    """The release rule's leading words (context = the whole text before them) come from one pass and equal
+    the rule's own forward per word; from the first word whose context drops text on, a forward each."""
+    model = release_models["text"] if which == "release" else llama3_split_model
+    events = add_context(sentence_events(True), max_context_len=6)
+    ref, ex, pairs = pair_vectors(model, events, "per_word")
+    lead = ex.embed_leading(pairs)
+    assert len(lead) == 7  # words 0..6: at most 6 parts before each, all of the text so far
+    assert relative_error(lead, ref[:7]) <= TOL
+    whole = add_context(sentence_events(True))  # contexts of up to 1024 parts: every word leads
+    ref, ex, pairs = pair_vectors(model, whole, "per_word")
+    tokens_before = ex.n_model_tokens
+    lead = ex.embed_leading(pairs)
+    assert len(lead) == len(pairs) and relative_error(lead, ref) <= TOL
+    assert ex.n_model_tokens - tokens_before < 0.2 * sum(len(c) for _, c in pairs)
+
+
+def test_leading_pass_stops_where_the_rule_differs(release_models):
+    """A pad token of the tokenizer's own (a word's vector then depends on its batch): no leading pass. A pad
+    (eos) token in a context (the rule counts it as a pad and cuts it) or a context over the tokenizer's
+    length (the rule truncates it): the pass stops at the first such word."""
+    events = add_context(sentence_events(False, repeats=1))
+    _, ex, pairs = pair_vectors(release_models["text_pad"], events, "per_word")
+    assert len(ex.embed_leading(pairs)) == 0
+    ref, ex, pairs = pair_vectors(release_models["text"], events, "per_word")
+    full = [ex.tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in pairs]
+    pad = full[6][-1]
+    first_with_pad = next(j for j, ids in enumerate(full) if pad in ids)
+    for pad_id, max_tokens, expected in ((pad, None, first_with_pad), (None, len(full[3]), 4)):
+        out = np.zeros_like(ref)
+        n = ex._shared_pass().embed_leading(pairs, out, pad_id, max_tokens)
+        assert n == expected and relative_error(out[:n], ref[:n]) <= TOL
