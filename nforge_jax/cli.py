@@ -542,7 +542,7 @@ EXTRACT_DEFAULTS = {
     "audio": ("facebook/w2v-bert-2.0", (0.75, 1.0), "cat"),
     "video": ("facebook/vjepa2-vitg-fpc64-256", (0.75, 1.0), "cat"),
 }
-EXTRACT_BATCH_SIZES = {"text": 8, "audio": 1, "video": 4}
+EXTRACT_BATCH_SIZES = {"text": 8, "audio": 1, "video": None}
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -593,7 +593,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-batch-size", type=_positive_int, default=None,
                         help=f"60 s chunks per forward, speed only (default {EXTRACT_BATCH_SIZES['audio']})")
     parser.add_argument("--video-batch-size", type=_positive_int, default=None,
-                        help=f"clips per forward, speed only (default {EXTRACT_BATCH_SIZES['video']})")
+                        help="clips per forward, speed only (default: as many as fit the device, up to 32)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--timeline", action="append", help="only these timelines (repeatable)")

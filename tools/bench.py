@@ -621,8 +621,9 @@ def main(argv=None):
     parser.add_argument("--words", type=int, default=3000, help="extract: words in the text timeline")
     parser.add_argument("--video-seconds", type=float, default=20.0, help="extract: length of the video")
     parser.add_argument("--audio-seconds", type=float, default=240.0, help="extract: length of the sound")
-    parser.add_argument("--video-batch-size", type=int, default=4, help="extract: our clips per forward")
-    parser.add_argument("--audio-batch-size", type=int, default=4, help="extract: our 60 s chunks per forward")
+    parser.add_argument("--video-batch-size", type=int, default=None,
+                        help="extract: our clips per forward (default: as many as fit the device)")
+    parser.add_argument("--audio-batch-size", type=int, default=1, help="extract: our 60 s chunks per forward")
     parser.add_argument("--e2e", action="store_true", help="extract: also a film with speech -> predictions")
     for m, released in (("text", "meta-llama/Llama-3.2-3B"), ("audio", "facebook/w2v-bert-2.0"),
                         ("video", "facebook/vjepa2-vitg-fpc64-256")):

@@ -54,14 +54,15 @@ def _ours_video(model_dir, events, n_steps, batch_size, dtype="float32", device=
 
     ex = VideoExtractor(_video_config(model_dir, batch_size), device=device, dtype=dtype)
     grid = ex.extract(events, n_steps)
-    return grid, ex.decode_counts
+    return grid, {**ex.decode_counts, "clip_batch": ex.clip_batch}
 
 
 def _model_name(model_dir, tiny: str) -> str:
     return tiny if model_dir is None else str(model_dir)
 
 
-def bench_extract_video(seconds: float = 20.0, batch_size: int = 4, model_dir=None, device: str = "cpu") -> dict:
+def bench_extract_video(seconds: float = 20.0, batch_size: int | None = None, model_dir=None, device: str = "cpu"
+                        ) -> dict:
     """Our VideoExtractor vs neuralset's HuggingFaceVideo on a ``seconds`` film; times include model loading."""
     from reference_extractors import neuralset_video_features, write_release_video_model, write_textured_mp4
 
@@ -76,7 +77,7 @@ def bench_extract_video(seconds: float = 20.0, batch_size: int = 4, model_dir=No
         (grid, counts), ours = _timed(_ours_video, model, events, n_steps, batch_size, device=device)
         (ref, *_), base = _timed(neuralset_video_features, model, film, device=device)
     ref = np.moveaxis(ref, -1, 0)
-    return {"config": {"seconds": seconds, "fps": 25, "frames_per_clip": 64, "batch_size": batch_size,
+    return {"config": {"seconds": seconds, "fps": 25, "frames_per_clip": 64, "batch_size": counts["clip_batch"],
                        "model": _model_name(model_dir, "V-JEPA 2, 40 layers, width 16, crop 32"), "device": device},
             "ours_s": ours, "neuralset_s": base, "speedup": base / ours,
             "frames_decoded_per_clip": counts["frames_decoded"] / counts["clips"],
@@ -105,7 +106,7 @@ def _ours_audio(model_dir, events, n_steps, batch_size, dtype="float32", device=
     return AudioExtractor(cfg, device=device, dtype=dtype).extract(events, n_steps)
 
 
-def bench_extract_audio(seconds: float = 240.0, batch_size: int = 4, model_dir=None, device: str = "cpu") -> dict:
+def bench_extract_audio(seconds: float = 240.0, batch_size: int = 1, model_dir=None, device: str = "cpu") -> dict:
     """Our AudioExtractor vs neuralset's Wav2VecBert on ``seconds`` of 44.1 kHz stereo (its 100 s segments)."""
     from reference_extractors import audio_extractor, segments_features, write_release_audio_model
 
@@ -202,7 +203,7 @@ def _e2e_models(tmp: Path, given: dict | None = None):
     return models, ref, load_encoder(tmp / "ckpt")[0]
 
 
-def ours_media_to_predictions(models, encoder, events, n_steps: int, batch_sizes=(4, 4, 4), dtype="float32",
+def ours_media_to_predictions(models, encoder, events, n_steps: int, batch_sizes=(4, 1, None), dtype="float32",
                               device="cpu"):
     """Our three extractors (release recipe, text by the release rule) and the JAX encoder -> ((T, V), features)."""
     from nforge_jax.extract.text import TextConfig, TextExtractor

@@ -39,7 +39,7 @@ from nforge_jax.extract.audio import MediaExtractor
 from nforge_jax.extract.hidden_states import aggregate_tokens, layer_indices, select_layers
 from nforge_jax.extract.decode import VideoFrameReader, prefetch
 
-__all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "clip_times", "resize_uint8", "shrink_frame"]
+__all__ = ["VideoConfig", "VideoExtractor", "VideoPreprocessor", "auto_clip_batch", "clip_times", "resize_uint8", "shrink_frame"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -56,7 +56,7 @@ class VideoConfig:
     clip_s: float = 4.0
     frames_per_clip: int | None = None  # None: the model config's frames_per_clip
     max_imsize: int | None = None  # frames with a longer side above this are shrunk first (PIL); release: None
-    batch_size: int = 4  # clips per forward
+    batch_size: int | None = None  # clips per forward; None: as many as fit the device (auto_clip_batch)
     chunk_s: float = 60.0
     min_chunk_s: float = 30.0
 
@@ -64,6 +64,9 @@ class VideoConfig:
         object.__setattr__(self, "layers", tuple(float(f) for f in self.layers))
         layer_indices(101, self.layers, self.aggregation, self.cache_n_layers)
         aggregate_tokens(None, self.token_aggregation)  # validates
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ValueError(f"video batch_size: expected an integer >= 1 or null (fill the device), got {self.batch_size!r}")
         if self.max_imsize is not None and not self.max_imsize >= 1:
             raise ValueError(f"max_imsize: expected a positive integer or null, got {self.max_imsize!r}")
 
@@ -182,6 +185,22 @@ def shrink_frame(frame: np.ndarray, max_imsize: int | None) -> np.ndarray:
     return np.array(Image.fromarray(frame).resize(size))
 
 
+MAX_AUTO_CLIPS = 32  # beyond this a bigger forward gains little (tiny model, 2-core CPU: 8 clips 1.24 s, 20 1.09 s)
+CPU_BUDGET_BYTES = 2 << 30  # host memory a CPU forward may take; a GPU gets half of what is free on it
+
+
+def auto_clip_batch(model_config, n_frames: int, itemsize: int, free_bytes: int) -> int:
+    """Clips per forward that fit ``free_bytes``: per clip, every hidden state of every token (kept for the
+    layer read-out) twice over (the layer's own working memory) plus the clip's preprocessed frames twice (one
+    block decoded ahead); between 1 and MAX_AUTO_CLIPS."""
+    crop, patch = int(getattr(model_config, "crop_size", 256)), int(getattr(model_config, "patch_size", 16))
+    tubelet = int(getattr(model_config, "tubelet_size", 2))
+    tokens = max(1, n_frames // tubelet) * max(1, crop // patch) ** 2
+    states = (int(model_config.num_hidden_layers) + 1) * tokens * int(model_config.hidden_size) * itemsize
+    frames = n_frames * 3 * crop * crop * 4
+    return int(min(MAX_AUTO_CLIPS, max(1, free_bytes // (2 * states + 2 * frames))))
+
+
 def clip_times(duration: float, n_frames: int, clip_s: float = 4.0, hz: float = 2.0) -> np.ndarray:
     """(n, n_frames) frame times in seconds from the chunk start, n = round(hz * duration)."""
     n = max(1, int(round(duration * hz)))
@@ -203,6 +222,13 @@ class VideoExtractor(MediaExtractor):
         params = inspect.signature(model.forward).parameters
         self._forward_kw = {"skip_predictor": True} if "skip_predictor" in params else {}
         self.decode_counts = {"clips": 0, "frames_decoded": 0, "frames_preprocessed": 0}
+        self.clip_batch = self.config.batch_size or auto_clip_batch(
+            cfg, self.n_frames, model.dtype.itemsize, self._free_bytes())
+
+    def _free_bytes(self) -> int:
+        if self.device.type == "cuda":
+            return self._torch.cuda.mem_get_info(self.device)[0] // 2
+        return CPU_BUDGET_BYTES
 
     def meta_extra(self) -> dict:
         return {"frames_per_clip": self.n_frames, "clip_s": self.config.clip_s, "crop_size": self.preprocessor.crop_size,
@@ -267,7 +293,7 @@ class VideoExtractor(MediaExtractor):
         times = clip_times(dur, self.n_frames, self.config.clip_s, hz) + offset
         rows = np.zeros((len(times), self.n_layers, self.dim), np.float32)
         # decoding and preprocessing the next block run in a thread while the model embeds this one
-        for lo, clips in prefetch(self._clip_blocks(path, times, max(1, self.config.batch_size))):
+        for lo, clips in prefetch(self._clip_blocks(path, times, self.clip_batch)):
             rows[lo: lo + len(clips)] = self.embed_clips(clips)
             if progress is not None:
                 progress(len(clips))

@@ -231,3 +231,26 @@ def test_no_matching_events_gives_none(tiny_models):
     events = word_events(["cat"], [(0.0, 0.5)])
     assert AudioExtractor(AudioConfig(model_id=str(tiny_models["audio"]))).extract(events, 2) is None
     assert VideoExtractor(VideoConfig(model_id=str(tiny_models["video"]))).extract(events, 2) is None
+
+
+def test_video_default_batch_fills_the_device_and_changes_no_feature(tiny_models, media):
+    """batch_size None: as many clips per forward as the memory budget holds (capped); the features are those
+    of one clip per forward."""
+    from types import SimpleNamespace
+
+    from nforge_jax.extract.video import MAX_AUTO_CLIPS, auto_clip_batch
+
+    events = make_events([{"type": "Video", "start": 0.0, "duration": 3.0, "filepath": str(media["mp4"]),
+                           "timeline": "t"}])
+    auto = VideoExtractor(VideoConfig(model_id=str(tiny_models["video"]), layers=(0.75, 1.0)), device="cpu")
+    one = VideoExtractor(VideoConfig(model_id=str(tiny_models["video"]), layers=(0.75, 1.0), batch_size=1), device="cpu")
+    got = auto.extract(events, n_steps=6)
+    assert auto.clip_batch == MAX_AUTO_CLIPS  # a tiny model on the CPU budget: the cap
+    np.testing.assert_allclose(got, one.extract(events, n_steps=6), rtol=1e-5, atol=1e-6)
+    # the released V-JEPA 2 (40 layers, width 1408, 64 frames of 256 px in 16 px patches) in bfloat16
+    released = SimpleNamespace(crop_size=256, patch_size=16, tubelet_size=2, num_hidden_layers=40, hidden_size=1408)
+    per_clip = 2 * 41 * (32 * 16 * 16) * 1408 * 2 + 2 * 64 * 3 * 256 * 256 * 4
+    assert auto_clip_batch(released, 64, 2, 39 * 10**9) == 39 * 10**9 // per_clip == 19
+    assert auto_clip_batch(released, 64, 2, 10**6) == 1 and auto_clip_batch(released, 64, 2, 10**15) == MAX_AUTO_CLIPS
+    with pytest.raises(ValueError, match="video batch_size"):
+        VideoConfig(batch_size=0)
