@@ -201,16 +201,25 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def _recipe(model, progress: bool):
+def _recipe(model, progress: bool, device: str = "auto", dtype: str = "auto", batch_sizes: dict | None = None):
     """The checkpoint's extraction recipe (else the one its input shapes imply), restricted to the model's
-    modalities."""
+    modalities, run on ``device`` in ``dtype`` with ``batch_sizes`` ({modality: clips / chunks per forward},
+    the settings that change no feature)."""
+    from nforge_jax.data.provenance import NOT_COMPARED
     from nforge_jax.inference.segments import default_extract_config
 
     config = model.extract_config or default_extract_config(model.config)
     mods = tuple(m for m in config.modalities if m in model.config.modalities)
     if not mods:
         raise ValueError(f"the model takes {list(model.config.modalities)}, none of which its recipe extracts")
-    return dataclasses.replace(config, modalities=mods, progress=progress)
+    parts = {}
+    for m, b in (batch_sizes or {}).items():
+        if m not in NOT_COMPARED["batch_size"]:
+            raise ValueError(f"batch size of {m!r}: only {list(NOT_COMPARED['batch_size'])} batch sizes leave the "
+                             "features unchanged, so only those may be set beside the checkpoint's recipe")
+        if b is not None:
+            parts[m] = dataclasses.replace(getattr(config, m), batch_size=b)
+    return dataclasses.replace(config, modalities=mods, progress=progress, device=device, dtype=dtype, **parts)
 
 
 def _check_models(inputs: Sequence[MediaInput], config) -> None:
@@ -257,13 +266,16 @@ def _bar(iterable, desc: str, progress: bool, unit: str = "file"):
 def predict_media(model, paths, out, *, subject=None, batch_size: int | None = None, shard=None,
                   overwrite: bool = False, progress: bool = True, words_per_second: float = DEFAULT_WORDS_PER_SECOND,
                   asr=None, asr_model: str = DEFAULT_ASR_MODEL, figures: bool = True,
-                  allow_other_subject: bool = False, allow_other_recipe: bool = False) -> dict:
+                  allow_other_subject: bool = False, allow_other_recipe: bool = False, device: str = "auto",
+                  dtype: str = "auto", extract_batch_sizes: dict | None = None) -> dict:
     """Media files or folders -> predictions and maps under ``out`` (module docstring).
 
     model: an ``NForgeModel``. subject: None (the average subject), an index or a training-subject name.
     asr: None (``asr_model`` when available offline, else no words from speech), False, or a callable
     path -> [{"text", "start", "duration"}]. figures=False writes maps.npz and summary.json only.
     allow_other_subject / allow_other_recipe: as ``predict_store``'s (recorded in the provenance).
+    device / dtype: where and in what the extractors run ("auto": a GPU in bfloat16 / float16 if there is one,
+    else the CPU in float32). extract_batch_sizes: {"audio" / "video": chunks / clips per forward}.
     Returns {"files": [per-file summary], "extract": {"written", "skipped"}, "predict": predict_store's report,
     "maps": {"written", "skipped"}, "stage_seconds": {stage: s}, "made_by": the provenance record, "out",
     "seconds"}.
@@ -278,7 +290,8 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     allowed = [name for name, on in (("other_subject", allow_other_subject), ("other_recipe", allow_other_recipe))
                if on]
     report["made_by"] = _check_made_by(model, out / "predictions", subject, overwrite, allowed)
-    prepared = _prepare(model, paths, out, shard, progress, settings, overwrite)
+    run = {"device": device, "dtype": dtype, "batch_sizes": extract_batch_sizes}
+    prepared = _prepare(model, paths, out, shard, progress, settings, overwrite, run)
     if prepared is None:  # more shards than files
         return {**report, "seconds": time.time() - t0}
     inputs, events, to_cache, config, extractors = prepared
@@ -308,12 +321,12 @@ def predict_media(model, paths, out, *, subject=None, batch_size: int | None = N
     return report
 
 
-def _prepare(model, paths, out: Path, shard, progress: bool, settings: dict, overwrite: bool):
+def _prepare(model, paths, out: Path, shard, progress: bool, settings: dict, overwrite: bool, run: dict):
     """The checks of the inputs, before anything is written: (inputs of this shard, events, events to cache,
     recipe, extractors), or None when the shard has no input."""
     from nforge_jax.extract.run import build_extractors, check_sources
 
-    config = _recipe(model, progress)
+    config = _recipe(model, progress, **run)
     every = collect_inputs(paths)
     mine = set(shard_names([item.name for item in every], check_shard(shard)))
     inputs = [item for item in every if item.name in mine]

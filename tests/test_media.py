@@ -125,8 +125,10 @@ def test_media_to_maps_then_a_rerun_computes_nothing(setup, tiny_models, capsys,
     monkeypatch.setattr("nforge_jax.inference.attribution.store_variance_shares", computed)
     monkeypatch.setattr("nforge_jax.media.build_events", computed)
     films = setup / "films"  # the same inputs named one by one: the TextGrid pairs with its video again
+    # (speed settings that change no feature do not make it a different run)
     code, stdout, err = run(["--media", *(str(films / f) for f in ("story.txt", "clip.TextGrid", "clip.mp4")),
-                             "--checkpoint", str(setup / "ckpt"), "--out", str(out)], capsys)
+                             "--checkpoint", str(setup / "ckpt"), "--out", str(out), "--video-batch-size", "1",
+                             "--audio-batch-size", "2", "--dtype", "float32", "--device", "cpu"], capsys)
     assert code == 0, err
     assert "0 extracted, 0 predicted, 0 mapped" in stdout
     assert {p: p.stat().st_mtime_ns for p in files} == files
@@ -256,6 +258,17 @@ def test_bad_inputs_are_refused_in_one_line_before_anything_is_written(setup, ti
 
 def test_media_options_and_defaults(setup, capsys):
     from nforge_jax.inference.stimulus import DEFAULT_ASR_MODEL, DEFAULT_WORDS_PER_SECOND
+    from nforge_jax.media import _recipe
+
+    model = NForgeModel.from_pretrained(setup / "ckpt")
+    config = _recipe(model, False, "cpu", "bfloat16", {"video": 2, "audio": None})
+    assert (config.device, config.dtype, config.video.batch_size) == ("cpu", "bfloat16", 2)
+    assert config.audio == model.extract_config.audio and config.text == model.extract_config.text
+    with pytest.raises(ValueError, match="batch size of 'text'"):
+        _recipe(model, False, batch_sizes={"text": 2})
+    code, _, err = run(["--store", str(setup / "s"), "--checkpoint", str(setup / "ckpt"), "--out", str(setup / "x"),
+                        "--video-batch-size", "2"], capsys)
+    assert code == 2 and "--video-batch-size: only with --media" in err and not (setup / "x").exists()
 
     args = build_parser().parse_args(["predict", "--media", "a.mp4", "--checkpoint", "c", "--out", "o"])
     assert args.words_per_second == DEFAULT_WORDS_PER_SECOND and args.asr_model == DEFAULT_ASR_MODEL

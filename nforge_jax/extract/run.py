@@ -68,6 +68,17 @@ def _signature(config: ExtractConfig, events: pd.DataFrame, modalities: Sequence
     return json.loads(json.dumps({"settings": sig, "events_sha256": hashlib.sha256(blob).hexdigest()}))
 
 
+def _same_work(old: dict | None, new: dict) -> bool:
+    """Whether a timeline's stored signature is of the same work as ``new``: equal once the settings that change
+    no feature (NOT_COMPARED's batch sizes: clips / chunks per forward) are left out of both."""
+    def strip(sig):
+        settings = {m: {k: v for k, v in kv.items() if not (k == "batch_size" and m in NOT_COMPARED["batch_size"])}
+                    for m, kv in sig.get("settings", {}).items()}
+        return {**sig, "settings": settings}
+
+    return isinstance(old, dict) and strip(old) == strip(new)
+
+
 def extract_timeline(events: pd.DataFrame, extractors: Mapping, *, progress=None, hz: float = FEATURE_HZ
                      ) -> tuple[dict[str, np.ndarray], dict]:
     """Features {modality: (T, L, D) float32} and {modality: extractor meta} for one timeline's events.
@@ -166,7 +177,7 @@ def extract_events(events: pd.DataFrame, store, config: ExtractConfig = ExtractC
             continue
         sig = _signature(config, tl, wanted)
         old = store.manifest(name) if name in store else None
-        if old is not None and not overwrite and old["meta"].get("extract_signature") == sig:
+        if old is not None and not overwrite and _same_work(old["meta"].get("extract_signature"), sig):
             report["skipped"].append(name)
             continue
         todo = {m: extractors[m] for m in wanted}

@@ -164,6 +164,11 @@ def test_extract_with_the_checkpoint_recipe_and_refuse_another(release_with_reci
     # clips / chunks per forward change no features: allowed beside --checkpoint, and the store still predicts
     assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "fast"), "--checkpoint", str(ckpt),
                    "--video-batch-size", "16", "--audio-batch-size", "3", "--no-progress"]) == 0
+    # and a rerun into a store made with other batch sizes finds its work done
+    capsys.readouterr()
+    assert nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "good"), "--checkpoint", str(ckpt),
+                   "--video-batch-size", "2", "--no-progress"]) == 0
+    assert "0 timelines written, 1 already done" in capsys.readouterr().out
     from nforge_jax.cli import build_parser
     from nforge_jax.extract.run import config_from_args
 
