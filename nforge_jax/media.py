@@ -205,21 +205,14 @@ def _recipe(model, progress: bool, device: str = "auto", dtype: str = "auto", ba
     """The checkpoint's extraction recipe (else the one its input shapes imply), restricted to the model's
     modalities, run on ``device`` in ``dtype`` with ``batch_sizes`` ({modality: clips / chunks per forward},
     the settings that change no feature)."""
-    from nforge_jax.data.provenance import NOT_COMPARED
     from nforge_jax.inference.segments import default_extract_config
 
     config = model.extract_config or default_extract_config(model.config)
     mods = tuple(m for m in config.modalities if m in model.config.modalities)
     if not mods:
         raise ValueError(f"the model takes {list(model.config.modalities)}, none of which its recipe extracts")
-    parts = {}
-    for m, b in (batch_sizes or {}).items():
-        if m not in NOT_COMPARED["batch_size"]:
-            raise ValueError(f"batch size of {m!r}: only {list(NOT_COMPARED['batch_size'])} batch sizes leave the "
-                             "features unchanged, so only those may be set beside the checkpoint's recipe")
-        if b is not None:
-            parts[m] = dataclasses.replace(getattr(config, m), batch_size=b)
-    return dataclasses.replace(config, modalities=mods, progress=progress, device=device, dtype=dtype, **parts)
+    return dataclasses.replace(config.with_batch_sizes(**(batch_sizes or {})), modalities=mods, progress=progress,
+                               device=device, dtype=dtype)
 
 
 def _check_models(inputs: Sequence[MediaInput], config) -> None:

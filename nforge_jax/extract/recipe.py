@@ -122,6 +122,19 @@ class ExtractConfig:
         parts = {m: dataclasses.replace(getattr(self, m), model_id=str(v)) for m, v in model_ids.items() if v}
         return dataclasses.replace(self, **parts)
 
+    def with_batch_sizes(self, **batch_sizes: int | None) -> "ExtractConfig":
+        """The same recipe with other clips / chunks per forward (None: unchanged). Only the batch sizes that
+        change no feature (provenance's NOT_COMPARED) may be set this way."""
+        from nforge_jax.data.provenance import NOT_COMPARED
+
+        speed_only = NOT_COMPARED["batch_size"]
+        for m in batch_sizes:
+            if m not in speed_only:
+                raise ValueError(f"batch size of {m!r}: only {list(speed_only)} batch sizes leave the features "
+                                 "unchanged, so only those may be set beside a recipe")
+        parts = {m: dataclasses.replace(getattr(self, m), batch_size=b) for m, b in batch_sizes.items() if b is not None}
+        return dataclasses.replace(self, **parts)
+
     # TRIBE v2 ----------------------------------------------------------------------------------------
     @classmethod
     def tribev2_release(cls, **run) -> "ExtractConfig":

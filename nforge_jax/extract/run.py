@@ -245,9 +245,7 @@ def config_from_args(args) -> ExtractConfig:
             raise ValueError(f"{(given or ['--modalities'])[0]}: cannot be combined with --checkpoint, whose "
                              "recipe fixes every setting but the model ids, --audio-batch-size and "
                              "--video-batch-size")
-        config = recipe_of_checkpoint(args.checkpoint, **run).with_model_ids(**models)
-        parts = {m: dataclasses.replace(getattr(config, m), batch_size=b) for m, b in speed.items()}
-        return dataclasses.replace(config, **parts)
+        return recipe_of_checkpoint(args.checkpoint, **run).with_model_ids(**models).with_batch_sizes(**speed)
     d = ExtractConfig()
     parts = {m: dataclasses.replace(getattr(d, m), **kv) for m, kv in settings.items()}
     mods = tuple(x.strip() for x in (args.modalities or ",".join(d.modalities)).split(",") if x.strip())
