@@ -139,7 +139,7 @@ def cmd_predict(args) -> int:
 
     if args.media:
         return cmd_predict_media(args)
-    media_only = [f"--{k.replace('_', '-')}" for k, default in MEDIA_ONLY.items() if getattr(args, k) != default]
+    media_only = [f"--{k.replace('_', '-')}" for k in MEDIA_ONLY if getattr(args, k) is not None]
     if media_only:
         raise UserError(f"{media_only[0]}: only with --media (it sets how the extractors run; a store's features "
                         "are already extracted)")
@@ -178,7 +178,8 @@ def cmd_predict_media(args) -> int:
                            shard=parse_shard(args.shard), overwrite=args.overwrite, progress=not args.no_progress,
                            words_per_second=args.words_per_second, asr=False if args.no_asr else None,
                            asr_model=args.asr_model, allow_other_subject=args.allow_other_subject,
-                           allow_other_recipe=args.allow_other_recipe, device=args.device, dtype=args.dtype,
+                           allow_other_recipe=args.allow_other_recipe, device=args.device or "auto",
+                           dtype=args.dtype or "auto",
                            extract_batch_sizes={"audio": args.audio_batch_size, "video": args.video_batch_size})
     for summary in report["files"]:
         print(summary_line(summary))
@@ -609,7 +610,7 @@ def add_extract_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-MEDIA_ONLY = {"device": "auto", "dtype": "auto", "audio_batch_size": None, "video_batch_size": None}  # + defaults
+MEDIA_ONLY = ("device", "dtype", "audio_batch_size", "video_batch_size")  # predict options that need --media
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -622,9 +623,11 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asr-model", default="openai/whisper-large-v3",
                         help="with --media: speech recognition for video/audio without a TextGrid, if cached")
     parser.add_argument("--no-asr", action="store_true", help="with --media: no speech recognition")
-    parser.add_argument("--device", default="auto", help="with --media: where the extractors run (auto, cpu, cuda)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                        help="with --media: the extractors' dtype (auto: float32 on a CPU, bfloat16/float16 on a GPU)")
+    parser.add_argument("--device", default=None,
+                        help="with --media: where the extractors run (auto, cpu, cuda; default auto)")
+    parser.add_argument("--dtype", default=None, choices=["auto", "float32", "float16", "bfloat16"],
+                        help="with --media: the extractors' dtype (default auto: float32 on a CPU, bfloat16/float16 "
+                             "on a GPU)")
     parser.add_argument("--audio-batch-size", type=_positive_int, default=None,
                         help="with --media: 60 s chunks per forward, speed only (default "
                              f"{EXTRACT_BATCH_SIZES['audio']})")

@@ -535,7 +535,7 @@ def bench_extract_text(n_words: int = 3000, neuralset: bool = True, model_dir=No
             out[name] = {"s": time.perf_counter() - t0, "tokens_per_word": ex.n_model_tokens / n_words}
             if name == "release_rule":  # the leading words, whose context is all the text before them: one pass
                 out[name]["words_from_one_pass"] = ex.n_leading_words
-        out["shared"]["own_forwards"] = getattr(ex, "n_own_forwards", 0)
+        out["shared"]["own_forwards"] = ex.n_own_forwards
         if neuralset:
             from reference_extractors import segments_features, text_extractor
 

@@ -93,6 +93,7 @@ class TextExtractor(ModelExtractor):
         self.pad_id = self.tokenizer.eos_token_id  # the release counts eos tokens as pads
         self.n_model_tokens = 0  # tokens run through the model (padding included), for tools/bench.py
         self.n_leading_words = 0  # words read from one pass by the release rule (embed_leading)
+        self.n_own_forwards = 0  # words of a pass that needed a forward of their own (text_shared.py)
 
     def meta_extra(self) -> dict:
         return {"cache_n_layers": self.config.cache_n_layers, "context_words": self.config.context_words,
@@ -185,7 +186,7 @@ class TextExtractor(ModelExtractor):
 
     def _count(self, shared: SharedContextPass) -> None:
         self.n_model_tokens += shared.n_model_tokens
-        self.n_own_forwards = getattr(self, "n_own_forwards", 0) + shared.n_own_forwards
+        self.n_own_forwards += shared.n_own_forwards
 
     def embed_shared(self, pairs: Sequence[tuple[str, str]], progress: Callable[[int], None] | None = None
                      ) -> np.ndarray:
