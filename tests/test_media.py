@@ -269,6 +269,13 @@ def test_media_options_and_defaults(setup, capsys):
     code, _, err = run(["--store", str(setup / "s"), "--checkpoint", str(setup / "ckpt"), "--out", str(setup / "x"),
                         "--video-batch-size", "2"], capsys)
     assert code == 2 and "--video-batch-size: only with --media" in err and not (setup / "x").exists()
+    # a device that is no device, or one this machine lacks: one line, no features or predictions written
+    for device, expected in (("gpu", "ExtractConfig.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+                             ("cuda", "device 'cuda': this torch sees no CUDA GPU")):
+        code, _, err = run(["--media", str(setup / "films"), "--checkpoint", str(setup / "ckpt"), "--out",
+                            str(setup / "x"), "--device", device], capsys)
+        assert code == 2 and expected in err and "Traceback" not in err, err
+        assert not (setup / "x" / "store").exists() and not (setup / "x" / "predictions").exists()
 
     args = build_parser().parse_args(["predict", "--media", "a.mp4", "--checkpoint", "c", "--out", "o"])
     assert args.words_per_second == DEFAULT_WORDS_PER_SECOND and args.asr_model == DEFAULT_ASR_MODEL

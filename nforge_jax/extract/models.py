@@ -46,7 +46,12 @@ def torch_device(device: str = "auto"):
 
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    out = torch.device(device)
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch sees no CUDA GPU (torch {torch.__version__}); use cpu or auto")
+    if out.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use cpu or auto")
+    return out
 
 
 def torch_dtype(dtype: str, device):
@@ -93,6 +98,10 @@ class ModelExtractor:
         self.n_layers = len(self.layer_indices())
         self.on_load(path, model)
         self._model = model
+
+    def check_device(self) -> None:
+        """The device this extractor runs on exists here (ValueError otherwise), without loading the model."""
+        torch_device(self._device_name)
 
     def on_load(self, path, model) -> None:
         """The modality's set-up once its model is loaded (tokenizer, feature extractor, preprocessor)."""

@@ -17,6 +17,7 @@ name, so a recipe this code cannot honour never extracts silently.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -76,6 +77,9 @@ _FIELD_TYPES = {
 }
 
 
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # as extract.models.torch_dtype reads them
+
+
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig:
     text: TextConfig = TextConfig()
@@ -92,6 +96,10 @@ class ExtractConfig:
         if bad or not mods:
             raise ValueError(f"ExtractConfig.modalities: expected a non-empty subset of {MODALITIES}, got {mods}")
         object.__setattr__(self, "modalities", mods)
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
+            raise ValueError(f"ExtractConfig.device: expected auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"ExtractConfig.dtype: expected one of {DTYPES}, got {self.dtype!r}")
 
     # The recipe as plain data -----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -102,13 +102,15 @@ def extract_timeline(events: pd.DataFrame, extractors: Mapping, *, progress=None
 
 
 def check_sources(events: pd.DataFrame, extractors: Mapping) -> None:
-    """Every model the events need resolves locally and every media file exists: checked before anything is
-    written, so a missing model or file leaves nothing behind (ModelNotAvailable / FileNotFoundError)."""
+    """Every model the events need resolves locally, the device they run on exists here and every media file
+    exists: checked before anything is written, so a missing model, device or file leaves nothing behind
+    (ModelNotAvailable / ValueError / FileNotFoundError)."""
     for m, ex in extractors.items():
         rows = events[events["type"].isin(ex.event_types)]
         if rows.empty:
             continue
         resolve_model(ex.config.model_id, m)
+        ex.check_device()
         if "filepath" in rows.columns:
             for path in pd.unique(rows["filepath"].dropna()):
                 if not Path(path).is_file():

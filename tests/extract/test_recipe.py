@@ -273,3 +273,20 @@ def test_clips_and_chunks_per_forward_are_not_compared():
     assert recipe_differences(old, faster.to_dict()) == []
     texts = dataclasses.replace(release, text=dataclasses.replace(release.text, batch_size=1))
     assert recipe_differences(release.to_dict(), texts.to_dict()) == ["text.batch_size: 4 (model) vs 1 (features)"]
+
+
+def test_extract_refuses_a_device_it_cannot_use_before_writing(tiny_models, tmp_path, capsys):
+    """A device string that names no device, or a GPU this machine lacks: one line, no store created."""
+    from nforge_jax.extract.recipe import ExtractConfig
+
+    with pytest.raises(ValueError, match="ExtractConfig.device: expected auto, cpu, cuda, cuda:N or mps, got 'gpu'"):
+        ExtractConfig(device="gpu")
+    with pytest.raises(ValueError, match="ExtractConfig.dtype"):
+        ExtractConfig(dtype="float64")
+    tsv = tmp_path / "events.tsv"
+    story().to_csv(tsv, sep="\t", index=False)
+    code = nforge(["extract", "--events", str(tsv), "--store", str(tmp_path / "s"), "--modalities", "text",
+                   "--text-model", str(tiny_models["text"]), "--device", "cuda", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "device 'cuda': this torch sees no CUDA GPU" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
